@@ -1,0 +1,155 @@
+"""The Confident Learning engine: passes over partitions, reductions, and the driver's plan.
+
+::
+
+    read+group ─▶ label counts ──(gather K per partition)──▶ class offsets
+               ─▶ threshold pieces ──tree merge──▶ exact confident thresholds
+               ─▶ row facts (confident joint, argmax, reduce mask) ──tree sum──▶ plan (O(K²))
+               ─▶ selection rounds (histogram refine / resolve) ──▶ per-partition cutoffs
+               ─▶ flag pass (caller: in-memory results or written outputs)
+
+Works on any :mod:`labelscan.runner` runner. Only class counts, O(K²) states, histograms and
+a bounded number of selection candidates travel to the driver.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from labelscan import passes, plan, selection
+from labelscan.options import LOW_SCORE_FILTERS, ScanOptions
+
+
+@dataclass
+class Analysis:
+    """Everything known after the driver planned the flag pass.
+
+    Attributes
+    ----------
+    parts, facts, filter_scores : list
+        Per-partition handles (worker-resident on Dask).
+    stats : plan.NoiseStatistics
+    requests : list of passes.FlagRequest
+        One per partition.
+    timings : dict[str, float]
+        Seconds per stage.
+    """
+
+    parts: list
+    facts: list
+    filter_scores: list
+    stats: plan.NoiseStatistics
+    requests: list
+    timings: dict = field(default_factory=dict)
+
+
+class Stopwatch:
+    """Collects seconds per named stage and reports each to an optional callback."""
+
+    def __init__(self, report=None):
+        self.timings: dict = {}
+        self.report = report
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.timings[stage] = round(now - self._last, 6)
+        self._last = now
+        if self.report is not None:
+            self.report(stage, self.timings[stage])
+
+
+def analyse(runner, sources, row_starts, num_rows: int, num_classes: int, dtype, options: ScanOptions,
+            report=None) -> Analysis:
+    """Run every pass up to the flag pass.
+
+    Parameters
+    ----------
+    runner : InProcessRunner or DaskRunner
+    sources : list
+        Partition sources in global row order (objects with ``load()``).
+    row_starts : numpy.ndarray, shape (P,)
+        Global index of each partition's first row.
+    num_rows : int
+    num_classes : int
+    dtype : numpy.dtype
+        Dtype of pred_probs.
+    options : ScanOptions
+    report : callable(stage, seconds), optional
+        Called after each stage (progress).
+
+    Returns
+    -------
+    Analysis
+    """
+    options.check_classes(num_classes)
+    clock = Stopwatch(report)
+    parts = runner.map("read", passes.prepare, sources)
+    per_partition_counts = np.asarray(runner.gather(runner.map("counts", passes.label_counts, parts)))
+    per_partition_counts = per_partition_counts.reshape(len(sources), num_classes)
+    class_totals = per_partition_counts.sum(axis=0)
+    class_offsets = np.cumsum(per_partition_counts, axis=0) - per_partition_counts
+    clock.lap("read")
+
+    pieces = runner.map("thresholds", passes.threshold_pieces, parts, list(class_offsets),
+                        class_totals=class_totals)
+    merged = runner.gather(runner.reduce("thresholds-merge", passes.merge_threshold_pieces, pieces))
+    thresholds = plan.confident_thresholds(merged, class_totals, dtype)
+    clock.lap("thresholds")
+
+    facts = runner.map("joint", passes.row_facts, parts, thresholds=thresholds)
+    summaries = runner.map("joint-summary", passes.joint_summary, facts)
+    joint = runner.gather(runner.reduce("joint-merge", passes.merge_joint_summaries, summaries))
+    stats = plan.noise_statistics(class_totals, thresholds, joint["joint_counts"],
+                                  joint["num_off_diagonal_issues"], options)
+    clock.lap("joint")
+
+    filter_scores = [None] * len(sources)
+    score_dtype = None
+    if options.filter_by in LOW_SCORE_FILTERS:
+        filter_scores = runner.map("scores", passes.scores, parts, method=options.filter_by[4:],
+                                   adjust=False, thresholds=None)
+        score_dtype = np.asarray(runner.gather(
+            runner.submit("score-dtype", _dtype_of, filter_scores[0]))).dtype if len(sources) else dtype
+    families = plan.selection_families(stats, options, dtype, num_rows, score_dtype)
+    cutoffs = [find_cutoffs(runner, parts, filter_scores, tasks, np.asarray(row_starts)) for tasks in families]
+    clock.lap("cutoffs")
+
+    requests = [
+        passes.FlagRequest(
+            filter_by=options.filter_by,
+            families=[(tasks, cut.for_partition(i)) for tasks, cut in zip(families, cutoffs)],
+            rank_by=options.rank_by,
+            adjust_pred_probs=options.adjust_pred_probs,
+            thresholds=thresholds,
+        )
+        for i in range(len(sources))
+    ]
+    return Analysis(parts=parts, facts=facts, filter_scores=filter_scores, stats=stats,
+                    requests=requests, timings=clock.timings)
+
+
+def _dtype_of(values: np.ndarray) -> np.ndarray:
+    """An empty array of the dtype of ``values`` (tells the driver a score dtype cheaply)."""
+    return np.zeros(0, dtype=values.dtype)
+
+
+def find_cutoffs(runner, parts, filter_scores, tasks: selection.SelectionTasks, row_starts) -> selection.Cutoffs:
+    """Exact per-partition cutoffs of one selection family (refine rounds, then resolve)."""
+    planner = selection.SelectionPlanner(tasks, row_starts)
+    while (step := planner.next_refine()) is not None:
+        active, bits = step
+        histograms = runner.map("cutoffs", selection.histogram, parts, filter_scores, tasks=tasks,
+                                intervals=planner.intervals, active=active, bits=bits)
+        planner.apply_histogram(active, bits, runner.gather(
+            runner.reduce("cutoffs-merge", passes.sum_arrays, histograms)))
+    collect, ties = planner.resolve_sets()
+    pieces = [{"task": np.zeros(0, np.intp), "image": np.zeros(0, np.uint64), "row": np.zeros(0, np.int64),
+               "tie_counts": np.zeros(0, np.int64)}] * len(parts)
+    if len(collect) or len(ties):
+        pieces = runner.gather(runner.map("cutoffs-resolve", selection.resolve_pieces, parts, filter_scores,
+                                          tasks=tasks, intervals=planner.intervals, collect=collect, ties=ties))
+    return planner.finish(collect, ties, pieces)

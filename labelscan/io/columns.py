@@ -1,0 +1,222 @@
+"""Which parquet columns hold labels and predictions, and how to decode them into numpy.
+
+``pred_probs`` may be stored as one list column (``fixed_size_list`` or ``list``
+/ ``large_list`` of float16/32/64) or as K float columns, named explicitly or
+by a prefix (``"pred_probs_"`` means ``pred_probs_0 .. pred_probs_{K-1}``).
+The float dtype is kept as stored: exact parity with cleanlab on float16 needs
+float16 arithmetic.
+
+Decoding asserts ``null_count == 0`` before flattening a list column: a null
+list slot flattens to nothing and would silently shift every later row.
+``flatten()`` (unlike ``.values``) honours slice offsets.
+"""
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from labelscan.errors import InputError
+from labelscan.io.validate import row_error
+
+FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+
+@dataclass(frozen=True)
+class PredProbsLayout:
+    """Where a file keeps its predictions.
+
+    Attributes
+    ----------
+    column : str or None
+        The list column, or None when predictions are K columns.
+    columns : tuple of str or None
+        The K float columns in class order, or None for a list column.
+    dtype : numpy.dtype
+        float16, float32 or float64.
+    num_classes : int or None
+        K; None for a variable-length ``list`` column (known only from the data).
+    """
+
+    column: str | None
+    columns: tuple[str, ...] | None
+    dtype: np.dtype
+    num_classes: int | None
+
+
+def resolve_pred_probs(schema, pred_probs_column, path):
+    """Find the prediction columns in a file's schema.
+
+    Parameters
+    ----------
+    schema : pyarrow.Schema
+    pred_probs_column : str or sequence of str
+        A list column's name, K column names, or a prefix of K numbered columns.
+    path : str
+        The file, for error messages.
+
+    Returns
+    -------
+    PredProbsLayout
+    """
+    if not isinstance(pred_probs_column, str):
+        return _columns_layout(schema, tuple(pred_probs_column), path)
+    if pred_probs_column in schema.names:
+        return _list_layout(schema.field(pred_probs_column), path)
+    numbered = {}
+    pattern = re.compile(re.escape(pred_probs_column) + r"(\d+)")
+    for name in schema.names:
+        match = pattern.fullmatch(name)
+        if match:
+            numbered[int(match.group(1))] = name
+    if not numbered:
+        raise InputError(f"missing pred_probs column (no column named {pred_probs_column!r} "
+                         f"and none with that prefix)", path=path)
+    if sorted(numbered) != list(range(len(numbered))):
+        raise InputError(f"pred_probs columns with prefix {pred_probs_column!r} are not numbered "
+                         f"0..K-1 (found suffixes {sorted(numbered)})", path=path)
+    return _columns_layout(schema, tuple(numbered[k] for k in range(len(numbered))), path)
+
+
+def _list_layout(field, path):
+    kind = field.type
+    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)
+            or pa.types.is_fixed_size_list(kind)):
+        raise InputError(f"pred_probs column {field.name!r} has type {kind}; expected a list "
+                         f"of floats or K float columns", path=path)
+    dtype = _float_dtype(kind.value_type, f"pred_probs column {field.name!r}", path)
+    num_classes = kind.list_size if pa.types.is_fixed_size_list(kind) else None
+    return PredProbsLayout(column=field.name, columns=None, dtype=dtype, num_classes=num_classes)
+
+
+def _columns_layout(schema, names, path):
+    missing = [name for name in names if name not in schema.names]
+    if missing:
+        raise InputError(f"missing pred_probs columns {missing}", path=path)
+    dtypes = {_float_dtype(schema.field(name).type, f"pred_probs column {name!r}", path)
+              for name in names}
+    if len(dtypes) > 1:
+        raise InputError(f"pred_probs columns mix dtypes {sorted(map(str, dtypes))}", path=path)
+    return PredProbsLayout(column=None, columns=names, dtype=dtypes.pop(), num_classes=len(names))
+
+
+def _float_dtype(arrow_type, what, path):
+    if not pa.types.is_floating(arrow_type):
+        raise InputError(f"{what} holds {arrow_type}; expected float16, float32 or float64",
+                         path=path)
+    return np.dtype(arrow_type.to_pandas_dtype())
+
+
+def check_label_column(schema, label_column, path):
+    """Raise :class:`InputError` unless ``label_column`` exists and has an integer type."""
+    if label_column not in schema.names:
+        raise InputError(f"missing label column {label_column!r}", path=path)
+    kind = schema.field(label_column).type
+    if not pa.types.is_integer(kind):
+        raise InputError(f"label column {label_column!r} has type {kind}; expected an integer type",
+                         path=path)
+
+
+def check_id_column(schema, id_column, path):
+    """Raise :class:`InputError` unless ``id_column`` (when given) exists."""
+    if id_column is not None and id_column not in schema.names:
+        raise InputError(f"missing id column {id_column!r}", path=path)
+
+
+def decode_labels(chunked, spec):
+    """Labels as numpy.
+
+    Parameters
+    ----------
+    chunked : pyarrow.ChunkedArray
+        (n,) any integer type.
+    spec : PartitionSpec
+        Where the rows came from, to name null rows.
+
+    Returns
+    -------
+    numpy.ndarray
+        (n,) int64.
+    """
+    _reject_nulls(chunked, spec, "null labels")
+    return chunked.to_numpy().astype(np.int64, copy=False)
+
+
+def decode_list(chunked, num_classes, dtype, spec):
+    """Predictions stored in one list column, as a C-contiguous matrix.
+
+    Parameters
+    ----------
+    chunked : pyarrow.ChunkedArray
+        (n,) ``fixed_size_list``, ``list`` or ``large_list`` of floats.
+    num_classes : int
+        K; every row must hold exactly K values.
+    dtype : numpy.dtype
+        The values' dtype.
+    spec : PartitionSpec
+        Where the rows came from, to name offending rows.
+
+    Returns
+    -------
+    numpy.ndarray
+        (n, K) of ``dtype``; a zero-copy (read-only) view when ``chunked`` has one chunk.
+    """
+    _reject_nulls(chunked, spec, "null pred_probs rows")
+    blocks = []
+    offset = 0
+    for chunk in chunked.chunks:
+        if not pa.types.is_fixed_size_list(chunk.type):
+            lengths = pc.list_value_length(chunk).to_numpy()
+            wrong = np.flatnonzero(lengths != num_classes)
+            if len(wrong):
+                raise row_error(spec, f"pred_probs row holds {lengths[wrong[0]]} values, "
+                                      f"expected {num_classes}", offset + wrong)
+        values = chunk.flatten()
+        if values.null_count:
+            null_rows = np.unique(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))
+                                  // num_classes)
+            raise row_error(spec, "null values inside pred_probs rows", offset + null_rows)
+        blocks.append(values.to_numpy(zero_copy_only=False).reshape(-1, num_classes))
+        offset += len(chunk)
+    if len(blocks) == 1:
+        return blocks[0]
+    if not blocks:
+        return np.empty((0, num_classes), dtype)
+    return np.concatenate(blocks)
+
+
+def decode_columns(table, names, dtype, spec):
+    """Predictions stored as K float columns, as a C-contiguous matrix.
+
+    Parameters
+    ----------
+    table : pyarrow.Table
+        (n rows) holding ``names``.
+    names : tuple of str
+        The K columns in class order.
+    dtype : numpy.dtype
+    spec : PartitionSpec
+        Where the rows came from, to name null rows.
+
+    Returns
+    -------
+    numpy.ndarray
+        (n, K) of ``dtype``.
+    """
+    pred_probs = np.empty((table.num_rows, len(names)), dtype)
+    for k, name in enumerate(names):
+        column = table.column(name)
+        _reject_nulls(column, spec, f"null values in pred_probs column {name!r}")
+        start = 0
+        for chunk in column.chunks:
+            pred_probs[start:start + len(chunk), k] = chunk.to_numpy()
+            start += len(chunk)
+    return pred_probs
+
+
+def _reject_nulls(chunked, spec, message):
+    if chunked.null_count:
+        null_rows = np.flatnonzero(chunked.is_null().to_numpy())
+        raise row_error(spec, message, null_rows)

@@ -1,0 +1,370 @@
+"""Plan a parquet prediction set into partitions, and read one partition.
+
+Planning reads parquet footers only (plus, for a variable-length ``list``
+column, the first row of the first row group, to learn K), so it is cheap on
+the client even for object stores. A partition is a run of consecutive row
+groups of one file, packed greedily up to ``rows_per_partition`` rows; a row
+group is never split. Partition ``i`` holds the rows
+``[row_start, row_start + num_rows)`` of the global row order (files sorted by
+path, then rows in file order).
+"""
+
+import contextlib
+import json
+from dataclasses import dataclass
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from labelscan.errors import InputError
+from labelscan.io.columns import (PredProbsLayout, check_id_column, check_label_column,
+                                  decode_columns, decode_labels, decode_list, resolve_pred_probs)
+from labelscan.io.sources import fingerprint, resolve_files
+from labelscan.io.validate import validate_labels, validate_partition
+
+CLASS_NAMES_KEY = b"labelscan.class_names"
+TARGET_PARTITION_BYTES = 64 * 2**20
+FIRST_ROW_READ_BUFFER = 2**16
+
+
+@dataclass(frozen=True)
+class PartitionSpec:
+    """One partition: consecutive row groups of one file.
+
+    Attributes
+    ----------
+    index : int
+        Partition number, its position in the global row order.
+    path : str
+        File path as the plan's fsspec filesystem sees it.
+    row_groups : tuple of int
+        Consecutive row group indices of that file.
+    row_group_rows : tuple of int
+        Rows in each of those row groups.
+    row_start : int
+        Global row index of the partition's first row.
+    num_rows : int
+        ``sum(row_group_rows)``.
+    """
+
+    index: int
+    path: str
+    row_groups: tuple[int, ...]
+    row_group_rows: tuple[int, ...]
+    row_start: int
+    num_rows: int
+
+
+@dataclass(frozen=True)
+class DatasetPlan:
+    """A validated description of a parquet prediction set; picklable, shipped to workers.
+
+    Attributes
+    ----------
+    fs : fsspec.AbstractFileSystem
+    partitions : tuple of PartitionSpec
+    num_rows : int
+        N, rows in the whole set.
+    num_classes : int
+        K.
+    pred_probs_dtype : numpy.dtype
+        float16, float32 or float64, as stored (not upcast).
+    label_column : str
+    pred_probs_column : str or None
+        The list column holding predictions, or None.
+    pred_probs_columns : tuple of str or None
+        The K float columns holding predictions in class order, or None.
+    id_column : str or None
+    class_names : tuple of str or None
+        From the parquet key-value metadata ``labelscan.class_names`` (a JSON list).
+    fingerprint : dict
+        ``{"files": [{"path", "size", "etag" or "mtime", "rows"}], "num_rows",
+        "num_classes", "sha256"}``.
+    """
+
+    fs: fsspec.AbstractFileSystem
+    partitions: tuple[PartitionSpec, ...]
+    num_rows: int
+    num_classes: int
+    pred_probs_dtype: np.dtype
+    label_column: str
+    pred_probs_column: str | None
+    pred_probs_columns: tuple[str, ...] | None
+    id_column: str | None
+    class_names: tuple[str, ...] | None
+    fingerprint: dict
+
+
+@dataclass
+class PartitionData:
+    """A decoded, validated partition.
+
+    Attributes
+    ----------
+    row_start : int
+        Global row index of the first row.
+    labels : numpy.ndarray
+        (n,) int64 given labels in ``[0, K)``.
+    pred_probs : numpy.ndarray
+        (n, K) C-contiguous, of the plan's ``pred_probs_dtype``; may be a
+        read-only zero-copy view of Arrow memory.
+    ids : numpy.ndarray or None
+        (n,) the id column, when the plan has one.
+    """
+
+    row_start: int
+    labels: np.ndarray
+    pred_probs: np.ndarray
+    ids: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class _FileFooter:
+    path: str
+    row_group_rows: tuple[int, ...]
+    layout: PredProbsLayout
+    class_names: tuple[str, ...] | None
+
+
+def plan_dataset(urlpath, *, storage_options=None, label_column="label",
+                 pred_probs_column="pred_probs", id_column=None, rows_per_partition=None):
+    """Check a parquet prediction set's schema and split it into partitions.
+
+    Parameters
+    ----------
+    urlpath : str or list of str
+        A file, a directory (every ``*.parquet`` below it, skipping names that
+        start with ``_`` or ``.``), a glob, or a list of those; local or fsspec URLs.
+    storage_options : dict, optional
+        Passed to the fsspec filesystem.
+    label_column : str
+        Integer column of given labels.
+    pred_probs_column : str or sequence of str
+        A ``fixed_size_list`` / ``list`` column of floats; a list of K float
+        column names; or a prefix ``p`` meaning columns ``p0 .. p{K-1}``.
+    id_column : str, optional
+        Column carried to the outputs as the example id.
+    rows_per_partition : int, optional
+        Most rows per partition (a larger row group still makes one partition).
+        Default: about 64 MiB of predictions, ``64 MiB // (K * itemsize)``.
+
+    Returns
+    -------
+    DatasetPlan
+
+    Raises
+    ------
+    InputError
+        Unreadable or empty files, missing columns, wrong types, or files
+        disagreeing on K, dtype or class names.
+    """
+    fs, files = resolve_files(urlpath, storage_options)
+    footers = [_read_footer(fs, path, label_column, pred_probs_column, id_column)
+               for path, _ in files]
+    first = footers[0].layout
+    num_classes = first.num_classes or _first_list_length(fs, footers[0].path, first.column)
+    for footer in footers[1:]:
+        _check_same_layout(footer, first, num_classes)
+    class_names = _class_names(footers, num_classes)
+    if rows_per_partition is None:
+        rows_per_partition = max(1, TARGET_PARTITION_BYTES // (num_classes * first.dtype.itemsize))
+    partitions = _pack_partitions(footers, rows_per_partition)
+    rows_per_file = [sum(footer.row_group_rows) for footer in footers]
+    return DatasetPlan(
+        fs=fs,
+        partitions=partitions,
+        num_rows=sum(rows_per_file),
+        num_classes=num_classes,
+        pred_probs_dtype=first.dtype,
+        label_column=label_column,
+        pred_probs_column=first.column,
+        pred_probs_columns=first.columns,
+        id_column=id_column,
+        class_names=class_names,
+        fingerprint=fingerprint(files, rows_per_file, num_classes),
+    )
+
+
+def _is_corrupt(error):
+    """Whether pyarrow rejected the bytes, as opposed to the filesystem failing to deliver them.
+
+    pyarrow reports undecodable data as ``ArrowException`` or a plain ``OSError``;
+    failures of the file object (``ConnectionError``, ``FileNotFoundError``, ...)
+    are subclasses of ``OSError`` or other types and pass through unchanged.
+    """
+    return isinstance(error, pa.ArrowException) or type(error) is OSError
+
+
+@contextlib.contextmanager
+def _open_parquet(fs, path, buffer_size=0):
+    """Open a parquet file; a file whose footer cannot be decoded raises :class:`InputError`."""
+    with fs.open(path, "rb") as handle:
+        try:
+            parquet = pq.ParquetFile(handle, buffer_size=buffer_size)
+        except Exception as error:
+            if _is_corrupt(error):
+                raise InputError(f"not a readable parquet file ({error})", path=path) from error
+            raise
+        yield parquet
+
+
+def _read_footer(fs, path, label_column, pred_probs_column, id_column):
+    with _open_parquet(fs, path) as parquet:
+        metadata = parquet.metadata
+        schema = parquet.schema_arrow
+    if metadata.num_rows == 0:
+        raise InputError("empty file (0 rows)", path=path)
+    check_label_column(schema, label_column, path)
+    check_id_column(schema, id_column, path)
+    layout = resolve_pred_probs(schema, pred_probs_column, path)
+    row_group_rows = tuple(metadata.row_group(i).num_rows for i in range(metadata.num_row_groups))
+    return _FileFooter(path, row_group_rows, layout, _stored_class_names(metadata, path))
+
+
+def _stored_class_names(metadata, path):
+    stored = (metadata.metadata or {}).get(CLASS_NAMES_KEY)
+    if stored is None:
+        return None
+    try:
+        names = json.loads(stored)
+    except ValueError as error:
+        raise InputError(f"metadata {CLASS_NAMES_KEY.decode()} is not JSON", path=path) from error
+    if not isinstance(names, list):
+        raise InputError(f"metadata {CLASS_NAMES_KEY.decode()} is not a JSON list", path=path)
+    return tuple(str(name) for name in names)
+
+
+def _first_list_length(fs, path, column):
+    """K of a variable-length list column: the length of the first row of the first row group."""
+    with _open_parquet(fs, path, buffer_size=FIRST_ROW_READ_BUFFER) as parquet:
+        batch = next(parquet.iter_batches(batch_size=1, row_groups=[0], columns=[column]))
+    first = batch.column(0)[0]
+    if not first.is_valid:
+        raise InputError("null pred_probs rows", path=path, row_group=0, row=0, global_row=0)
+    return len(first)
+
+
+def _check_same_layout(footer, first, num_classes):
+    layout = footer.layout
+    if layout.num_classes is not None and layout.num_classes != num_classes:
+        raise InputError(f"pred_probs has K={layout.num_classes} classes, but the first file "
+                         f"has K={num_classes}", path=footer.path)
+    if layout.dtype != first.dtype:
+        raise InputError(f"pred_probs dtype {layout.dtype} differs from the first file's "
+                         f"{first.dtype}", path=footer.path)
+    if (layout.column, layout.columns) != (first.column, first.columns):
+        raise InputError("pred_probs is stored in different columns than in the first file",
+                         path=footer.path)
+
+
+def _class_names(footers, num_classes):
+    named = [footer for footer in footers if footer.class_names is not None]
+    if not named:
+        return None
+    names = named[0].class_names
+    for footer in named:
+        if footer.class_names != names:
+            raise InputError("class names in the metadata differ from those of "
+                             f"{named[0].path}", path=footer.path)
+    if len(names) != num_classes:
+        raise InputError(f"metadata names {len(names)} classes, but pred_probs has "
+                         f"K={num_classes}", path=named[0].path)
+    return names
+
+
+def _pack_partitions(footers, rows_per_partition):
+    partitions = []
+    row_start = 0
+    for footer in footers:
+        run = []
+        for row_group, rows in enumerate(footer.row_group_rows):
+            if run and sum(r for _, r in run) + rows > rows_per_partition:
+                partitions.append(_partition(len(partitions), footer.path, run, row_start))
+                row_start += partitions[-1].num_rows
+                run = []
+            run.append((row_group, rows))
+        partitions.append(_partition(len(partitions), footer.path, run, row_start))
+        row_start += partitions[-1].num_rows
+    return tuple(partitions)
+
+
+def _partition(index, path, run, row_start):
+    row_groups, row_group_rows = zip(*run)
+    return PartitionSpec(index=index, path=path, row_groups=row_groups,
+                         row_group_rows=row_group_rows, row_start=row_start,
+                         num_rows=sum(row_group_rows))
+
+
+def _read_table(plan, spec, columns):
+    with _open_parquet(plan.fs, spec.path) as parquet:
+        try:
+            table = parquet.read_row_groups(list(spec.row_groups), columns=columns)
+        except Exception as error:
+            if _is_corrupt(error):
+                raise InputError(f"cannot decode row groups {list(spec.row_groups)} ({error})",
+                                 path=spec.path, row_group=spec.row_groups[0]) from error
+            raise
+    if table.num_rows != spec.num_rows:
+        raise InputError(f"file changed since planning: row groups {list(spec.row_groups)} "
+                         f"hold {table.num_rows} rows, planned {spec.num_rows}", path=spec.path)
+    return table
+
+
+def read_partition(plan, spec):
+    """Read, decode and validate one partition.
+
+    Parameters
+    ----------
+    plan : DatasetPlan
+    spec : PartitionSpec
+        One of ``plan.partitions``.
+
+    Returns
+    -------
+    PartitionData
+        ``labels`` (n,) int64, ``pred_probs`` (n, K) of ``plan.pred_probs_dtype``,
+        ``ids`` (n,) or None.
+
+    Raises
+    ------
+    InputError
+        Naming the file, row group and first offending row.
+    """
+    prediction_columns = ([plan.pred_probs_column] if plan.pred_probs_column is not None
+                          else list(plan.pred_probs_columns))
+    id_columns = [plan.id_column] if plan.id_column is not None else []
+    table = _read_table(plan, spec, [plan.label_column, *prediction_columns, *id_columns])
+    if plan.pred_probs_column is not None:
+        pred_probs = decode_list(table.column(plan.pred_probs_column), plan.num_classes,
+                                 plan.pred_probs_dtype, spec)
+    else:
+        pred_probs = decode_columns(table, plan.pred_probs_columns, plan.pred_probs_dtype, spec)
+    data = PartitionData(
+        row_start=spec.row_start,
+        labels=decode_labels(table.column(plan.label_column), spec),
+        pred_probs=pred_probs,
+        ids=table.column(plan.id_column).to_numpy() if plan.id_column is not None else None,
+    )
+    validate_partition(data, plan, spec)
+    return data
+
+
+def read_labels(plan, spec):
+    """Read and validate the given labels of one partition.
+
+    Parameters
+    ----------
+    plan : DatasetPlan
+    spec : PartitionSpec
+
+    Returns
+    -------
+    numpy.ndarray
+        (n,) int64 labels in ``[0, K)``.
+    """
+    table = _read_table(plan, spec, [plan.label_column])
+    labels = decode_labels(table.column(plan.label_column), spec)
+    validate_labels(labels, plan.num_classes, spec)
+    return labels

@@ -1,0 +1,116 @@
+"""Checks on decoded partitions, and errors that point at the offending rows.
+
+The bounds check on ``pred_probs`` reproduces cleanlab 2.9's
+``assert_valid_inputs``: ``P < -1e-6`` or ``P > 1 + 1e-6`` evaluated by numpy
+in ``P``'s own dtype (numpy 2 treats the Python float as a weak scalar, so for
+float16 the upper bound is exactly 1.0). Unlike cleanlab, NaN and infinities
+are rejected: cleanlab lets NaN through and it silently poisons the
+thresholds. Rows that do not sum to 1 are accepted, as cleanlab accepts them.
+"""
+
+import bisect
+import itertools
+
+import numpy as np
+
+from labelscan.errors import InputError
+
+LOWER_BOUND = 0 - 1e-6
+UPPER_BOUND = 1 + 1e-6
+
+
+def locate_row(spec, local_row):
+    """Map a row of a partition to its row group and its row within that group.
+
+    Parameters
+    ----------
+    spec : PartitionSpec
+    local_row : int
+        Row counted from the partition's first row, ``0 <= local_row < spec.num_rows``.
+
+    Returns
+    -------
+    row_group : int
+        Row group index within ``spec.path``.
+    row_in_group : int
+        Row counted from the start of that row group.
+    """
+    ends = list(itertools.accumulate(spec.row_group_rows))
+    position = bisect.bisect_right(ends, local_row)
+    start = ends[position - 1] if position else 0
+    return spec.row_groups[position], local_row - start
+
+
+def row_error(spec, message, bad_rows):
+    """Build the error for rows of a partition that fail a check.
+
+    Parameters
+    ----------
+    spec : PartitionSpec
+    message : str
+    bad_rows : numpy.ndarray
+        (m,) sorted local row indices of the offending rows, ``m >= 1``.
+
+    Returns
+    -------
+    InputError
+        Naming the file, the row group and row of ``bad_rows[0]``, its global
+        row, and ``m`` rows affected.
+    """
+    first = int(bad_rows[0])
+    row_group, row_in_group = locate_row(spec, first)
+    return InputError(message, path=spec.path, row_group=row_group, row=row_in_group,
+                      global_row=spec.row_start + first, num_rows_affected=len(bad_rows))
+
+
+def validate_labels(labels, num_classes, spec):
+    """Raise :class:`InputError` unless every label is a class index.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        (n,) int64 given labels.
+    num_classes : int
+        K.
+    spec : PartitionSpec
+        Where ``labels`` came from, to name the offending rows.
+    """
+    bad = (labels < 0) | (labels >= num_classes)
+    if bad.any():
+        raise row_error(spec, f"label values outside [0, {num_classes})", np.flatnonzero(bad))
+
+
+def validate_pred_probs(pred_probs, spec):
+    """Raise :class:`InputError` unless every probability is finite and within cleanlab's bounds.
+
+    Parameters
+    ----------
+    pred_probs : numpy.ndarray
+        (n, K) float16, float32 or float64 predicted probabilities.
+    spec : PartitionSpec
+        Where ``pred_probs`` came from, to name the offending rows.
+    """
+    if pred_probs.size == 0:
+        return
+    # Fast path: min/max propagate NaN, which fails both comparisons.
+    if np.min(pred_probs) >= LOWER_BOUND and np.max(pred_probs) <= UPPER_BOUND:
+        return
+    non_finite = ~np.isfinite(pred_probs).all(axis=1)
+    if non_finite.any():
+        raise row_error(spec, "pred_probs values are NaN or infinite", np.flatnonzero(non_finite))
+    out_of_bounds = ((pred_probs < LOWER_BOUND) | (pred_probs > UPPER_BOUND)).any(axis=1)
+    raise row_error(spec, "pred_probs values outside [0, 1]", np.flatnonzero(out_of_bounds))
+
+
+def validate_partition(data, plan, spec):
+    """Raise :class:`InputError` if a decoded partition holds invalid labels or predictions.
+
+    Parameters
+    ----------
+    data : PartitionData
+        ``labels`` (n,) and ``pred_probs`` (n, K) of the partition.
+    plan : DatasetPlan
+    spec : PartitionSpec
+    """
+    validate_labels(data.labels, plan.num_classes, spec)
+    validate_pred_probs(data.pred_probs, spec)

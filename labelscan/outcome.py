@@ -1,0 +1,85 @@
+"""The flag pass's per-partition result and the global ranking of issues.
+
+Issues are ranked by (label quality, global row): ascending score, ties to the lower row —
+cleanlab's ``order_label_issues`` with a stable sort. Each partition sorts its own issues;
+ranking merges sorted runs, either all at once (in memory) or by score ranges (outputs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from labelscan import passes
+from labelscan.kernels import cpu
+from labelscan.stats.order import float_images
+
+RANK_BITS = 16
+"""Bits of the score image used to split the ranking into ranges."""
+
+
+@dataclass
+class PartitionOutcome:
+    """Flag-pass result of one partition.
+
+    Attributes
+    ----------
+    row_ids, given_label, predicted_label, is_label_issue, label_quality : numpy.ndarray, shape (n,)
+        Row order (as in the input).
+    ids : numpy.ndarray or None, shape (n,)
+    issues : dict[str, numpy.ndarray]
+        Flagged rows sorted by (label_quality, row_id): ``row_id``, ``given_label``,
+        ``predicted_label``, ``label_quality``, ``image`` (order image of label_quality),
+        and ``id`` when ids are known.
+    issues_per_class : numpy.ndarray, shape (K,), int64
+    """
+
+    row_ids: np.ndarray
+    given_label: np.ndarray
+    predicted_label: np.ndarray
+    is_label_issue: np.ndarray
+    label_quality: np.ndarray
+    ids: np.ndarray | None
+    issues: dict
+    issues_per_class: np.ndarray
+
+
+def partition_outcome(part: cpu.GroupedPartition, facts: passes.RowFacts, request: passes.FlagRequest,
+                      filter_scores=None) -> PartitionOutcome:
+    """Flag, score and sort one partition's issues."""
+    flagged = passes.flagged_rows(part, facts, request, filter_scores)
+    quality = cpu.label_quality_scores(part.labels, part.pred_probs, request.rank_by,
+                                       request.adjust_pred_probs, request.thresholds)
+    issue_rows = np.flatnonzero(flagged)
+    images = float_images(quality[issue_rows])
+    ranked = issue_rows[np.lexsort((part.row_ids[issue_rows], images))]
+    issues = {
+        "row_id": part.row_ids[ranked],
+        "given_label": part.labels[ranked],
+        "predicted_label": facts.predicted[ranked].astype(np.int64),
+        "label_quality": quality[ranked],
+        "image": float_images(quality[ranked]).astype(np.uint64),
+    }
+    ids = part.ids
+    if ids is not None:
+        issues["id"] = ids[part.order[ranked]]
+    return PartitionOutcome(
+        row_ids=np.arange(part.row_start, part.row_start + part.num_rows, dtype=np.int64),
+        given_label=part.to_row_order(part.labels),
+        predicted_label=part.to_row_order(facts.predicted.astype(np.int64)),
+        is_label_issue=part.to_row_order(flagged),
+        label_quality=part.to_row_order(quality),
+        ids=ids,
+        issues=issues,
+        issues_per_class=np.bincount(part.labels[flagged], minlength=part.num_classes).astype(np.int64),
+    )
+
+
+def merge_ranked(issue_sets: list) -> dict:
+    """Merge sorted issue runs into one run sorted by (image, row_id)."""
+    if not issue_sets:
+        return {}
+    merged = {name: np.concatenate([s[name] for s in issue_sets]) for name in issue_sets[0]}
+    order = np.lexsort((merged["row_id"], merged["image"]))
+    return {name: values[order] for name, values in merged.items()}

@@ -1,0 +1,170 @@
+"""Partition-side steps of the engine: pure functions of one partition and small broadcast state.
+
+Each function runs on a worker (or in process) and returns either a small mergeable state
+(travels to the driver) or per-row facts that stay where they were computed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from labelscan.kernels import cpu
+from labelscan.stats.pairwise import PairwiseSumState, partial_sums
+
+
+@dataclass
+class RowFacts:
+    """Per-row results of the confident-joint pass, in grouped order (stay on the worker).
+
+    Attributes
+    ----------
+    predicted : numpy.ndarray, shape (n,), int32
+        ``argmax(P[i])``.
+    off_diagonal : numpy.ndarray, shape (n,), bool
+        Confident and counted in a class other than the given label.
+    given_is_argmax : numpy.ndarray, shape (n,), bool
+        ``argmax(P[i] + 1e-6·e_y) == y`` (unflagged by cleanlab's ``_reduce_issues``).
+    joint_counts : numpy.ndarray, shape (K, K), int64
+        Confident-joint counts ``[given, guess]`` of this partition (no diagonal clip).
+    num_off_diagonal_issues : int
+        ``Σ off_diagonal & ~given_is_argmax``.
+    """
+
+    predicted: np.ndarray
+    off_diagonal: np.ndarray
+    given_is_argmax: np.ndarray
+    joint_counts: np.ndarray
+    num_off_diagonal_issues: int
+
+
+def prepare(source) -> cpu.GroupedPartition:
+    """Load a partition and group it by given label.
+
+    Parameters
+    ----------
+    source : object with ``load()`` returning ``(row_start, labels, pred_probs, ids)``
+    """
+    row_start, labels, pred_probs, ids = source.load()
+    return cpu.group_by_label(row_start, labels, pred_probs, ids)
+
+
+def label_counts(part: cpu.GroupedPartition) -> np.ndarray:
+    """Rows per given label in the partition, shape (K,), int64."""
+    return part.class_counts()
+
+
+def sum_arrays(*arrays):
+    """Elementwise sum of same-shaped arrays (a tree-reduce step)."""
+    total = arrays[0].copy()
+    for array in arrays[1:]:
+        total += array
+    return total
+
+
+def threshold_pieces(part: cpu.GroupedPartition, class_offsets: np.ndarray, class_totals: np.ndarray) -> dict:
+    """Pieces of every class's pairwise self-confidence sum held by this partition.
+
+    Parameters
+    ----------
+    class_offsets : numpy.ndarray, shape (K,)
+        Rows of each class in earlier partitions.
+    class_totals : numpy.ndarray, shape (K,)
+        Rows of each class in the whole dataset ``n_k``.
+
+    Returns
+    -------
+    dict[int, PairwiseSumState]
+    """
+    pieces = {}
+    for k in np.flatnonzero(part.class_counts()):
+        rows = part.class_rows(int(k))
+        values = np.ascontiguousarray(part.pred_probs[rows, k])
+        pieces[int(k)] = partial_sums(values, int(class_offsets[k]), int(class_totals[k]))
+    return pieces
+
+
+def merge_threshold_pieces(*piece_dicts) -> dict:
+    """Union of threshold pieces from disjoint partitions (a tree-reduce step)."""
+    merged: dict = {}
+    for pieces in piece_dicts:
+        for k, state in pieces.items():
+            merged.setdefault(k, PairwiseSumState()).merge(state)
+    return merged
+
+
+def row_facts(part: cpu.GroupedPartition, thresholds: np.ndarray) -> RowFacts:
+    """Confident-joint pass: per-row facts and this partition's joint counts."""
+    predicted = cpu.argmax_rows(part.pred_probs)
+    confident, guess = cpu.confident_guesses(part.pred_probs, thresholds, predicted)
+    num_classes = part.num_classes
+    cells = part.labels[confident] * num_classes + guess[confident]
+    joint = np.bincount(cells, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    off_diagonal = confident & (guess != part.labels)
+    given_is_argmax = cpu.given_label_is_argmax(part.labels, part.pred_probs)
+    return RowFacts(
+        predicted=predicted.astype(np.int32),
+        off_diagonal=off_diagonal,
+        given_is_argmax=given_is_argmax,
+        joint_counts=joint.astype(np.int64),
+        num_off_diagonal_issues=int(np.count_nonzero(off_diagonal & ~given_is_argmax)),
+    )
+
+
+def joint_summary(facts: RowFacts) -> dict:
+    """The small part of :class:`RowFacts` the driver needs."""
+    return {"joint_counts": facts.joint_counts, "num_off_diagonal_issues": facts.num_off_diagonal_issues}
+
+
+def merge_joint_summaries(*summaries) -> dict:
+    """Sum joint summaries (a tree-reduce step)."""
+    return {
+        "joint_counts": sum_arrays(*[s["joint_counts"] for s in summaries]),
+        "num_off_diagonal_issues": sum(s["num_off_diagonal_issues"] for s in summaries),
+    }
+
+
+def scores(part: cpu.GroupedPartition, method: str, adjust: bool, thresholds) -> np.ndarray:
+    """Label-quality scores of every row, grouped order, shape (n,)."""
+    return cpu.label_quality_scores(part.labels, part.pred_probs, method, adjust, thresholds)
+
+
+@dataclass
+class FlagRequest:
+    """Everything the flag pass needs besides the partition (broadcast from the driver).
+
+    Attributes
+    ----------
+    filter_by : str
+    families : list of (SelectionTasks, PartitionCutoffs)
+        Selections whose union (``'both'``: intersection of the two families) is flagged.
+    rank_by : str
+    adjust_pred_probs : bool
+    thresholds : numpy.ndarray, shape (K,)
+    extra_scores : tuple of str
+        Further score columns for the outputs.
+    """
+
+    filter_by: str
+    families: list
+    rank_by: str
+    adjust_pred_probs: bool
+    thresholds: np.ndarray
+    extra_scores: tuple = field(default_factory=tuple)
+
+
+def flagged_rows(part, facts: RowFacts, request: FlagRequest, filter_scores=None) -> np.ndarray:
+    """``is_label_issue`` of every row in grouped order, shape (n,), bool."""
+    from labelscan.selection import select_rows
+
+    if request.filter_by == "confident_learning":
+        flagged = facts.off_diagonal.copy()
+    elif request.filter_by == "predicted_neq_given":
+        flagged = facts.predicted != part.labels
+    else:
+        chosen = [select_rows(tasks, cutoffs, part, filter_scores) for tasks, cutoffs in request.families]
+        flagged = np.logical_and.reduce(chosen) if request.filter_by == "both" else chosen[0]
+    if request.filter_by not in ("low_self_confidence", "low_normalized_margin"):
+        flagged &= ~facts.given_is_argmax
+    return flagged

@@ -1,0 +1,86 @@
+"""Where the engine's per-partition steps run: in this process, or on a Dask cluster.
+
+The engine is written once against :class:`Runner`: ``map`` a function over partitions,
+``submit`` one task, tree-``reduce`` small states, ``gather`` small results. Values returned by
+``map`` stay where they were computed (worker memory on Dask); only what the engine
+``gather``s travels to the driver.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+DEFAULT_SPLIT_EVERY = 8
+"""Fan-in of tree reductions."""
+
+
+class InProcessRunner:
+    """Runs every step eagerly in the calling process (used for in-memory arrays)."""
+
+    def map(self, name, function, *per_partition, **broadcast):
+        return [function(*args, **broadcast) for args in zip(*per_partition)]
+
+    def submit(self, name, function, *args, **kwargs):
+        return function(*args, **kwargs)
+
+    def reduce(self, name, function, items, split_every=DEFAULT_SPLIT_EVERY):
+        return _tree(lambda group_name, group: function(*group), name, items, split_every)
+
+    def gather(self, handles):
+        return handles
+
+    def release(self, handles) -> None:
+        """Nothing to free in process."""
+
+
+class DaskRunner:
+    """Runs steps as named tasks on a ``distributed.Client``.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    retries : int
+        Passed to every submission (annotations would be dropped by Dask's planner).
+    """
+
+    def __init__(self, client, retries: int = 2):
+        self.client = client
+        self.retries = retries
+        self.token = uuid.uuid4().hex[:12]
+
+    def _keys(self, name, count):
+        return [f"labelscan-{name}-{self.token}-{i}" for i in range(count)]
+
+    def map(self, name, function, *per_partition, **broadcast):
+        count = len(per_partition[0])
+        if not count:
+            return []
+        return self.client.map(function, *per_partition, key=self._keys(name, count),
+                               retries=self.retries, pure=False, **broadcast)
+
+    def submit(self, name, function, *args, **kwargs):
+        key = f"labelscan-{name}-{self.token}-{uuid.uuid4().hex[:8]}"
+        return self.client.submit(function, *args, key=key, retries=self.retries, pure=False, **kwargs)
+
+    def reduce(self, name, function, items, split_every=DEFAULT_SPLIT_EVERY):
+        return _tree(lambda group_name, group: self.submit(group_name, function, *group),
+                     name, items, split_every)
+
+    def gather(self, handles):
+        return self.client.gather(handles)
+
+    def release(self, handles) -> None:
+        """Drop the client's references so workers can free the data."""
+        for handle in handles if isinstance(handles, list) else [handles]:
+            if hasattr(handle, "release"):
+                handle.release()
+
+
+def _tree(combine, name, items, split_every):
+    items = list(items)
+    if not items:
+        raise ValueError("nothing to reduce")
+    while len(items) > 1:
+        items = [combine(name, items[i:i + split_every]) if len(items[i:i + split_every]) > 1
+                 else items[i] for i in range(0, len(items), split_every)]
+    return items[0]

@@ -1,0 +1,345 @@
+"""Exact distributed "the c smallest rows by (key, global row)" for many tasks at once.
+
+cleanlab prunes with ``np.argsort(key)[:c]`` per class (or per class pair, or over the whole
+dataset). With a stable sort that is: the ``c`` rows smallest in the total order
+(key, global row). A *task* is one such selection over the rows of one given class (or all
+rows). Keys are mapped to order-preserving integers (:mod:`labelscan.stats.order`) and each
+task's cutoff is found without moving rows to the driver:
+
+1. **refine**: every partition histograms, for each unresolved task, the images falling in the
+   task's current interval ``[lo, lo + 2**width)`` into ``2**bits`` bins; the summed histogram
+   tells which bin holds the ``c``-th row, which becomes the new interval;
+2. **resolve**: once an interval holds few rows, partitions send those rows' (image, row) pairs
+   and the driver sorts them; if an interval is one single value shared by many rows, partitions
+   send only how many they hold, and the driver hands out the tie quota in row order;
+3. **flag**: each partition gets, per task, the cutoff image and its own quota of rows equal to
+   it; it selects the rows below the cutoff plus its first ``quota`` rows equal to it.
+
+The number of passes is bounded by the key width over the bits per round (typically 2–3
+rounds), and the driver only ever holds histograms and at most ``collect_budget`` candidates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from labelscan.stats.order import float_images, image_bits
+
+MAX_HISTOGRAM_CELLS = 1 << 20
+"""Bound on tasks × bins of one refine round's per-partition histogram."""
+
+MAX_BITS_PER_ROUND = 12
+"""At most 4096 bins per task and round."""
+
+COLLECT_LIMIT = 1 << 16
+"""An interval holding at most this many rows is resolved by collecting them."""
+
+COLLECT_BUDGET = 1 << 22
+"""At most this many candidate rows travel to the driver in one resolve round."""
+
+NOISE_RATE = "noise_rate"
+BY_CLASS = "by_class"
+LOW_SCORE = "low_score"
+
+
+@dataclass
+class SelectionTasks:
+    """A family of selections of one kind.
+
+    Attributes
+    ----------
+    kind : {"noise_rate", "by_class", "low_score"}
+        ``noise_rate``: rows of class ``k`` by ``-(P[:, j] - P[:, k])``;
+        ``by_class``: rows of class ``k`` by ``P[:, k]``;
+        ``low_score``: all rows by a per-row score.
+    classes : numpy.ndarray, shape (T,), int
+        Given class of each task (``-1`` for ``low_score``).
+    columns : numpy.ndarray, shape (T,), int
+        Other class ``j`` of a noise-rate task (``-1`` otherwise).
+    counts : numpy.ndarray, shape (T,), int64
+        Rows to select ``c``.
+    sizes : numpy.ndarray, shape (T,), int64
+        Rows the task selects from.
+    key_dtype : numpy.dtype
+        Dtype of the keys (the input dtype, or the score's dtype).
+    """
+
+    kind: str
+    classes: np.ndarray
+    columns: np.ndarray
+    counts: np.ndarray
+    sizes: np.ndarray
+    key_dtype: np.dtype
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+
+@dataclass
+class Intervals:
+    """Driver-side search state of every task: rows in ``[lo, lo + 2**width)`` hold the cutoff."""
+
+    lo: np.ndarray
+    width: np.ndarray
+    below: np.ndarray
+    inside: np.ndarray
+
+    @classmethod
+    def start(cls, tasks: SelectionTasks) -> "Intervals":
+        num = len(tasks)
+        return cls(lo=np.zeros(num, dtype=np.uint64), width=np.full(num, image_bits(tasks.key_dtype)),
+                   below=np.zeros(num, dtype=np.int64), inside=tasks.sizes.astype(np.int64).copy())
+
+
+@dataclass
+class Cutoffs:
+    """Final per-task cutoffs: select images ``< image`` and the first ``quota[p]`` equal rows.
+
+    Attributes
+    ----------
+    select_all : numpy.ndarray, shape (T,), bool
+        The task selects every one of its rows.
+    image : numpy.ndarray, shape (T,), uint64
+    quota : numpy.ndarray, shape (T, P), int64
+        Rows equal to the cutoff image that partition ``p`` selects.
+    """
+
+    select_all: np.ndarray
+    image: np.ndarray
+    quota: np.ndarray
+
+    def for_partition(self, index: int) -> "PartitionCutoffs":
+        return PartitionCutoffs(select_all=self.select_all, image=self.image, quota=self.quota[:, index].copy())
+
+
+@dataclass
+class PartitionCutoffs:
+    """Cutoffs as one partition needs them (``quota`` of shape (T,))."""
+
+    select_all: np.ndarray
+    image: np.ndarray
+    quota: np.ndarray
+
+
+# ---------------------------------------------------------------- partition side
+
+
+def task_images(tasks: SelectionTasks, part, scores=None):
+    """Yield the keys' images of every task, block by block.
+
+    Parameters
+    ----------
+    tasks : SelectionTasks
+    part : labelscan.kernels.cpu.GroupedPartition
+    scores : numpy.ndarray, shape (n,), optional
+        Per-row scores in grouped order (``low_score`` tasks).
+
+    Yields
+    ------
+    task_ids : numpy.ndarray, shape (m,)
+        Tasks of this block.
+    rows : slice
+        Grouped rows of the block.
+    images : numpy.ndarray, shape (rows, m)
+        Images of the keys; column ``i`` belongs to ``task_ids[i]``.
+    """
+    if tasks.kind == LOW_SCORE:
+        if len(tasks):
+            yield np.arange(len(tasks)), slice(0, part.num_rows), float_images(scores)[:, None]
+        return
+    for k in np.unique(tasks.classes):
+        task_ids = np.flatnonzero(tasks.classes == k)
+        rows = part.class_rows(int(k))
+        if rows.stop == rows.start:
+            continue
+        block = part.pred_probs[rows]
+        if tasks.kind == BY_CLASS:
+            keys = block[:, [k]]
+        else:
+            keys = -(block[:, tasks.columns[task_ids]] - block[:, [k]])
+        yield task_ids, rows, float_images(np.ascontiguousarray(keys))
+
+
+def _in_interval(images, lo, width):
+    """Which images lie in ``[lo, lo + 2**width)``, and their offsets from ``lo``."""
+    offset = images - lo.astype(images.dtype)  # wraps below lo to large values: excluded next
+    last = (np.left_shift(np.uint64(1), width.astype(np.uint64), dtype=np.uint64) - np.uint64(1))
+    last = np.where(width >= 64, np.iinfo(np.uint64).max, last)
+    last = np.minimum(last, np.iinfo(images.dtype).max).astype(images.dtype)
+    inside = (images >= lo.astype(images.dtype)) & (offset <= last)
+    return inside, offset
+
+
+def histogram(part, scores=None, *, tasks, intervals: Intervals, active: np.ndarray, bits: int) -> np.ndarray:
+    """Per-partition histogram of the active tasks' images inside their intervals.
+
+    Returns
+    -------
+    numpy.ndarray, shape (len(active), 2**bits), int64
+    """
+    position = np.full(len(tasks), -1)
+    position[active] = np.arange(len(active))
+    counts = np.zeros((len(active), 1 << bits), dtype=np.int64)
+    for task_ids, _, images in task_images(tasks, part, scores):
+        keep = position[task_ids] >= 0
+        if not keep.any():
+            continue
+        task_ids, images = task_ids[keep], images[:, keep]
+        width = intervals.width[task_ids]
+        inside, offset = _in_interval(images, intervals.lo[task_ids], width)
+        shift = np.maximum(width - bits, 0).astype(images.dtype)
+        bins = (offset >> shift).astype(np.int64) + (position[task_ids] << bits)
+        counts += np.bincount(bins[inside], minlength=counts.size).reshape(counts.shape)
+    return counts
+
+
+def resolve_pieces(part, scores=None, *, tasks, intervals: Intervals, collect: np.ndarray, ties: np.ndarray):
+    """Rows of the collected tasks' intervals, and tie counts of the tie tasks, in one partition.
+
+    Returns
+    -------
+    dict
+        ``task``, ``image``, ``row`` (arrays of the collected candidates) and ``tie_counts``
+        (shape (len(ties),), rows equal to each tie task's single image).
+    """
+    collect_mask = np.zeros(len(tasks), dtype=bool)
+    collect_mask[collect] = True
+    tie_position = np.full(len(tasks), -1)
+    tie_position[ties] = np.arange(len(ties))
+    tie_counts = np.zeros(len(ties), dtype=np.int64)
+    found_tasks, found_images, found_rows = [], [], []
+    for task_ids, rows, images in task_images(tasks, part, scores):
+        inside, _ = _in_interval(images, intervals.lo[task_ids], intervals.width[task_ids])
+        is_tie = tie_position[task_ids] >= 0
+        if is_tie.any():
+            tie_counts[tie_position[task_ids[is_tie]]] += inside[:, is_tie].sum(axis=0)
+        chosen = collect_mask[task_ids]
+        local_row, column = np.nonzero(inside & chosen)
+        found_tasks.append(task_ids[column])
+        found_images.append(images[local_row, column].astype(np.uint64))
+        found_rows.append(part.row_ids[rows][local_row])
+    return {
+        "task": np.concatenate(found_tasks) if found_tasks else np.zeros(0, dtype=np.intp),
+        "image": np.concatenate(found_images) if found_images else np.zeros(0, dtype=np.uint64),
+        "row": np.concatenate(found_rows) if found_rows else np.zeros(0, dtype=np.int64),
+        "tie_counts": tie_counts,
+    }
+
+
+def select_rows(tasks, cutoffs: PartitionCutoffs, part, scores=None) -> np.ndarray:
+    """Rows of one partition selected by any task (union), in grouped order, shape (n,), bool."""
+    selected = np.zeros(part.num_rows, dtype=bool)
+    for task_ids, rows, images in task_images(tasks, part, scores):
+        limit = cutoffs.image[task_ids].astype(images.dtype)
+        everything = cutoffs.select_all[task_ids]
+        below = (images < limit) | everything
+        equal = (images == limit) & ~everything
+        chosen = below
+        for column in np.flatnonzero(cutoffs.quota[task_ids] > 0):
+            tied = np.flatnonzero(equal[:, column])
+            # grouped order is row order inside a class block, not across blocks: sort by row
+            tied = tied[np.argsort(part.row_ids[rows][tied], kind="stable")]
+            chosen[tied[: cutoffs.quota[task_ids[column]]], column] = True
+        selected[rows] |= chosen.any(axis=1)
+    return selected
+
+
+# ---------------------------------------------------------------- driver side
+
+
+@dataclass
+class SelectionPlanner:
+    """Drives the refine / resolve rounds of one task family on the driver."""
+
+    tasks: SelectionTasks
+    row_starts: np.ndarray
+    intervals: Intervals = field(init=False)
+
+    def __post_init__(self):
+        self.intervals = Intervals.start(self.tasks)
+        self.select_all = self.tasks.counts >= self.tasks.sizes
+
+    def next_refine(self):
+        """Tasks to refine next and the bits per round, or ``None`` when resolving is due.
+
+        Returns
+        -------
+        (numpy.ndarray, int) or None
+        """
+        candidates = ~self.select_all & (self.intervals.width > 0)
+        small = self.intervals.inside <= COLLECT_LIMIT
+        by_size = np.flatnonzero(candidates & small)
+        fits = np.zeros(len(self.tasks), dtype=bool)
+        fits[by_size[np.cumsum(self.intervals.inside[by_size]) <= COLLECT_BUDGET]] = True
+        active = np.flatnonzero(candidates & ~fits)
+        if not len(active):
+            return None
+        bits = int(np.clip(np.log2(max(MAX_HISTOGRAM_CELLS // len(active), 2)), 1, MAX_BITS_PER_ROUND))
+        return active, bits
+
+    def apply_histogram(self, active: np.ndarray, bits: int, counts: np.ndarray) -> None:
+        """Narrow each active task's interval to the bin holding its ``c``-th row."""
+        for position, task in enumerate(active):
+            width = int(self.intervals.width[task])
+            used = min(bits, width)
+            shift = width - used
+            bins = counts[position, : 1 << used]
+            need = self.tasks.counts[task] - self.intervals.below[task]
+            chosen = int(np.searchsorted(np.cumsum(bins), need))
+            self.intervals.below[task] += int(bins[:chosen].sum())
+            self.intervals.inside[task] = int(bins[chosen])
+            self.intervals.lo[task] += np.uint64(chosen) << np.uint64(shift)
+            self.intervals.width[task] = shift
+
+    def resolve_sets(self):
+        """Tasks resolved by collecting rows and tasks resolved by tie quotas."""
+        pending = np.flatnonzero(~self.select_all)
+        ties = pending[self.intervals.width[pending] == 0]
+        collect = pending[self.intervals.width[pending] > 0]
+        return collect, ties
+
+    def finish(self, collect, ties, pieces: list) -> Cutoffs:
+        """Turn the partitions' resolve pieces into per-partition cutoffs.
+
+        Parameters
+        ----------
+        pieces : list of dict
+            :func:`resolve_pieces` output of every partition, in partition order.
+        """
+        num_parts = len(self.row_starts)
+        quota = np.zeros((len(self.tasks), num_parts), dtype=np.int64)
+        image = np.zeros(len(self.tasks), dtype=np.uint64)
+        self._finish_ties(ties, pieces, image, quota)
+        self._finish_collected(collect, pieces, image, quota)
+        return Cutoffs(select_all=self.select_all.copy(), image=image, quota=quota)
+
+    def _finish_ties(self, ties, pieces, image, quota):
+        if not len(ties):
+            return
+        tie_counts = np.stack([piece["tie_counts"] for piece in pieces], axis=1)
+        need = self.tasks.counts[ties] - self.intervals.below[ties]
+        before = np.cumsum(tie_counts, axis=1) - tie_counts
+        quota[ties] = np.clip(need[:, None] - before, 0, tie_counts)
+        image[ties] = self.intervals.lo[ties]
+
+    def _finish_collected(self, collect, pieces, image, quota):
+        if not len(collect):
+            return
+        task = np.concatenate([piece["task"] for piece in pieces])
+        images = np.concatenate([piece["image"] for piece in pieces])
+        rows = np.concatenate([piece["row"] for piece in pieces])
+        by_order = np.lexsort((rows, images, task))
+        task, images, rows = task[by_order], images[by_order], rows[by_order]
+        task_starts = np.searchsorted(task, collect)
+        cut = task_starts + (self.tasks.counts[collect] - self.intervals.below[collect]) - 1
+        image[collect] = images[cut]
+        # rows equal to the cutoff and not after it in row order, per partition
+        cut_of_row = np.zeros(len(self.tasks), dtype=np.intp)
+        cut_of_row[collect] = cut
+        in_collect = np.isin(task, collect)
+        position = np.arange(len(task))
+        tied = in_collect & (images == image[task]) & (position <= cut_of_row[task])
+        partition = np.searchsorted(self.row_starts, rows[tied], side="right") - 1
+        np.add.at(quota, (task[tied], partition), 1)

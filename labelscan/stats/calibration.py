@@ -1,0 +1,172 @@
+"""O(K²) driver-side steps: calibrating the confident joint and the prune-count matrix.
+
+These follow the arithmetic of cleanlab 2.9 (``count.calibrate_confident_joint``,
+``filter._keep_at_least_n_per_class``, ``internal.util.round_preserving_sum``), written from
+the behavioural spec (``CLEANLAB_SPEC.md`` §4–§5), with one deliberate difference: every tie
+between equal rounding remainders is broken deterministically (a stable sort), where cleanlab's
+``np.argsort`` leaves the choice to the CPU's SIMD sort.
+
+Layout matters: cleanlab's confident joint is Fortran-ordered, and ``np.sum`` of the scaled
+matrix walks memory order, which decides exact ``x.5`` cells. Callers pass the joint as built by
+:func:`fortran_counts`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+TINY_VALUE = 1e-100
+"""Lower clip of denominators (cleanlab's ``TINY_VALUE``)."""
+
+ROUNDING_TOLERANCE = 1e-6
+"""Tolerance of the sum comparison in the largest-remainder loop."""
+
+
+def fortran_counts(counts: np.ndarray) -> np.ndarray:
+    """Confident-joint counts as int64 in Fortran order, the layout cleanlab builds them in.
+
+    Parameters
+    ----------
+    counts : numpy.ndarray, shape (K, K)
+        ``counts[given, guess]``.
+
+    Returns
+    -------
+    numpy.ndarray, shape (K, K), int64, F-contiguous
+    """
+    return np.asfortranarray(np.asarray(counts, dtype=np.int64))
+
+
+def clip_diagonal_to_one(counts: np.ndarray) -> np.ndarray:
+    """Set every diagonal cell to at least 1 (cleanlab does this to every confident joint).
+
+    Parameters
+    ----------
+    counts : numpy.ndarray, shape (K, K)
+
+    Returns
+    -------
+    numpy.ndarray, shape (K, K), a copy with the same memory layout
+    """
+    clipped = counts.copy(order="K")
+    np.fill_diagonal(clipped, np.maximum(np.diagonal(clipped), 1))
+    return clipped
+
+
+def round_preserving_sum(values: np.ndarray) -> np.ndarray:
+    """Round to integers keeping the rounded total (largest-remainder method).
+
+    Parameters
+    ----------
+    values : numpy.ndarray, shape (L,)
+
+    Returns
+    -------
+    numpy.ndarray, shape (L,), int64
+        Round-half-even values adjusted one unit at a time: when units are missing, the cells
+        with the largest remainder ``value - rounded`` gain one (ties: highest index first);
+        when units are in excess, the cells with the smallest remainder lose one (ties: lowest
+        index first).
+    """
+    floats = np.asarray(values, dtype=float)
+    ints = floats.round()
+    target = np.sum(floats).round()
+    current = np.sum(ints).round()
+    while abs(current - target) > ROUNDING_TOLERANCE:
+        difference = np.round(target - current)
+        step = -1 if difference < 0 else 1
+        changes = min(int(abs(difference)), len(floats))
+        by_remainder = np.argsort(floats - ints, kind="stable")
+        chosen = by_remainder[::-1][:changes] if step == 1 else by_remainder[:changes]
+        ints[chosen] += step
+        current = np.sum(ints).round()
+    return ints.astype(np.int64)
+
+
+def round_preserving_row_totals(matrix: np.ndarray) -> np.ndarray:
+    """Apply :func:`round_preserving_sum` to every row.
+
+    Parameters
+    ----------
+    matrix : numpy.ndarray, shape (K, K), float
+
+    Returns
+    -------
+    numpy.ndarray, shape (K, K), int64, C-contiguous
+    """
+    return np.apply_along_axis(round_preserving_sum, 1, matrix).astype(np.int64)
+
+
+def calibrate_confident_joint(confident_joint: np.ndarray, label_counts: np.ndarray) -> np.ndarray:
+    """Calibrate the confident joint so row ``i`` sums to ``n_i`` and the total is ``N``.
+
+    Parameters
+    ----------
+    confident_joint : numpy.ndarray, shape (K, K), int64
+        Uncalibrated counts ``[given, guess]`` with the diagonal clipped to ≥ 1, in the layout
+        returned by :func:`fortran_counts`.
+    label_counts : numpy.ndarray, shape (K,), int64
+        Number of rows per given label ``n_k``.
+
+    Returns
+    -------
+    numpy.ndarray, shape (K, K), int64
+    """
+    row_totals = np.clip(confident_joint.sum(axis=1), a_min=TINY_VALUE, a_max=None)
+    scaled = (confident_joint.T / row_totals * label_counts).T
+    scaled = scaled / np.clip(np.sum(scaled), a_min=TINY_VALUE, a_max=None) * sum(label_counts)
+    return round_preserving_row_totals(scaled)
+
+
+def keep_at_least_n_per_class(prune_counts: np.ndarray, min_examples: int, frac_noise: float) -> np.ndarray:
+    """Prune-count matrix leaving ``min_examples`` rows per class, scaled by ``frac_noise``.
+
+    Parameters
+    ----------
+    prune_counts : numpy.ndarray, shape (K, K)
+        Transposed calibrated confident joint: ``[guess, given]``; column ``k`` is given class k.
+    min_examples : int
+        Rows to keep in every class (``min_examples_per_class``).
+    frac_noise : float
+        Fraction of the off-diagonal counts to keep (truncated toward zero).
+
+    Returns
+    -------
+    numpy.ndarray, shape (K, K), int64
+        ``[guess, given]`` number of rows to prune.
+    """
+    diagonal = np.diagonal(prune_counts)
+    new_diagonal = np.maximum(diagonal, min_examples)
+    increase_per_column = new_diagonal - diagonal
+    # cleanlab assumes the diagonal is non-zero when counting the off-diagonal noise rates.
+    noise_rates_per_column = np.maximum(np.count_nonzero(prune_counts, axis=0) - 1.0, 1.0)
+    reduced = prune_counts - increase_per_column / noise_rates_per_column
+    reduced[reduced < 0] = 0
+    np.fill_diagonal(reduced, new_diagonal)
+    scaled = reduced * frac_noise
+    np.fill_diagonal(scaled, np.diagonal(reduced) + np.sum(reduced - scaled, axis=0))
+    return round_preserving_row_totals(scaled.astype(int))
+
+
+def prune_counts_for_removal(prune_counts: np.ndarray, num_to_remove_per_class, label_counts) -> np.ndarray:
+    """Rescale a prune-count matrix so class ``k`` loses ``num_to_remove_per_class[k]`` rows.
+
+    Parameters
+    ----------
+    prune_counts : numpy.ndarray, shape (K, K), int64
+        Output of :func:`keep_at_least_n_per_class`.
+    num_to_remove_per_class : array-like, shape (K,)
+    label_counts : numpy.ndarray, shape (K,)
+
+    Returns
+    -------
+    numpy.ndarray, shape (K, K), int64
+        Rows with no noise become ``INT64_MIN`` cells (prune nothing), as in cleanlab.
+    """
+    remove = np.asarray(num_to_remove_per_class)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        noise_given = prune_counts / np.sum(prune_counts, axis=1)
+        noise_per_row = noise_given.sum(axis=1) - noise_given.diagonal()
+        rescaled = (noise_given.T * remove / noise_per_row).T
+        np.fill_diagonal(rescaled, label_counts - remove)
+        return round_preserving_row_totals(rescaled)

@@ -1,0 +1,176 @@
+"""Exact reconstruction of numpy's pairwise float sum from partitioned data.
+
+cleanlab's confident threshold of class ``k`` is ``np.mean(P[y == k, k])``. numpy sums a
+contiguous 1-D array with a fixed recursion (``pairwise_sum`` in numpy's ``loops_utils.h``):
+
+- a run of ``n <= 128`` values is a *leaf*, summed by numpy as one unit;
+- a longer run is split at ``n2 = n // 2 - (n // 2) % 8`` and the two halves are added.
+
+The recursion depends only on the run length, so every node of the tree is a half-open
+range ``(start, stop)`` of the class-``k`` sequence (its rows in global order). A partition
+that holds the slice ``[a, b)`` of that sequence sums every maximal node lying inside its
+slice with ``np.sum`` (bit-identical to the node's value) and ships the raw values of the at
+most two leaves its boundaries cut. The driver folds nodes bottom-up in the same order.
+
+float16 input is summed by numpy in float32 through 8192-element buffers: each buffer is a
+pairwise tree in float32, and buffer sums are added sequentially. A :class:`SumLayout`
+describes both cases as a list of trees folded left to right.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+LEAF_MAX = 128
+"""Longest run numpy sums as one leaf (``PW_BLOCKSIZE``)."""
+
+FLOAT16_BUFFER = 8192
+"""numpy's default ufunc buffer size: float16 sums are folded per buffer of this length."""
+
+
+def accumulator_dtype(values_dtype: np.dtype) -> np.dtype:
+    """Dtype numpy accumulates ``np.mean`` in: float32 for float16 input, else the input dtype."""
+    values_dtype = np.dtype(values_dtype)
+    return np.dtype(np.float32) if values_dtype == np.float16 else values_dtype
+
+
+def tree_roots(length: int, values_dtype: np.dtype) -> list[tuple[int, int]]:
+    """Ranges of the pairwise trees whose sums numpy folds left to right.
+
+    Parameters
+    ----------
+    length : int
+        Number of values summed (``n_k``).
+    values_dtype : numpy.dtype
+        Dtype of the values (float16 uses 8192-value buffers).
+
+    Returns
+    -------
+    list of (int, int)
+        Half-open ranges, in fold order. Empty when ``length == 0``.
+    """
+    if np.dtype(values_dtype) != np.float16:
+        return [(0, length)] if length else []
+    return [(s, min(s + FLOAT16_BUFFER, length)) for s in range(0, length, FLOAT16_BUFFER)]
+
+
+def split_point(start: int, stop: int) -> int:
+    """Absolute index where numpy splits the node ``[start, stop)`` (longer than a leaf)."""
+    half = (stop - start) // 2
+    return start + half - half % 8
+
+
+@dataclass
+class PairwiseSumState:
+    """Mergeable pieces of one class's pairwise sum.
+
+    Attributes
+    ----------
+    nodes : dict[(int, int), float]
+        Exact sums of complete tree nodes, keyed by their range in the class sequence.
+    fragments : dict[(int, int), dict[int, float]]
+        Raw values of leaves cut by partition boundaries: leaf range → {position: value}.
+    """
+
+    nodes: dict = field(default_factory=dict)
+    fragments: dict = field(default_factory=dict)
+
+    def merge(self, other: "PairwiseSumState") -> "PairwiseSumState":
+        """Union of two states over disjoint slices of the same sequence (in place)."""
+        self.nodes.update(other.nodes)
+        for leaf, values in other.fragments.items():
+            self.fragments.setdefault(leaf, {}).update(values)
+        return self
+
+
+def partial_sums(values: np.ndarray, offset: int, length: int) -> PairwiseSumState:
+    """Sum a partition's slice of one class sequence into mergeable pieces.
+
+    Parameters
+    ----------
+    values : numpy.ndarray, shape (m,)
+        The slice ``[offset, offset + m)`` of the class sequence, contiguous, in the input dtype.
+    offset : int
+        Position of ``values[0]`` in the class sequence.
+    length : int
+        Length of the whole class sequence (``n_k``).
+
+    Returns
+    -------
+    PairwiseSumState
+    """
+    state = PairwiseSumState()
+    stop = offset + len(values)
+    if not len(values):
+        return state
+    acc_dtype = accumulator_dtype(values.dtype)
+    for root in tree_roots(length, values.dtype):
+        _collect(values, offset, stop, root, acc_dtype, state)
+    return state
+
+
+def _collect(values, lo, hi, node, acc_dtype, state):
+    start, stop = node
+    if stop <= lo or start >= hi:
+        return
+    if lo <= start and stop <= hi:
+        segment = values[start - lo:stop - lo]
+        state.nodes[node] = np.sum(segment, dtype=acc_dtype)
+        return
+    if stop - start <= LEAF_MAX:
+        first, last = max(start, lo), min(stop, hi)
+        state.fragments[node] = dict(zip(range(first, last), values[first - lo:last - lo]))
+        return
+    middle = split_point(start, stop)
+    _collect(values, lo, hi, (start, middle), acc_dtype, state)
+    _collect(values, lo, hi, (middle, stop), acc_dtype, state)
+
+
+def finish_sum(state: PairwiseSumState, length: int, values_dtype: np.dtype):
+    """Fold a complete state into numpy's exact sum.
+
+    Parameters
+    ----------
+    state : PairwiseSumState
+        Pieces covering the whole sequence ``[0, length)``.
+    length : int
+        Length of the sequence.
+    values_dtype : numpy.dtype
+        Dtype of the summed values.
+
+    Returns
+    -------
+    numpy scalar
+        The sum ``np.sum`` (float16: ``np.mean``'s float32 accumulation) would return.
+    """
+    acc_dtype = accumulator_dtype(values_dtype)
+    total = acc_dtype.type(0)
+    for root in tree_roots(length, values_dtype):
+        total = acc_dtype.type(total + _evaluate(state, root, values_dtype, acc_dtype))
+    return total
+
+
+def _evaluate(state, node, values_dtype, acc_dtype):
+    if node in state.nodes:
+        return state.nodes[node]
+    start, stop = node
+    if stop - start <= LEAF_MAX:
+        pieces = state.fragments[node]
+        leaf = np.array([pieces[i] for i in range(start, stop)], dtype=values_dtype)
+        return np.sum(leaf, dtype=acc_dtype)
+    middle = split_point(start, stop)
+    left = _evaluate(state, (start, middle), values_dtype, acc_dtype)
+    right = _evaluate(state, (middle, stop), values_dtype, acc_dtype)
+    return acc_dtype.type(left + right)
+
+
+def mean_from_sum(total, length: int, values_dtype: np.dtype):
+    """``np.mean``'s final step: ``dtype(float64(sum) / n)``.
+
+    Returns
+    -------
+    numpy scalar of ``values_dtype``
+    """
+    return np.dtype(values_dtype).type(np.float64(total) / np.intp(length))
