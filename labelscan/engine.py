@@ -63,7 +63,7 @@ class Stopwatch:
 
 
 def analyse(runner, sources, row_starts, num_rows: int, num_classes: int, dtype, options: ScanOptions,
-            report=None) -> Analysis:
+            report=None, cache: bool = True) -> Analysis:
     """Run every pass up to the flag pass.
 
     Parameters
@@ -80,6 +80,9 @@ def analyse(runner, sources, row_starts, num_rows: int, num_classes: int, dtype,
     options : ScanOptions
     report : callable(stage, seconds), optional
         Called after each stage (progress).
+    cache : bool
+        Keep decoded partitions in worker memory between passes; otherwise every pass
+        re-reads its partition (memory bounded by the partitions in flight).
 
     Returns
     -------
@@ -87,7 +90,7 @@ def analyse(runner, sources, row_starts, num_rows: int, num_classes: int, dtype,
     """
     options.check_classes(num_classes)
     clock = Stopwatch(report)
-    parts = runner.map("read", passes.prepare, sources)
+    parts = runner.map("read", passes.prepare, sources) if cache else list(sources)
     per_partition_counts = np.asarray(runner.gather(runner.map("counts", passes.label_counts, parts)))
     per_partition_counts = per_partition_counts.reshape(len(sources), num_classes)
     class_totals = per_partition_counts.sum(axis=0)

@@ -48,6 +48,7 @@ class PartitionOutcome:
 def partition_outcome(part: cpu.GroupedPartition, facts: passes.RowFacts, request: passes.FlagRequest,
                       filter_scores=None) -> PartitionOutcome:
     """Flag, score and sort one partition's issues."""
+    part = passes.as_partition(part)
     flagged = passes.flagged_rows(part, facts, request, filter_scores)
     quality = cpu.label_quality_scores(part.labels, part.pred_probs, request.rank_by,
                                        request.adjust_pred_probs, request.thresholds)

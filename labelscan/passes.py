@@ -20,7 +20,7 @@ class RowFacts:
 
     Attributes
     ----------
-    predicted : numpy.ndarray, shape (n,), int32
+    predicted : numpy.ndarray, shape (n,), int16 (int32 when K > 32767)
         ``argmax(P[i])``.
     off_diagonal : numpy.ndarray, shape (n,), bool
         Confident and counted in a class other than the given label.
@@ -50,9 +50,14 @@ def prepare(source) -> cpu.GroupedPartition:
     return cpu.group_by_label(row_start, labels, pred_probs, ids)
 
 
+def as_partition(part) -> cpu.GroupedPartition:
+    """The grouped partition itself (cached on the worker), or a source read and grouped now."""
+    return part if isinstance(part, cpu.GroupedPartition) else prepare(part)
+
+
 def label_counts(part: cpu.GroupedPartition) -> np.ndarray:
     """Rows per given label in the partition, shape (K,), int64."""
-    return part.class_counts()
+    return as_partition(part).class_counts()
 
 
 def sum_arrays(*arrays):
@@ -77,6 +82,7 @@ def threshold_pieces(part: cpu.GroupedPartition, class_offsets: np.ndarray, clas
     -------
     dict[int, PairwiseSumState]
     """
+    part = as_partition(part)
     pieces = {}
     for k in np.flatnonzero(part.class_counts()):
         rows = part.class_rows(int(k))
@@ -96,6 +102,7 @@ def merge_threshold_pieces(*piece_dicts) -> dict:
 
 def row_facts(part: cpu.GroupedPartition, thresholds: np.ndarray) -> RowFacts:
     """Confident-joint pass: per-row facts and this partition's joint counts."""
+    part = as_partition(part)
     predicted = cpu.argmax_rows(part.pred_probs)
     confident, guess = cpu.confident_guesses(part.pred_probs, thresholds, predicted)
     num_classes = part.num_classes
@@ -104,7 +111,7 @@ def row_facts(part: cpu.GroupedPartition, thresholds: np.ndarray) -> RowFacts:
     off_diagonal = confident & (guess != part.labels)
     given_is_argmax = cpu.given_label_is_argmax(part.labels, part.pred_probs)
     return RowFacts(
-        predicted=predicted.astype(np.int32),
+        predicted=predicted.astype(np.int16 if num_classes <= np.iinfo(np.int16).max else np.int32),
         off_diagonal=off_diagonal,
         given_is_argmax=given_is_argmax,
         joint_counts=joint.astype(np.int64),
@@ -127,6 +134,7 @@ def merge_joint_summaries(*summaries) -> dict:
 
 def scores(part: cpu.GroupedPartition, method: str, adjust: bool, thresholds) -> np.ndarray:
     """Label-quality scores of every row, grouped order, shape (n,)."""
+    part = as_partition(part)
     return cpu.label_quality_scores(part.labels, part.pred_probs, method, adjust, thresholds)
 
 

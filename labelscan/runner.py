@@ -46,10 +46,11 @@ class DaskRunner:
     def __init__(self, client, retries: int = 2):
         self.client = client
         self.retries = retries
-        self.token = uuid.uuid4().hex[:12]
 
-    def _keys(self, name, count):
-        return [f"labelscan-{name}-{self.token}-{i}" for i in range(count)]
+    @staticmethod
+    def _keys(name, count):
+        token = uuid.uuid4().hex[:16]  # one per call: the same step runs in several rounds
+        return [f"labelscan-{name}-{token}-{i}" for i in range(count)]
 
     def map(self, name, function, *per_partition, **broadcast):
         count = len(per_partition[0])
@@ -59,8 +60,8 @@ class DaskRunner:
                                retries=self.retries, pure=False, **broadcast)
 
     def submit(self, name, function, *args, **kwargs):
-        key = f"labelscan-{name}-{self.token}-{uuid.uuid4().hex[:8]}"
-        return self.client.submit(function, *args, key=key, retries=self.retries, pure=False, **kwargs)
+        return self.client.submit(function, *args, key=self._keys(name, 1)[0], retries=self.retries,
+                                  pure=False, **kwargs)
 
     def reduce(self, name, function, items, split_every=DEFAULT_SPLIT_EVERY):
         return _tree(lambda group_name, group: self.submit(group_name, function, *group),

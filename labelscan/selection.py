@@ -179,6 +179,9 @@ def histogram(part, scores=None, *, tasks, intervals: Intervals, active: np.ndar
     -------
     numpy.ndarray, shape (len(active), 2**bits), int64
     """
+    from labelscan.passes import as_partition
+
+    part = as_partition(part)
     position = np.full(len(tasks), -1)
     position[active] = np.arange(len(active))
     counts = np.zeros((len(active), 1 << bits), dtype=np.int64)
@@ -204,6 +207,9 @@ def resolve_pieces(part, scores=None, *, tasks, intervals: Intervals, collect: n
         ``task``, ``image``, ``row`` (arrays of the collected candidates) and ``tie_counts``
         (shape (len(ties),), rows equal to each tie task's single image).
     """
+    from labelscan.passes import as_partition
+
+    part = as_partition(part)
     collect_mask = np.zeros(len(tasks), dtype=bool)
     collect_mask[collect] = True
     tie_position = np.full(len(tasks), -1)

@@ -1,0 +1,140 @@
+"""``labelscan.scan``: the Python face of a scan, and the result object it returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from labelscan.io.commit import read_manifest
+from labelscan.options import ScanOptions
+from labelscan.scan import ISSUES_PER_PART, run_scan
+
+
+@dataclass
+class ScanResult:
+    """A finished scan's outputs.
+
+    Attributes
+    ----------
+    out : str
+        Output directory (local path or URL).
+    summary : dict
+        Contents of ``summary.json`` (statistics, counts, timings).
+    storage_options : dict or None
+    """
+
+    out: str
+    summary: dict
+    storage_options: dict | None = None
+
+    def __repr__(self) -> str:
+        return (f"ScanResult(out={self.out!r}, num_rows={self.summary['num_rows']}, "
+                f"num_issues={self.summary['num_issues']})")
+
+    @property
+    def num_issues(self) -> int:
+        return int(self.summary["num_issues"])
+
+    def _read_parts(self, folder: str, columns=None, limit=None) -> pd.DataFrame:
+        import fsspec
+        import pyarrow.parquet as pq
+
+        fs, root = fsspec.core.url_to_fs(self.out, **(self.storage_options or {}))
+        frames, rows = [], 0
+        for path in sorted(fs.glob(f"{root.rstrip('/')}/{folder}/part-*.parquet")):
+            with fs.open(path, "rb") as handle:
+                frame = pq.read_table(handle, columns=columns).to_pandas()
+            frames.append(frame)
+            rows += len(frame)
+            if limit is not None and rows >= limit:
+                break
+        if not frames:
+            return pd.DataFrame()
+        table = pd.concat(frames, ignore_index=True)
+        return table if limit is None else table.head(limit)
+
+    def issues(self, n: int | None = 100) -> pd.DataFrame:
+        """The ``n`` worst-ranked issues (all of them with ``n=None``), as a DataFrame."""
+        return self._read_parts("issues", limit=n)
+
+    def mask(self, columns=None) -> pd.DataFrame:
+        """The row-aligned mask of the whole dataset (loads every mask part: mind the size)."""
+        return self._read_parts("mask", columns=columns)
+
+
+def scan(input_path, out_path, *, label_column="label", pred_probs_column="pred_probs", id_column=None,
+         filter_by="prune_by_noise_rate", frac_noise=1.0, num_to_remove_per_class=None,
+         min_examples_per_class=1, rank_by="self_confidence", adjust_pred_probs=False,
+         client=None, scheduler=None, storage_options=None, rows_per_partition=None,
+         overwrite=False, cache="auto", retries=2, issues_per_part=ISSUES_PER_PART, progress=None) -> ScanResult:
+    """Find label issues in a parquet prediction set with Confident Learning, on Dask.
+
+    Gives exactly cleanlab 2.9's ``find_label_issues`` answer (ties broken by row order) and
+    writes the outputs atomically under ``out_path`` (``_SUCCESS`` last).
+
+    Parameters
+    ----------
+    input_path : str or list of str
+        Parquet file, directory, glob or list of them; local or any fsspec URL.
+    out_path : str
+        Output directory (local or fsspec URL).
+    label_column : str
+        Integer given-label column.
+    pred_probs_column : str or list of str
+        A list/fixed_size_list column, K float columns, or a column-name prefix.
+    id_column : str, optional
+        Carried into the outputs.
+    filter_by, frac_noise, num_to_remove_per_class, min_examples_per_class :
+        cleanlab's ``find_label_issues`` options.
+    rank_by : {"self_confidence", "normalized_margin", "confidence_weighted_entropy"}
+        Score that ranks the issues (``label_quality`` column).
+    adjust_pred_probs : bool
+        Subtract the confident thresholds before scoring.
+    client : distributed.Client, optional
+        Use this cluster. Default: connect to ``scheduler``, else start a ``LocalCluster``
+        (closed after the scan).
+    scheduler : str, optional
+        Scheduler address or scheduler-file path.
+    storage_options : dict, optional
+        fsspec options for input and output.
+    rows_per_partition : int, optional
+        Rows per partition (whole row groups); default ≈ 64 MiB of predictions.
+    overwrite : bool
+        Replace another scan's outputs at ``out_path``.
+    cache : {"auto", True, False}
+        Keep decoded partitions in worker memory between passes ("auto": when they fit in 40% of it).
+    retries : int
+        Retries of each task (worker loss).
+    issues_per_part : int
+        Rows per ranked issues part.
+    progress : callable(stage, seconds), optional
+        Called when each stage finishes.
+
+    Returns
+    -------
+    ScanResult
+    """
+    options = ScanOptions(
+        filter_by=filter_by, frac_noise=frac_noise,
+        num_to_remove_per_class=None if num_to_remove_per_class is None else tuple(num_to_remove_per_class),
+        min_examples_per_class=min_examples_per_class, rank_by=rank_by, adjust_pred_probs=adjust_pred_probs)
+    summary = run_scan(input_path, out_path, options=options, label_column=label_column,
+                       pred_probs_column=pred_probs_column, id_column=id_column,
+                       storage_options=storage_options, client=client, scheduler=scheduler,
+                       rows_per_partition=rows_per_partition, overwrite=overwrite, cache=cache,
+                       retries=retries, issues_per_part=issues_per_part, report=progress)
+    return ScanResult(out=out_path, summary=summary, storage_options=storage_options)
+
+
+def open_scan(out_path, storage_options=None) -> ScanResult:
+    """Open a finished scan (verifies ``_SUCCESS`` and every checksum)."""
+    import json
+
+    import fsspec
+
+    read_manifest(out_path, storage_options=storage_options, verify=True)
+    fs, root = fsspec.core.url_to_fs(out_path, **(storage_options or {}))
+    with fs.open(f"{root.rstrip('/')}/summary.json", "r") as handle:
+        summary = json.load(handle)
+    return ScanResult(out=out_path, summary=summary, storage_options=storage_options)

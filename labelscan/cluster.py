@@ -1,0 +1,73 @@
+"""Getting a ``distributed.Client``: reuse one, connect to a scheduler, or start a local cluster.
+
+labelscan closes only what it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import psutil
+
+from labelscan.errors import UsageError
+
+
+def default_local_cluster_kwargs() -> dict:
+    """One worker process using every core (threads share cached partitions without copies).
+
+    Returns
+    -------
+    dict
+        Keyword arguments for ``distributed.LocalCluster``.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "n_workers": 1,
+        "threads_per_worker": max(1, cores or 1),
+        "processes": True,
+        "memory_limit": int(psutil.virtual_memory().total * 0.8),
+        "dashboard_address": ":0",
+    }
+
+
+@contextlib.contextmanager
+def get_client(client=None, scheduler=None, **local_kwargs):
+    """Yield a client, starting (and then closing) a ``LocalCluster`` if none is given.
+
+    Parameters
+    ----------
+    client : distributed.Client, optional
+        Used as is and left open.
+    scheduler : str, optional
+        Address (``tcp://host:8786``) or path of a scheduler file; the connection is closed after.
+    **local_kwargs
+        Overrides of :func:`default_local_cluster_kwargs` for a started ``LocalCluster``.
+
+    Yields
+    ------
+    distributed.Client
+    """
+    from distributed import Client, LocalCluster
+
+    if client is not None:
+        yield client
+        return
+    if scheduler is not None:
+        try:
+            connection = (Client(scheduler_file=scheduler) if os.path.exists(scheduler)
+                          else Client(scheduler, timeout="30s"))
+        except OSError as error:
+            raise UsageError(f"cannot connect to the Dask scheduler at {scheduler}: {error}") from error
+        with connection:
+            yield connection
+        return
+    kwargs = {**default_local_cluster_kwargs(), **local_kwargs}
+    with LocalCluster(**kwargs) as cluster, Client(cluster) as local_client:
+        yield local_client
+
+
+def worker_memory_limit(client) -> int:
+    """Sum of the workers' memory limits in bytes (0 when unknown)."""
+    workers = client.scheduler_info().get("workers", {})
+    return int(sum(info.get("memory_limit") or 0 for info in workers.values()))

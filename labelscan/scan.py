@@ -1,0 +1,221 @@
+"""A scan of a parquet prediction set on a Dask cluster, written to an output directory.
+
+Outputs (``DESIGN.md`` §3): ``mask/part-NNNNN.parquet`` (one per input partition, row
+aligned), ``issues/part-NNNNN.parquet`` (ranked; parts in name order give rank order),
+``summary.json``, and ``_SUCCESS`` (the manifest) last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from labelscan import __version__, engine, outcome, passes
+from labelscan.cluster import get_client, worker_memory_limit
+from labelscan.io.commit import OutputCommit
+from labelscan.io.dataset import plan_dataset, read_partition
+from labelscan.options import ScanOptions
+from labelscan.runner import DaskRunner
+from labelscan.stats.order import float_images
+
+ISSUES_PER_PART = 1_000_000
+"""Target rows per ranked issues part."""
+
+CACHE_FRACTION = 0.4
+"""Cache decoded partitions when they take at most this fraction of the workers' memory."""
+
+
+@dataclass
+class ParquetSource:
+    """One partition of a parquet set, read on the worker."""
+
+    plan: object
+    spec: object
+
+    def load(self):
+        data = read_partition(self.plan, self.spec)
+        return data.row_start, data.labels, data.pred_probs, data.ids
+
+
+@dataclass
+class WrittenPartition:
+    """Flag-pass result kept on the worker: the manifest entry and the partition's sorted issues."""
+
+    entry: dict
+    issues: dict
+    issues_per_class: np.ndarray
+    rank_histogram: np.ndarray
+    rank_shift: int
+
+
+def mask_table(result: outcome.PartitionOutcome) -> pa.Table:
+    """Row-aligned mask part: row_id, [id], is_label_issue, label_quality, predicted_label."""
+    columns = {"row_id": result.row_ids}
+    if result.ids is not None:
+        columns["id"] = result.ids
+    columns.update(is_label_issue=result.is_label_issue, label_quality=result.label_quality,
+                   predicted_label=result.predicted_label)
+    return pa.table(columns)
+
+
+def write_partition(part, facts, request, filter_scores, index: int, *, commit: OutputCommit) -> WrittenPartition:
+    """Flag one partition, write its mask part, keep its sorted issues."""
+    result = outcome.partition_outcome(part, facts, request, filter_scores)
+    entry = commit.write_table(f"mask/part-{index:05d}.parquet", mask_table(result))
+    shift = _image_shift(result.label_quality.dtype)
+    top_bits = (result.issues["image"] >> np.uint64(shift)).astype(np.int64)
+    return WrittenPartition(entry=entry, issues=result.issues, issues_per_class=result.issues_per_class,
+                            rank_histogram=np.bincount(top_bits, minlength=1 << outcome.RANK_BITS),
+                            rank_shift=shift)
+
+
+def _image_shift(dtype) -> int:
+    return max(np.dtype(dtype).itemsize * 8 - outcome.RANK_BITS, 0)
+
+
+def written_summary(written: WrittenPartition) -> dict:
+    """The small part of a written partition the driver needs."""
+    return {"entry": written.entry, "issues_per_class": written.issues_per_class,
+            "rank_histogram": written.rank_histogram, "rank_shift": written.rank_shift}
+
+
+def rank_ranges(histogram: np.ndarray, per_part: int) -> np.ndarray:
+    """Split the top-bits histogram of all issues into consecutive ranges of ≈ ``per_part`` rows.
+
+    Returns
+    -------
+    numpy.ndarray, shape (R + 1,)
+        Bin boundaries; range r holds bins ``[b_r, b_{r+1})``.
+    """
+    cumulative = np.cumsum(histogram)
+    total = int(cumulative[-1]) if len(cumulative) else 0
+    if total <= per_part:
+        return np.asarray([0, len(histogram)])
+    targets = np.arange(per_part, total, per_part)
+    cuts = np.unique(np.searchsorted(cumulative, targets, side="left") + 1)
+    cuts = cuts[(cuts > 0) & (cuts < len(histogram))]
+    return np.concatenate([[0], cuts, [len(histogram)]])
+
+
+def issues_in_range(written: WrittenPartition, low_bin: int, high_bin: int, shift: int) -> dict:
+    """A partition's issues whose score image's top bits fall in ``[low_bin, high_bin)``."""
+    top_bits = written.issues["image"] >> np.uint64(shift)
+    keep = (top_bits >= np.uint64(low_bin)) & (top_bits < np.uint64(high_bin))
+    return {name: values[keep] for name, values in written.issues.items()}
+
+
+def write_ranked(first_rank: int, index: int, commit: OutputCommit, *issue_sets) -> dict:
+    """Merge one score range's issues from every partition, rank and write them."""
+    merged = outcome.merge_ranked(list(issue_sets))
+    columns = {"rank": np.arange(first_rank, first_rank + len(merged["row_id"]), dtype=np.int64),
+               "row_id": merged["row_id"]}
+    if "id" in merged:
+        columns["id"] = merged["id"]
+    columns.update(given_label=merged["given_label"], predicted_label=merged["predicted_label"],
+                   label_quality=merged["label_quality"])
+    return commit.write_table(f"issues/part-{index:05d}.parquet", pa.table(columns))
+
+
+def config_hash(options: ScanOptions, columns: dict) -> str:
+    """Stable hash of everything that decides a scan's outputs besides the input."""
+    config = {**asdict(options), **columns}
+    config["confident_joint"] = None if options.confident_joint is None else np.asarray(
+        options.confident_joint).tolist()
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _versions() -> dict:
+    import dask
+    import distributed
+
+    return {"labelscan": __version__, "dask": dask.__version__, "distributed": distributed.__version__,
+            "numpy": np.__version__, "pyarrow": pa.__version__, "python": platform.python_version()}
+
+
+def run_scan(input_path, out_path, *, options: ScanOptions, label_column="label", pred_probs_column="pred_probs",
+             id_column=None, storage_options=None, client=None, scheduler=None, rows_per_partition=None,
+             overwrite=False, cache="auto", retries=2, issues_per_part=ISSUES_PER_PART, report=None) -> dict:
+    """Scan a parquet prediction set and commit the outputs. See :func:`labelscan.scan`.
+
+    Returns
+    -------
+    dict
+        The summary written to ``summary.json``.
+    """
+    started = time.perf_counter()
+    plan = plan_dataset(input_path, storage_options=storage_options, label_column=label_column,
+                        pred_probs_column=pred_probs_column, id_column=id_column,
+                        rows_per_partition=rows_per_partition)
+    options.check_classes(plan.num_classes)
+    columns = {"label_column": label_column, "pred_probs_column": pred_probs_column, "id_column": id_column}
+    commit = OutputCommit(out_path, storage_options=storage_options, overwrite=overwrite,
+                          config_hash=config_hash(options, columns), input_fingerprint=plan.fingerprint)
+    sources = [ParquetSource(plan, spec) for spec in plan.partitions]
+    row_starts = np.asarray([spec.row_start for spec in plan.partitions], dtype=np.int64)
+    with get_client(client, scheduler) as dask_client:
+        timings = {"plan": round(time.perf_counter() - started, 6)}
+        runner = DaskRunner(dask_client, retries=retries)
+        keep_cached = _should_cache(cache, plan, dask_client)
+        analysis = engine.analyse(runner, sources, row_starts, plan.num_rows, plan.num_classes,
+                                  plan.pred_probs_dtype, options, report=report, cache=keep_cached)
+        timings.update(analysis.timings)
+        clock = engine.Stopwatch(report)
+        commit.begin()
+        written = runner.map("flag", write_partition, analysis.parts, analysis.facts, analysis.requests,
+                             analysis.filter_scores, list(range(len(sources))), commit=commit)
+        runner.release(analysis.parts)
+        summaries = runner.gather(runner.map("flag-summary", written_summary, written))
+        clock.lap("flag")
+        entries = [s["entry"] for s in summaries]
+        entries += _write_issues(runner, written, summaries, commit, issues_per_part)
+        runner.release(written)
+        clock.lap("rank")
+        timings.update(clock.timings)
+    issues_per_class = np.sum([s["issues_per_class"] for s in summaries], axis=0).astype(np.int64)
+    summary = {
+        "labelscan_version": __version__,
+        "versions": _versions(),
+        "config": {**asdict(options), **columns, "confident_joint": None},
+        "config_hash": commit.config_hash,
+        "input": {"path": input_path if isinstance(input_path, str) else list(input_path),
+                  "fingerprint": plan.fingerprint},
+        "num_rows": plan.num_rows,
+        "num_classes": plan.num_classes,
+        "num_partitions": len(sources),
+        "pred_probs_dtype": np.dtype(plan.pred_probs_dtype).name,
+        "class_names": list(plan.class_names) if plan.class_names else None,
+        "cached_partitions": keep_cached,
+        "statistics": analysis.stats.as_dict(),
+        "num_issues": int(issues_per_class.sum()),
+        "num_issues_per_class": issues_per_class.tolist(),
+        "timings": {**timings, "total": round(time.perf_counter() - started, 6)},
+    }
+    entries.append(commit.write_json("summary.json", summary))
+    commit.commit(entries, {"num_issues": summary["num_issues"], "num_rows": plan.num_rows})
+    return summary
+
+
+def _should_cache(cache, plan, client) -> bool:
+    if cache != "auto":
+        return bool(cache)
+    dataset_bytes = plan.num_rows * plan.num_classes * np.dtype(plan.pred_probs_dtype).itemsize
+    limit = worker_memory_limit(client)
+    return limit == 0 or dataset_bytes <= CACHE_FRACTION * limit
+
+
+def _write_issues(runner, written, summaries, commit, per_part) -> list:
+    histogram = np.sum([s["rank_histogram"] for s in summaries], axis=0)
+    bounds = rank_ranges(histogram, per_part)
+    shift = summaries[0]["rank_shift"]
+    first_ranks = np.concatenate([[0], np.cumsum([histogram[a:b].sum() for a, b in zip(bounds[:-1], bounds[1:])])])
+    entries = []
+    for index, (low, high) in enumerate(zip(bounds[:-1], bounds[1:])):
+        pieces = runner.map("rank-split", issues_in_range, written, low_bin=int(low), high_bin=int(high), shift=shift)
+        entries.append(runner.submit("rank", write_ranked, int(first_ranks[index]), index, commit, *pieces))
+    return runner.gather(entries)
