@@ -95,7 +95,7 @@ def _analyse(labels, pred_probs, options: ScanOptions, num_partitions: int):
 
 def _outcomes(runner, analysis):
     return runner.map("flag", outcome.partition_outcome, analysis.parts, analysis.facts,
-                      analysis.requests, analysis.filter_scores)
+                      analysis.requests, analysis.family_keys)
 
 
 def find_label_issues(labels, pred_probs, filter_by="prune_by_noise_rate", frac_noise=1.0,

@@ -29,8 +29,11 @@ class Analysis:
 
     Attributes
     ----------
-    parts, facts, filter_scores : list
+    parts, facts : list
         Per-partition handles (worker-resident on Dask).
+    family_keys : list of list
+        Per partition, per selection family: its cached key images, or ``(part, scores)`` to
+        compute them from.
     stats : plan.NoiseStatistics
     requests : list of passes.FlagRequest
         One per partition.
@@ -40,7 +43,7 @@ class Analysis:
 
     parts: list
     facts: list
-    filter_scores: list
+    family_keys: list
     stats: plan.NoiseStatistics
     requests: list
     timings: dict = field(default_factory=dict)
@@ -118,7 +121,13 @@ def analyse(runner, sources, row_starts, num_rows: int, num_classes: int, dtype,
         score_dtype = np.asarray(runner.gather(
             runner.submit("score-dtype", _dtype_of, filter_scores[0]))).dtype if len(sources) else dtype
     families = plan.selection_families(stats, options, dtype, num_rows, score_dtype)
-    cutoffs = [find_cutoffs(runner, parts, filter_scores, tasks, np.asarray(row_starts)) for tasks in families]
+    keys_per_family = [
+        runner.map("keys", selection.partition_keys, parts, filter_scores, tasks=tasks) if cache
+        else list(zip(parts, filter_scores))
+        for tasks in families
+    ]
+    cutoffs = [find_cutoffs(runner, keys, tasks, np.asarray(row_starts))
+               for keys, tasks in zip(keys_per_family, families)]
     clock.lap("cutoffs")
 
     requests = [
@@ -131,7 +140,8 @@ def analyse(runner, sources, row_starts, num_rows: int, num_classes: int, dtype,
         )
         for i in range(len(sources))
     ]
-    return Analysis(parts=parts, facts=facts, filter_scores=filter_scores, stats=stats,
+    family_keys = [[keys[i] for keys in keys_per_family] for i in range(len(sources))]
+    return Analysis(parts=parts, facts=facts, family_keys=family_keys, stats=stats,
                     requests=requests, timings=clock.timings)
 
 
@@ -140,19 +150,25 @@ def _dtype_of(values: np.ndarray) -> np.ndarray:
     return np.zeros(0, dtype=values.dtype)
 
 
-def find_cutoffs(runner, parts, filter_scores, tasks: selection.SelectionTasks, row_starts) -> selection.Cutoffs:
-    """Exact per-partition cutoffs of one selection family (refine rounds, then resolve)."""
+def find_cutoffs(runner, keys, tasks: selection.SelectionTasks, row_starts) -> selection.Cutoffs:
+    """Exact per-partition cutoffs of one selection family (refine rounds, then resolve).
+
+    Parameters
+    ----------
+    keys : list
+        Per partition: cached key images, or ``(part, scores)`` to compute them from.
+    """
     planner = selection.SelectionPlanner(tasks, row_starts)
     while (step := planner.next_refine()) is not None:
         active, bits = step
-        histograms = runner.map("cutoffs", selection.histogram, parts, filter_scores, tasks=tasks,
+        histograms = runner.map("cutoffs", selection.histogram, keys, tasks=tasks,
                                 intervals=planner.intervals, active=active, bits=bits)
         planner.apply_histogram(active, bits, runner.gather(
             runner.reduce("cutoffs-merge", passes.sum_arrays, histograms)))
     collect, ties = planner.resolve_sets()
     pieces = [{"task": np.zeros(0, np.intp), "image": np.zeros(0, np.uint64), "row": np.zeros(0, np.int64),
-               "tie_counts": np.zeros(0, np.int64)}] * len(parts)
+               "tie_counts": np.zeros(0, np.int64)}] * len(keys)
     if len(collect) or len(ties):
-        pieces = runner.gather(runner.map("cutoffs-resolve", selection.resolve_pieces, parts, filter_scores,
+        pieces = runner.gather(runner.map("cutoffs-resolve", selection.resolve_pieces, keys,
                                           tasks=tasks, intervals=planner.intervals, collect=collect, ties=ties))
     return planner.finish(collect, ties, pieces)

@@ -46,10 +46,18 @@ class PartitionOutcome:
 
 
 def partition_outcome(part: cpu.GroupedPartition, facts: passes.RowFacts, request: passes.FlagRequest,
-                      filter_scores=None) -> PartitionOutcome:
-    """Flag, score and sort one partition's issues."""
+                      family_keys: list) -> PartitionOutcome:
+    """Flag, score and sort one partition's issues.
+
+    Parameters
+    ----------
+    family_keys : list
+        Per selection family: cached key images, or ``(part, scores)`` to compute them from.
+    """
     part = passes.as_partition(part)
-    flagged = passes.flagged_rows(part, facts, request, filter_scores)
+    # a partition read for this pass serves the key computations too
+    family_keys = [(part, keys[1]) if isinstance(keys, tuple) else keys for keys in family_keys]
+    flagged = passes.flagged_rows(part, facts, request, family_keys)
     quality = cpu.label_quality_scores(part.labels, part.pred_probs, request.rank_by,
                                        request.adjust_pred_probs, request.thresholds)
     issue_rows = np.flatnonzero(flagged)

@@ -62,7 +62,7 @@ def label_counts(part: cpu.GroupedPartition) -> np.ndarray:
 
 def sum_arrays(*arrays):
     """Elementwise sum of same-shaped arrays (a tree-reduce step)."""
-    total = arrays[0].copy()
+    total = arrays[0].astype(np.int64) if arrays[0].dtype.kind in "iu" else arrays[0].copy()
     for array in arrays[1:]:
         total += array
     return total
@@ -147,6 +147,8 @@ class FlagRequest:
     filter_by : str
     families : list of (SelectionTasks, PartitionCutoffs)
         Selections whose union (``'both'``: intersection of the two families) is flagged.
+        The flag pass receives each family's keys (cached :class:`PartitionKeys` or the
+        partition itself) alongside.
     rank_by : str
     adjust_pred_probs : bool
     thresholds : numpy.ndarray, shape (K,)
@@ -162,8 +164,15 @@ class FlagRequest:
     extra_scores: tuple = field(default_factory=tuple)
 
 
-def flagged_rows(part, facts: RowFacts, request: FlagRequest, filter_scores=None) -> np.ndarray:
-    """``is_label_issue`` of every row in grouped order, shape (n,), bool."""
+def flagged_rows(part, facts: RowFacts, request: FlagRequest, family_keys) -> np.ndarray:
+    """``is_label_issue`` of every row in grouped order, shape (n,), bool.
+
+    Parameters
+    ----------
+    family_keys : list
+        Per family of ``request.families``: its keys in this partition (see
+        :func:`labelscan.selection.select_rows`).
+    """
     from labelscan.selection import select_rows
 
     if request.filter_by == "confident_learning":
@@ -171,7 +180,8 @@ def flagged_rows(part, facts: RowFacts, request: FlagRequest, filter_scores=None
     elif request.filter_by == "predicted_neq_given":
         flagged = facts.predicted != part.labels
     else:
-        chosen = [select_rows(tasks, cutoffs, part, filter_scores) for tasks, cutoffs in request.families]
+        chosen = [select_rows(keys, tasks, cutoffs)
+                  for keys, (tasks, cutoffs) in zip(family_keys, request.families)]
         flagged = np.logical_and.reduce(chosen) if request.filter_by == "both" else chosen[0]
     if request.filter_by not in ("low_self_confidence", "low_normalized_margin"):
         flagged &= ~facts.given_is_argmax

@@ -64,9 +64,9 @@ def mask_table(result: outcome.PartitionOutcome) -> pa.Table:
     return pa.table(columns)
 
 
-def write_partition(part, facts, request, filter_scores, index: int, *, commit: OutputCommit) -> WrittenPartition:
+def write_partition(part, facts, request, family_keys, index: int, *, commit: OutputCommit) -> WrittenPartition:
     """Flag one partition, write its mask part, keep its sorted issues."""
-    result = outcome.partition_outcome(part, facts, request, filter_scores)
+    result = outcome.partition_outcome(part, facts, request, family_keys)
     entry = commit.write_table(f"mask/part-{index:05d}.parquet", mask_table(result))
     shift = _image_shift(result.label_quality.dtype)
     top_bits = (result.issues["image"] >> np.uint64(shift)).astype(np.int64)
@@ -168,7 +168,7 @@ def run_scan(input_path, out_path, *, options: ScanOptions, label_column="label"
         clock = engine.Stopwatch(report)
         commit.begin()
         written = runner.map("flag", write_partition, analysis.parts, analysis.facts, analysis.requests,
-                             analysis.filter_scores, list(range(len(sources))), commit=commit)
+                             analysis.family_keys, list(range(len(sources))), commit=commit)
         runner.release(analysis.parts)
         summaries = runner.gather(runner.map("flag-summary", written_summary, written))
         clock.lap("flag")

@@ -27,11 +27,11 @@ import numpy as np
 
 from labelscan.stats.order import float_images, image_bits
 
-MAX_HISTOGRAM_CELLS = 1 << 20
+MAX_HISTOGRAM_CELLS = 1 << 22
 """Bound on tasks × bins of one refine round's per-partition histogram."""
 
-MAX_BITS_PER_ROUND = 12
-"""At most 4096 bins per task and round."""
+MAX_BITS_PER_ROUND = 16
+"""At most 65536 bins per task and round."""
 
 COLLECT_LIMIT = 1 << 16
 """An interval holding at most this many rows is resolved by collecting them."""
@@ -126,29 +126,59 @@ class PartitionCutoffs:
 # ---------------------------------------------------------------- partition side
 
 
-def task_images(tasks: SelectionTasks, part, scores=None):
-    """Yield the keys' images of every task, block by block.
+@dataclass
+class KeyBlock:
+    """Images of the keys of several tasks over one block of grouped rows.
 
-    Parameters
+    Attributes
     ----------
-    tasks : SelectionTasks
-    part : labelscan.kernels.cpu.GroupedPartition
-    scores : numpy.ndarray, shape (n,), optional
-        Per-row scores in grouped order (``low_score`` tasks).
-
-    Yields
-    ------
     task_ids : numpy.ndarray, shape (m,)
         Tasks of this block.
     rows : slice
         Grouped rows of the block.
-    images : numpy.ndarray, shape (rows, m)
+    row_ids : numpy.ndarray, shape (r,)
+        Global row of each row of the block.
+    images : numpy.ndarray, shape (r, m)
         Images of the keys; column ``i`` belongs to ``task_ids[i]``.
     """
+
+    task_ids: np.ndarray
+    rows: slice
+    row_ids: np.ndarray
+    images: np.ndarray
+
+
+@dataclass
+class PartitionKeys:
+    """A partition's key blocks for one task family, computed now or taken from the cache."""
+
+    blocks: list
+    num_rows: int
+
+
+def partition_keys(part, scores=None, *, tasks: SelectionTasks) -> PartitionKeys:
+    """Compute the key images of every task of a family over one partition.
+
+    Parameters
+    ----------
+    part : labelscan.kernels.cpu.GroupedPartition or a partition source
+    scores : numpy.ndarray, shape (n,), optional
+        Per-row scores in grouped order (``low_score`` tasks).
+    tasks : SelectionTasks
+
+    Returns
+    -------
+    PartitionKeys
+    """
+    from labelscan.passes import as_partition
+
+    part = as_partition(part)
+    blocks = []
     if tasks.kind == LOW_SCORE:
         if len(tasks):
-            yield np.arange(len(tasks)), slice(0, part.num_rows), float_images(scores)[:, None]
-        return
+            blocks.append(KeyBlock(np.arange(len(tasks)), slice(0, part.num_rows), part.row_ids,
+                                   float_images(scores)[:, None]))
+        return PartitionKeys(blocks, part.num_rows)
     for k in np.unique(tasks.classes):
         task_ids = np.flatnonzero(tasks.classes == k)
         rows = part.class_rows(int(k))
@@ -159,7 +189,13 @@ def task_images(tasks: SelectionTasks, part, scores=None):
             keys = block[:, [k]]
         else:
             keys = -(block[:, tasks.columns[task_ids]] - block[:, [k]])
-        yield task_ids, rows, float_images(np.ascontiguousarray(keys))
+        blocks.append(KeyBlock(task_ids, rows, part.row_ids[rows], float_images(np.ascontiguousarray(keys))))
+    return PartitionKeys(blocks, part.num_rows)
+
+
+def _keys(keys, tasks) -> PartitionKeys:
+    """Cached keys as they are; a (partition, scores) pair computed now."""
+    return keys if isinstance(keys, PartitionKeys) else partition_keys(*keys, tasks=tasks)
 
 
 def _in_interval(images, lo, width):
@@ -172,33 +208,35 @@ def _in_interval(images, lo, width):
     return inside, offset
 
 
-def histogram(part, scores=None, *, tasks, intervals: Intervals, active: np.ndarray, bits: int) -> np.ndarray:
+def histogram(keys, *, tasks, intervals: Intervals, active: np.ndarray, bits: int) -> np.ndarray:
     """Per-partition histogram of the active tasks' images inside their intervals.
+
+    Parameters
+    ----------
+    keys : PartitionKeys or (partition, scores)
 
     Returns
     -------
     numpy.ndarray, shape (len(active), 2**bits), int64
     """
-    from labelscan.passes import as_partition
-
-    part = as_partition(part)
     position = np.full(len(tasks), -1)
     position[active] = np.arange(len(active))
     counts = np.zeros((len(active), 1 << bits), dtype=np.int64)
-    for task_ids, _, images in task_images(tasks, part, scores):
-        keep = position[task_ids] >= 0
+    for block in _keys(keys, tasks).blocks:
+        keep = position[block.task_ids] >= 0
         if not keep.any():
             continue
-        task_ids, images = task_ids[keep], images[:, keep]
+        task_ids, images = block.task_ids[keep], block.images[:, keep]
         width = intervals.width[task_ids]
         inside, offset = _in_interval(images, intervals.lo[task_ids], width)
         shift = np.maximum(width - bits, 0).astype(images.dtype)
-        bins = (offset >> shift).astype(np.int64) + (position[task_ids] << bits)
-        counts += np.bincount(bins[inside], minlength=counts.size).reshape(counts.shape)
+        bins = (offset >> shift).astype(np.int64) + (np.arange(len(task_ids)) << bits)
+        local = np.bincount(bins[inside], minlength=len(task_ids) << bits)
+        counts[position[task_ids]] += local.reshape(len(task_ids), 1 << bits)
     return counts
 
 
-def resolve_pieces(part, scores=None, *, tasks, intervals: Intervals, collect: np.ndarray, ties: np.ndarray):
+def resolve_pieces(keys, *, tasks, intervals: Intervals, collect: np.ndarray, ties: np.ndarray):
     """Rows of the collected tasks' intervals, and tie counts of the tie tasks, in one partition.
 
     Returns
@@ -207,25 +245,25 @@ def resolve_pieces(part, scores=None, *, tasks, intervals: Intervals, collect: n
         ``task``, ``image``, ``row`` (arrays of the collected candidates) and ``tie_counts``
         (shape (len(ties),), rows equal to each tie task's single image).
     """
-    from labelscan.passes import as_partition
-
-    part = as_partition(part)
     collect_mask = np.zeros(len(tasks), dtype=bool)
     collect_mask[collect] = True
     tie_position = np.full(len(tasks), -1)
     tie_position[ties] = np.arange(len(ties))
     tie_counts = np.zeros(len(ties), dtype=np.int64)
     found_tasks, found_images, found_rows = [], [], []
-    for task_ids, rows, images in task_images(tasks, part, scores):
-        inside, _ = _in_interval(images, intervals.lo[task_ids], intervals.width[task_ids])
+    for block in _keys(keys, tasks).blocks:
+        task_ids = block.task_ids
+        wanted = collect_mask[task_ids] | (tie_position[task_ids] >= 0)
+        if not wanted.any():
+            continue
+        inside, _ = _in_interval(block.images, intervals.lo[task_ids], intervals.width[task_ids])
         is_tie = tie_position[task_ids] >= 0
         if is_tie.any():
             tie_counts[tie_position[task_ids[is_tie]]] += inside[:, is_tie].sum(axis=0)
-        chosen = collect_mask[task_ids]
-        local_row, column = np.nonzero(inside & chosen)
+        local_row, column = np.nonzero(inside & collect_mask[task_ids])
         found_tasks.append(task_ids[column])
-        found_images.append(images[local_row, column].astype(np.uint64))
-        found_rows.append(part.row_ids[rows][local_row])
+        found_images.append(block.images[local_row, column].astype(np.uint64))
+        found_rows.append(block.row_ids[local_row])
     return {
         "task": np.concatenate(found_tasks) if found_tasks else np.zeros(0, dtype=np.intp),
         "image": np.concatenate(found_images) if found_images else np.zeros(0, dtype=np.uint64),
@@ -234,21 +272,21 @@ def resolve_pieces(part, scores=None, *, tasks, intervals: Intervals, collect: n
     }
 
 
-def select_rows(tasks, cutoffs: PartitionCutoffs, part, scores=None) -> np.ndarray:
+def select_rows(keys, tasks, cutoffs: PartitionCutoffs) -> np.ndarray:
     """Rows of one partition selected by any task (union), in grouped order, shape (n,), bool."""
-    selected = np.zeros(part.num_rows, dtype=bool)
-    for task_ids, rows, images in task_images(tasks, part, scores):
+    keys = _keys(keys, tasks)
+    selected = np.zeros(keys.num_rows, dtype=bool)
+    for block in keys.blocks:
+        task_ids, images = block.task_ids, block.images
         limit = cutoffs.image[task_ids].astype(images.dtype)
         everything = cutoffs.select_all[task_ids]
-        below = (images < limit) | everything
-        equal = (images == limit) & ~everything
-        chosen = below
+        chosen = (images < limit) | everything
         for column in np.flatnonzero(cutoffs.quota[task_ids] > 0):
-            tied = np.flatnonzero(equal[:, column])
+            tied = np.flatnonzero((images[:, column] == limit[column]) & ~everything[column])
             # grouped order is row order inside a class block, not across blocks: sort by row
-            tied = tied[np.argsort(part.row_ids[rows][tied], kind="stable")]
+            tied = tied[np.argsort(block.row_ids[tied], kind="stable")]
             chosen[tied[: cutoffs.quota[task_ids[column]]], column] = True
-        selected[rows] |= chosen.any(axis=1)
+        selected[block.rows] |= chosen.any(axis=1)
     return selected
 
 

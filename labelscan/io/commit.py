@@ -4,18 +4,20 @@ A reader that finds ``_SUCCESS`` must never see a partial object or a mix of
 two runs, also on object stores where there is no rename. So:
 
 1. :meth:`OutputCommit.begin` refuses a destination holding another scan's
-   outputs (unless ``overwrite``), removes a stale ``_SUCCESS`` first, and
-   clears output names (``issues/``, ``mask/``, ``summary.json``,
-   ``report.html``) that may not belong to this scan.
+   outputs (unless ``overwrite``), removes a stale ``_SUCCESS`` first, then
+   every old output (``issues/``, ``mask/``, ``summary.json``,
+   ``report.html``), so no part of an earlier run (which may have had more
+   parts) survives next to the new ones.
 2. Workers write every object under a deterministic name, whole, in one put
    (:mod:`labelscan.io.atomic`): a task re-run after a worker died rewrites the
    same bytes.
 3. :meth:`OutputCommit.commit` writes ``_SUCCESS`` last; it holds the manifest
    (every file, its size and sha256).
 
-A previous scan is identified by the ``config_hash`` and
-``input_fingerprint["sha256"]`` in its ``_SUCCESS``, or, for a run that never
-committed, at the top level of its ``summary.json``.
+A previous scan is identified by the ``config_hash`` and the input
+fingerprint's ``sha256`` recorded in its ``_SUCCESS`` (key
+``input_fingerprint``) or, for a run that never committed, in its
+``summary.json`` (key ``input_fingerprint`` or ``input.fingerprint``).
 """
 
 import hashlib
@@ -96,7 +98,12 @@ class OutputCommit(_Destination):
         return self.config_hash, self.input_fingerprint["sha256"]
 
     def begin(self):
-        """Prepare the destination for this scan.
+        """Prepare the destination for this scan: remove a stale ``_SUCCESS``, then old outputs.
+
+        Outputs of an earlier run of the same scan (same ``config_hash`` and input
+        fingerprint) or of an unfinished, unidentified run are replaced silently;
+        another scan's need ``overwrite``. Files that are not labelscan outputs
+        are left alone.
 
         Raises
         ------
@@ -104,19 +111,15 @@ class OutputCommit(_Destination):
             The destination holds another scan's outputs and ``overwrite`` is False.
         """
         previous = self._previous_identity()
-        same_scan = previous == self._identity
-        if previous is not None and not same_scan and not self.overwrite:
+        if previous not in (None, self._identity) and not self.overwrite:
             raise DestinationError(
                 f"{self.urlpath} holds the outputs of another scan (config_hash "
                 f"{previous[0]}, input sha256 {previous[1]}); choose another destination or "
                 f"overwrite it")
         fs = self.fs
-        if fs.exists(self.path(SUCCESS_NAME)):
-            fs.rm(self.path(SUCCESS_NAME))
-        if self.overwrite or not same_scan:
-            for name in OUTPUT_NAMES:
-                if fs.exists(self.path(name)):
-                    fs.rm(self.path(name), recursive=True)
+        for name in (SUCCESS_NAME, *OUTPUT_NAMES):
+            if fs.exists(self.path(name)):
+                fs.rm(self.path(name), recursive=True)
 
     def _previous_identity(self):
         for name in (SUCCESS_NAME, SUMMARY_NAME):
@@ -125,8 +128,7 @@ class OutputCommit(_Destination):
             except ValueError:
                 return ("unreadable " + name, None)
             if record is not None:
-                fingerprint = record.get("input_fingerprint") or {}
-                return record.get("config_hash"), fingerprint.get("sha256")
+                return _scan_identity(record)
         return None
 
     def write_table(self, relpath, table):
@@ -170,6 +172,12 @@ class OutputCommit(_Destination):
             **extra,
         }
         put_bytes(self.fs, self.path(SUCCESS_NAME), json_bytes(manifest))
+
+
+def _scan_identity(record):
+    """``(config_hash, input sha256)`` recorded in a manifest or a summary."""
+    fingerprint = record.get("input_fingerprint") or record.get("input", {}).get("fingerprint")
+    return record.get("config_hash"), (fingerprint or {}).get("sha256")
 
 
 def read_manifest(urlpath, storage_options=None, verify=True):

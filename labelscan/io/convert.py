@@ -79,14 +79,36 @@ def convert_arrays(pred_probs_path, labels_path, out_dir, *, rows_per_file=1_000
     num_classes = sources["pred_probs"].num_columns
     if class_names is not None and len(class_names) != num_classes:
         raise UsageError(f"{len(class_names)} class names given for K={num_classes} classes")
+    _check_same_length({name: source.num_rows for name, source in sources.items()
+                        if source.num_rows is not None})
     readers = {name: _RowReader(source) for name, source in sources.items()}
     writer = PartSetWriter(out_dir, storage_options=storage_options, overwrite=overwrite)
     blocks = _aligned_blocks(readers, rows_per_file, min(row_group_rows, rows_per_file))
-    for _, file_blocks in itertools.groupby(blocks, key=lambda item: item[0]):
-        writer.write(_block_table(block, class_names) for _, block in file_blocks)
+    try:
+        for _, file_blocks in itertools.groupby(blocks, key=lambda item: item[0]):
+            writer.write(_block_table(block, class_names) for _, block in file_blocks)
+    except BaseException:
+        writer.remove_written()
+        raise
     if not writer.urls:
         raise InputError("inputs hold no rows", path=pred_probs_path)
     return writer.urls
+
+
+def _check_same_length(lengths, rows_before=0):
+    """Raise :class:`InputError` unless all inputs have the same number of rows.
+
+    Parameters
+    ----------
+    lengths : dict of str to int
+        Rows per input (after ``rows_before`` rows they all had).
+    rows_before : int
+    """
+    if len(set(lengths.values())) > 1:
+        shortest = min(lengths, key=lengths.get)
+        raise InputError(f"inputs have different numbers of rows: {shortest} ends after "
+                         f"{rows_before + lengths[shortest]} rows, "
+                         f"{max(lengths, key=lengths.get)} has more")
 
 
 def _block_table(block, class_names):
@@ -102,13 +124,8 @@ def _aligned_blocks(readers, rows_per_file, row_group_rows):
         for start in range(0, rows_per_file, row_group_rows):
             wanted = min(row_group_rows, rows_per_file - start)
             block = {name: reader.read(wanted) for name, reader in readers.items()}
-            lengths = {name: len(rows) for name, rows in block.items()}
-            if len(set(lengths.values())) > 1:
-                shortest = min(lengths, key=lengths.get)
-                raise InputError(f"inputs have different numbers of rows: {shortest} ends after "
-                                 f"{rows_read + lengths[shortest]} rows, "
-                                 f"{max(lengths, key=lengths.get)} has more")
-            got = lengths["pred_probs"]
+            _check_same_length({name: len(rows) for name, rows in block.items()}, rows_read)
+            got = len(block["pred_probs"])
             if got:
                 yield file_index, block
             rows_read += got
@@ -177,6 +194,7 @@ class _NpySource:
             raise InputError("Fortran-ordered .npy files are not supported; save "
                              "np.ascontiguousarray(array)", path=path)
         self.num_columns = self.shape[1] if len(self.shape) > 1 else 1
+        self.num_rows = self.shape[0]
 
     def blocks(self):
         """Yield consecutive row slices, native byte order."""
@@ -196,7 +214,9 @@ class _NpySource:
 
 
 class _CsvSource:
-    """A headerless or headed ``.csv`` file streamed block by block."""
+    """A headerless or headed ``.csv`` file streamed block by block (length unknown up front)."""
+
+    num_rows = None
 
     def __init__(self, fs, path, role):
         self.fs, self.path, self.role = fs, path, role

@@ -11,6 +11,7 @@ path, then rows in file order).
 
 import contextlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import fsspec
@@ -27,6 +28,7 @@ from labelscan.io.validate import validate_labels, validate_partition
 CLASS_NAMES_KEY = b"labelscan.class_names"
 TARGET_PARTITION_BYTES = 64 * 2**20
 FIRST_ROW_READ_BUFFER = 2**16
+FOOTER_READ_THREADS = 32
 
 
 @dataclass(frozen=True)
@@ -161,10 +163,12 @@ def plan_dataset(urlpath, *, storage_options=None, label_column="label",
         disagreeing on K, dtype or class names.
     """
     fs, files = resolve_files(urlpath, storage_options)
-    footers = [_read_footer(fs, path, label_column, pred_probs_column, id_column)
-               for path, _ in files]
+    with ThreadPoolExecutor(min(FOOTER_READ_THREADS, len(files))) as pool:
+        footers = list(pool.map(
+            lambda path: _read_footer(fs, path, label_column, pred_probs_column, id_column),
+            [path for path, _ in files]))
     first = footers[0].layout
-    num_classes = first.num_classes or _first_list_length(fs, footers[0].path, first.column)
+    num_classes = first.num_classes or _first_list_length(fs, footers[0])
     for footer in footers[1:]:
         _check_same_layout(footer, first, num_classes)
     class_names = _class_names(footers, num_classes)
@@ -236,13 +240,19 @@ def _stored_class_names(metadata, path):
     return tuple(str(name) for name in names)
 
 
-def _first_list_length(fs, path, column):
-    """K of a variable-length list column: the length of the first row of the first row group."""
-    with _open_parquet(fs, path, buffer_size=FIRST_ROW_READ_BUFFER) as parquet:
-        batch = next(parquet.iter_batches(batch_size=1, row_groups=[0], columns=[column]))
+def _first_list_length(fs, footer):
+    """K of a variable-length list column: the length of the file's first row.
+
+    Reads only the first pages of the first non-empty row group's column chunk.
+    """
+    row_group = next(index for index, rows in enumerate(footer.row_group_rows) if rows)
+    with _open_parquet(fs, footer.path, buffer_size=FIRST_ROW_READ_BUFFER) as parquet:
+        batch = next(parquet.iter_batches(batch_size=1, row_groups=[row_group],
+                                          columns=[footer.layout.column]))
     first = batch.column(0)[0]
     if not first.is_valid:
-        raise InputError("null pred_probs rows", path=path, row_group=0, row=0, global_row=0)
+        raise InputError("null pred_probs rows", path=footer.path, row_group=row_group, row=0,
+                         global_row=0)
     return len(first)
 
 
@@ -275,18 +285,21 @@ def _class_names(footers, num_classes):
 
 
 def _pack_partitions(footers, rows_per_partition):
+    """Greedily pack each file's consecutive row groups into runs of at most ``rows_per_partition``
+    rows (a larger row group forms a run of its own; empty row groups join their neighbour)."""
     partitions = []
     row_start = 0
     for footer in footers:
-        run = []
+        run, run_rows = [], 0
         for row_group, rows in enumerate(footer.row_group_rows):
-            if run and sum(r for _, r in run) + rows > rows_per_partition:
+            if rows and run_rows and run_rows + rows > rows_per_partition:
                 partitions.append(_partition(len(partitions), footer.path, run, row_start))
-                row_start += partitions[-1].num_rows
-                run = []
+                row_start += run_rows
+                run, run_rows = [], 0
             run.append((row_group, rows))
+            run_rows += rows
         partitions.append(_partition(len(partitions), footer.path, run, row_start))
-        row_start += partitions[-1].num_rows
+        row_start += run_rows
     return tuple(partitions)
 
 

@@ -99,3 +99,9 @@ class PartSetWriter:
         put_bytes(self.fs, f"{self.root}/{name}", parquet_bytes(tables, row_group_rows))
         self.urls.append(f"{self.urlpath}/{name}")
         return self.urls[-1]
+
+    def remove_written(self):
+        """Delete the parts written so far (after a failure, so no partial set remains)."""
+        for index in range(len(self.urls)):
+            self.fs.rm(f"{self.root}/{PART_NAME.format(index)}")
+        self.urls = []

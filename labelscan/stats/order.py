@@ -37,12 +37,15 @@ def float_images(keys: np.ndarray) -> np.ndarray:
     """
     unsigned = image_dtype(keys.dtype)
     bits = image_bits(keys.dtype)
+    nan_rows = np.isnan(keys)
     canonical = keys + keys.dtype.type(0)  # -0.0 + 0.0 == +0.0
     raw = canonical.view(unsigned)
     sign = unsigned.type(1) << unsigned.type(bits - 1)
-    negative = (raw >> unsigned.type(bits - 1)).astype(bool)
-    images = np.where(negative, ~raw, raw | sign)
-    nan_rows = np.isnan(canonical)
+    # negative floats: flip every bit; others: set the sign bit
+    flip = raw >> unsigned.type(bits - 1)
+    np.negative(flip, out=flip)
+    flip |= sign
+    raw ^= flip
     if nan_rows.any():
-        images[nan_rows] = np.iinfo(unsigned).max
-    return images
+        raw[nan_rows] = np.iinfo(unsigned).max
+    return raw

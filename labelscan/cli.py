@@ -1,0 +1,441 @@
+"""The ``labelscan`` command line: one click group, thin over :mod:`labelscan.api`.
+
+::
+
+    labelscan demo                          generate a noisy set, scan it, score the found issues
+    labelscan scan IN OUT [options]         scan a parquet prediction set
+    labelscan convert PRED_PROBS LABELS OUT .npy/.csv arrays -> partitioned parquet
+    labelscan report OUT                    verify a finished scan and print its summary
+
+Exit codes: 0 success; 2 usage (bad options, or a destination holding another scan);
+3 bad input (data, or an unfinished or corrupt scan); 4 infrastructure (storage, network,
+cluster); 1 an unexpected internal error (a bug: the traceback is printed). Errors print one
+``error: <message>`` line on stderr. Progress goes to stderr, results to stdout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import math
+import re
+import time
+
+import click
+
+from labelscan import __version__
+from labelscan.errors import EXIT_INFRASTRUCTURE, LabelscanError
+from labelscan.options import FILTERS, RANK_METHODS
+
+CACHE_CHOICES = {"auto": "auto", "on": True, "off": False}
+MAX_CLASSES_LISTED = 20
+_INT = re.compile(r"[+-]?\d+")
+
+
+class _Group(click.Group):
+    """A click group that turns labelscan's errors into ``error: ...`` and their exit codes."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except LabelscanError as error:
+            _fail(ctx, str(error), error.exit_code)
+        except OSError as error:  # storage, network, a lost cluster connection
+            _fail(ctx, str(error) or type(error).__name__, EXIT_INFRASTRUCTURE)
+
+
+def _fail(ctx, message, code):
+    click.echo(f"error: {message}", err=True)
+    ctx.exit(code)
+
+
+# ---------------------------------------------------------------------------------------------
+# local workers: labelscan's own errors are reported once, by the client
+
+
+def _labelscan_error_names() -> set:
+    names, pending = set(), [LabelscanError]
+    while pending:
+        cls = pending.pop()
+        names.add(cls.__name__)
+        pending.extend(cls.__subclasses__())
+    return names
+
+
+class ExpectedErrorFilter(logging.Filter):
+    """Drops a worker's ``Compute Failed`` log record (with traceback) for labelscan's own errors.
+
+    Such an error (bad input, say) travels to the client, which prints one ``error:`` line;
+    the worker's log of it would repeat it with a traceback once per retry. Other task
+    failures are logged as usual.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("Compute Failed"):
+            return True
+        args = record.args if isinstance(record.args, tuple) else ()
+        exception_text = str(args[3]) if len(args) > 3 else ""
+        return exception_text.split("(", 1)[0] not in _labelscan_error_names()
+
+
+def dask_setup(worker=None):
+    """Worker preload hook (``distributed.worker.preload``): install :class:`ExpectedErrorFilter`."""
+    logger = logging.getLogger("distributed.worker")
+    if not any(isinstance(existing, ExpectedErrorFilter) for existing in logger.filters):
+        logger.addFilter(ExpectedErrorFilter())
+
+
+@contextlib.contextmanager
+def _quiet_local_workers():
+    """Workers of local clusters started inside this block preload :func:`dask_setup`."""
+    import dask
+
+    preload = list(dask.config.get("distributed.worker.preload", None) or [])
+    if __name__ not in preload:
+        preload.append(__name__ if __name__ != "__main__" else "labelscan.cli")
+    with dask.config.set({"distributed.worker.preload": preload}):
+        yield
+
+
+# ---------------------------------------------------------------------------------------------
+# option parsing
+
+
+def parse_scalar(text: str):
+    """``"true"``/``"false"`` (any case) to bool, integers to int, anything else unchanged."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if _INT.fullmatch(text):
+        return int(text)
+    return text
+
+
+def parse_storage_options(pairs, endpoint_url=None) -> dict | None:
+    """Build fsspec ``storage_options`` from ``KEY=VALUE`` pairs.
+
+    Dotted keys nest (``client_kwargs.region_name=eu-west-1``); values go through
+    :func:`parse_scalar`; ``endpoint_url`` becomes ``client_kwargs.endpoint_url``.
+
+    Returns
+    -------
+    dict or None
+        None when there is nothing to pass.
+
+    Raises
+    ------
+    click.BadParameter
+        A pair without ``=`` or with an empty key.
+    """
+    options: dict = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--storage-option")
+        *parents, leaf = key.split(".")
+        target = options
+        for parent in parents:
+            target = target.setdefault(parent, {})
+            if not isinstance(target, dict):
+                raise click.BadParameter(f"{parent!r} is both a value and a group in {pair!r}",
+                                         param_hint="--storage-option")
+        target[leaf] = parse_scalar(value)
+    if endpoint_url:
+        client_kwargs = options.setdefault("client_kwargs", {})
+        if not isinstance(client_kwargs, dict):
+            raise click.BadParameter("client_kwargs must be a group", param_hint="--storage-option")
+        client_kwargs["endpoint_url"] = endpoint_url
+    return options or None
+
+
+def _int_list(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return [int(item) for item in value.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+
+
+def _name_list(ctx, param, value):
+    if value is None:
+        return None
+    names = [name.strip() for name in value.split(",")]
+    if any(not name for name in names):
+        raise click.BadParameter(f"empty class name in {value!r}")
+    return names
+
+
+def _storage_option_flags(command):
+    command = click.option("--endpoint-url", metavar="URL",
+                           help="S3-compatible endpoint (sets storage option client_kwargs.endpoint_url).")(command)
+    return click.option("--storage-option", "storage_option_pairs", multiple=True, metavar="KEY=VALUE",
+                        help="fsspec storage option, repeatable; dotted keys nest; true/false and "
+                             "integers are converted.")(command)
+
+
+# ---------------------------------------------------------------------------------------------
+# output helpers
+
+
+def _stage_printer(quiet: bool):
+    if quiet:
+        return None
+
+    def report(stage, seconds):
+        click.echo(f"  {stage:<12}{seconds:9.2f} s", err=True)
+
+    return report
+
+
+@contextlib.contextmanager
+def _local_cluster(workers, quiet, start=True):
+    """Yield a client of a started ``LocalCluster`` (closed after), or None when ``start`` is False."""
+    if not start:
+        yield None
+        return
+    from labelscan.cluster import get_client
+    from labelscan.demo import local_cluster_overrides
+
+    started = time.perf_counter()
+    with get_client(None, None, **local_cluster_overrides(workers)) as client:
+        if not quiet:
+            link = _dashboard_link(client)
+            workers_info = client.scheduler_info().get("workers", {})
+            threads = sum(info.get("nthreads", 0) for info in workers_info.values())
+            click.echo(f"local cluster: {len(workers_info)} worker(s), {threads} thread(s), started in "
+                       f"{time.perf_counter() - started:.1f} s" + (f"; dashboard {link}" if link else ""),
+                       err=True)
+        yield client
+
+
+def _dashboard_link(client):
+    try:
+        if "dashboard" not in client.scheduler_info().get("services", {}):
+            return None
+        link = client.dashboard_link
+    except Exception:  # noqa: BLE001 - a link is a nicety
+        return None
+    return link if importlib.util.find_spec("bokeh") else f"{link} (pip install bokeh to see it)"
+
+
+def _fmt_seconds(timings: dict) -> str:
+    return " · ".join(f"{stage} {seconds:.2f}" for stage, seconds in timings.items())
+
+
+def _issues_table(frame, class_names=None) -> str:
+    if frame is None or not len(frame):
+        return "  (none)"
+    frame = frame.copy()
+    if class_names:
+        for column in ("given_label", "predicted_label", "true_label"):
+            if column in frame:
+                frame[column.replace("_label", "_class")] = [class_names[int(k)] for k in frame[column]]
+    formatters = {"label_quality": "{:.4g}".format} if "label_quality" in frame else None
+    return frame.to_string(index=False, formatters=formatters)
+
+
+def _per_class(counts, class_names) -> str:
+    names = class_names or [str(k) for k in range(len(counts))]
+    pairs = list(zip(names, counts))
+    if len(pairs) > MAX_CLASSES_LISTED:
+        pairs = sorted(pairs, key=lambda pair: -pair[1])[:10]
+        return "  ".join(f"{name}: {count:,}" for name, count in pairs) + f"  (top 10 of {len(names)})"
+    return "  ".join(f"{name}: {count:,}" for name, count in pairs)
+
+
+def _print_summary(summary: dict, out: str, issues=None, top: int = 10) -> None:
+    config = summary.get("config", {})
+    rows, issues_found = summary["num_rows"], summary["num_issues"]
+    share = 100.0 * issues_found / rows if rows else 0.0
+    click.echo(f"scan:    {out}")
+    click.echo(f"rows:    {rows:,}  K={summary['num_classes']}  partitions={summary.get('num_partitions')}  "
+               f"pred_probs={summary.get('pred_probs_dtype')}")
+    click.echo(f"config:  filter_by={config.get('filter_by')}  rank_by={config.get('rank_by')}")
+    click.echo(f"issues:  {issues_found:,} ({share:.2f}% of rows)")
+    click.echo(f"per class: {_per_class(summary.get('num_issues_per_class', []), summary.get('class_names'))}")
+    click.echo(f"time per stage (s): {_fmt_seconds(summary.get('timings', {}))}")
+    if issues is not None and top:
+        click.echo(f"top {min(top, issues_found)} issues (lowest label_quality first):")
+        click.echo(_issues_table(issues, summary.get("class_names")))
+
+
+def _json_default(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# commands
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="labelscan")
+def cli():
+    """Find label errors in large classification datasets with Confident Learning.
+
+    Exact cleanlab 2.9 answers over partitioned parquet prediction sets, on Dask.
+    Exit codes: 0 ok, 2 usage, 3 bad input, 4 infrastructure.
+    """
+
+
+@cli.command()
+@click.option("--rows", type=click.IntRange(min=1), default=200_000, show_default=True,
+              help="Rows of the synthetic set.")
+@click.option("--classes", type=click.IntRange(min=2), default=10, show_default=True, help="Classes (K).")
+@click.option("--noise-rate", type=click.FloatRange(0, 1), default=0.2, show_default=True,
+              help="Probability that a given label is wrong.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", default="labelscan-demo", show_default=True,
+              help="Demo directory: data/ and scan/ under it are replaced.")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Worker processes of the local cluster [default: 1 using every core].")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def demo(rows, classes, noise_rate, seed, out, workers, quiet, as_json):
+    """Plant label errors in a synthetic parquet set, scan it and score what was found."""
+    from labelscan.demo import run_demo
+
+    if not quiet:
+        click.echo(f"labelscan demo: {rows:,} rows, K={classes}, noise rate {noise_rate}, seed {seed} "
+                   f"-> {out}", err=True)
+    with _quiet_local_workers(), _local_cluster(workers, quiet) as client:
+        result = run_demo(rows, classes, noise_rate=noise_rate, seed=seed, out=out, client=client,
+                          progress=_stage_printer(quiet))
+    if as_json:
+        payload = {key: value for key, value in result.items() if key not in ("summary", "top_issues")}
+        payload["top_issues"] = result["top_issues"].to_dict("records")
+        click.echo(json.dumps(payload, indent=2, default=_json_default))
+        return
+    click.echo(f"data:    {result['data']}  (parquet; column true_label holds the planted truth)")
+    click.echo(f"scan:    {result['scan']}")
+    click.echo(f"rows:    {result['num_rows']:,}  K={result['num_classes']}  "
+               f"planted errors={result['num_planted']:,}  issues found={result['num_issues']:,}")
+    click.echo(f"precision {result['precision']:.3f}  recall {result['recall']:.3f}  "
+               f"F1 {result['f1']:.3f}  (flagged rows vs planted errors, given label != true label)")
+    click.echo(f"noise matrix: mean absolute error of the estimate {result['noise_matrix_mae']:.4f}")
+    click.echo(f"time per stage (s): {_fmt_seconds(result['timings'])}")
+    click.echo(f"top {len(result['top_issues'])} issues (lowest label_quality first):")
+    click.echo(_issues_table(result["top_issues"]))
+    click.echo(f"next: labelscan report {result['scan']}")
+
+
+@cli.command()
+@click.argument("input_path", metavar="IN")
+@click.argument("out_path", metavar="OUT")
+@click.option("--label-column", default="label", show_default=True, help="Integer given-label column.")
+@click.option("--pred-probs-column", multiple=True, metavar="NAME",
+              help="A list column, or a column-name prefix; repeat to name K float columns in class "
+                   "order [default: pred_probs].")
+@click.option("--id-column", metavar="NAME", help="Column carried into the outputs.")
+@click.option("--filter-by", type=click.Choice(FILTERS), default="prune_by_noise_rate", show_default=True)
+@click.option("--frac-noise", type=click.FloatRange(0, 1), default=1.0, show_default=True)
+@click.option("--num-to-remove-per-class", callback=_int_list, metavar="N0,N1,...",
+              help="Rows to remove per class (K comma-separated integers).")
+@click.option("--min-examples-per-class", type=click.IntRange(min=0), default=1, show_default=True)
+@click.option("--rank-by", type=click.Choice(RANK_METHODS), default="self_confidence", show_default=True)
+@click.option("--adjust-pred-probs", is_flag=True, help="Subtract the confident thresholds before scoring.")
+@click.option("--scheduler", metavar="ADDRESS|FILE", help="Dask scheduler address or scheduler file.")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Start a local cluster of N worker processes [default: 1 using every core].")
+@_storage_option_flags
+@click.option("--rows-per-partition", type=click.IntRange(min=1),
+              help="Rows per partition (whole row groups) [default: about 64 MiB of predictions].")
+@click.option("--overwrite", is_flag=True, help="Replace another scan's outputs at OUT.")
+@click.option("--cache", type=click.Choice(list(CACHE_CHOICES)), default="auto", show_default=True,
+              help="Keep decoded partitions in worker memory between passes.")
+@click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Retries of each task (worker loss).")
+@click.option("--top", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Issues shown in the table.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress; print one result line.")
+@click.option("--json", "as_json", is_flag=True, help="Print summary.json instead of tables.")
+def scan(input_path, out_path, label_column, pred_probs_column, id_column, filter_by, frac_noise,
+         num_to_remove_per_class, min_examples_per_class, rank_by, adjust_pred_probs, scheduler, workers,
+         storage_option_pairs, endpoint_url, rows_per_partition, overwrite, cache, retries, top, quiet,
+         as_json):
+    """Scan the parquet prediction set IN (file, directory, glob or URL) and write the outputs to OUT.
+
+    OUT receives issues/ (ranked), mask/ (row aligned), summary.json and _SUCCESS (written last).
+    """
+    import labelscan
+
+    if scheduler and workers:
+        raise click.UsageError("give --scheduler or --workers, not both")
+    storage_options = parse_storage_options(storage_option_pairs, endpoint_url)
+    columns = list(pred_probs_column) or ["pred_probs"]
+    if not quiet:
+        click.echo(f"labelscan scan {input_path} -> {out_path}", err=True)
+    with _quiet_local_workers(), _local_cluster(workers, quiet, start=workers is not None) as client:
+        result = labelscan.scan(
+            input_path, out_path, label_column=label_column,
+            pred_probs_column=columns[0] if len(columns) == 1 else columns, id_column=id_column,
+            filter_by=filter_by, frac_noise=frac_noise, num_to_remove_per_class=num_to_remove_per_class,
+            min_examples_per_class=min_examples_per_class, rank_by=rank_by,
+            adjust_pred_probs=adjust_pred_probs, client=client, scheduler=scheduler,
+            storage_options=storage_options, rows_per_partition=rows_per_partition, overwrite=overwrite,
+            cache=CACHE_CHOICES[cache], retries=retries, progress=_stage_printer(quiet or as_json))
+    _show(result, top, quiet, as_json)
+
+
+@cli.command()
+@click.argument("pred_probs_path", metavar="PRED_PROBS")
+@click.argument("labels_path", metavar="LABELS")
+@click.argument("out_dir", metavar="OUT")
+@click.option("--rows-per-file", type=click.IntRange(min=1), default=1_000_000, show_default=True)
+@click.option("--row-group-rows", type=click.IntRange(min=1), default=250_000, show_default=True)
+@click.option("--class-names", callback=_name_list, metavar="A,B,...",
+              help="K class names, stored in the parquet metadata.")
+@click.option("--ids", "ids_path", metavar="PATH", help=".npy or .csv (with a header line) of row ids.")
+@click.option("--overwrite", is_flag=True, help="Replace parquet parts already in OUT.")
+@_storage_option_flags
+def convert(pred_probs_path, labels_path, out_dir, rows_per_file, row_group_rows, class_names, ids_path,
+            overwrite, storage_option_pairs, endpoint_url):
+    """Convert arrays (.npy or .csv: PRED_PROBS of shape N x K, LABELS of N) into a parquet set in OUT."""
+    from labelscan.io.convert import convert_arrays
+
+    urls = convert_arrays(pred_probs_path, labels_path, out_dir, rows_per_file=rows_per_file,
+                          row_group_rows=row_group_rows, ids_path=ids_path, class_names=class_names,
+                          storage_options=parse_storage_options(storage_option_pairs, endpoint_url),
+                          overwrite=overwrite)
+    click.echo(f"wrote {len(urls)} parquet file(s) to {out_dir}")
+    click.echo(f"next: labelscan scan {out_dir} OUT" + (" --id-column id" if ids_path else ""))
+
+
+@cli.command()
+@click.argument("out_path", metavar="OUT")
+@click.option("--top", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Issues shown in the table.")
+@click.option("--json", "as_json", is_flag=True, help="Print summary.json instead of tables.")
+@_storage_option_flags
+def report(out_path, top, as_json, storage_option_pairs, endpoint_url):
+    """Verify a finished scan at OUT (every file against _SUCCESS) and print its summary."""
+    import labelscan
+
+    result = labelscan.open_scan(out_path, storage_options=parse_storage_options(storage_option_pairs,
+                                                                                endpoint_url))
+    if not as_json:
+        click.echo(f"verified: every file matches the {out_path} _SUCCESS manifest")
+    _show(result, top, False, as_json)
+
+
+def _show(result, top, quiet, as_json):
+    if as_json:
+        click.echo(json.dumps(result.summary, indent=2, sort_keys=True, default=_json_default))
+    elif quiet:
+        click.echo(f"{result.out}: {result.num_issues} issues in {result.summary['num_rows']} rows")
+    else:
+        _print_summary(result.summary, result.out, result.issues(top) if top else None, top)
+
+
+def main(argv=None):
+    """Entry point of the ``labelscan`` command (``labelscan = labelscan.cli:main``)."""
+    return cli.main(args=argv, prog_name="labelscan")
+
+
+if __name__ == "__main__":
+    main()
