@@ -1,0 +1,55 @@
+"""Shared pytest fixtures."""
+
+import uuid
+
+import fsspec
+import pyarrow.parquet as pq
+import pytest
+
+
+@pytest.fixture
+def memory_url():
+    """A fresh ``memory://`` directory URL, removed after the test."""
+    fs = fsspec.filesystem("memory")
+    root = f"/labelscan-test-{uuid.uuid4().hex}"
+    yield f"memory://{root}"
+    if fs.exists(root):
+        fs.rm(root, recursive=True)
+
+
+@pytest.fixture
+def write_parquet():
+    """``write_parquet(url, table, row_group_rows=None, **kwargs)`` writes a parquet file via fsspec."""
+
+    def write(url, table, row_group_rows=None, **kwargs):
+        with fsspec.open(url, "wb", auto_mkdir=True) as handle:
+            pq.write_table(table, handle, row_group_size=row_group_rows, **kwargs)
+        return url
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A moto S3 server on 127.0.0.1; yields the storage options that reach it."""
+    moto_server = pytest.importorskip("moto.server")
+    s3fs = pytest.importorskip("s3fs")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    options = {"key": "testing", "secret": "testing",
+               "client_kwargs": {"endpoint_url": f"http://{host}:{port}"}}
+    yield options
+    s3fs.S3FileSystem.clear_instance_cache()
+    server.stop()
+
+
+@pytest.fixture
+def s3_url(s3_server):
+    """``(url, storage_options)`` of a fresh, empty bucket on the moto server."""
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    bucket = f"labelscan-{uuid.uuid4().hex[:12]}"
+    s3fs.S3FileSystem(**s3_server).mkdir(bucket)
+    return f"s3://{bucket}", s3_server
