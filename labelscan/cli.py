@@ -220,8 +220,18 @@ def _dashboard_link(client):
     return link if importlib.util.find_spec("bokeh") else f"{link} (pip install bokeh to see it)"
 
 
+STAGE_ORDER = ("generate", "plan", "read", "thresholds", "joint", "scores", "cutoffs", "flag", "rank",
+               "evaluate")
+
+
 def _fmt_seconds(timings: dict) -> str:
-    return " · ".join(f"{stage} {seconds:.2f}" for stage, seconds in timings.items())
+    """``stage seconds`` pairs in pipeline order (summary.json stores them sorted by name), total last."""
+    def position(stage):
+        if stage == "total":
+            return (2, 0)
+        return (0, STAGE_ORDER.index(stage)) if stage in STAGE_ORDER else (1, 0)
+
+    return " · ".join(f"{stage} {timings[stage]:.2f}" for stage in sorted(timings, key=position))
 
 
 def _issues_table(frame, class_names=None) -> str:
@@ -256,7 +266,7 @@ def _print_summary(summary: dict, out: str, issues=None, top: int = 10) -> None:
     click.echo(f"issues:  {issues_found:,} ({share:.2f}% of rows)")
     click.echo(f"per class: {_per_class(summary.get('num_issues_per_class', []), summary.get('class_names'))}")
     click.echo(f"time per stage (s): {_fmt_seconds(summary.get('timings', {}))}")
-    if issues is not None and top:
+    if issues is not None and top and issues_found:
         click.echo(f"top {min(top, issues_found)} issues (lowest label_quality first):")
         click.echo(_issues_table(issues, summary.get("class_names")))
 
@@ -368,9 +378,9 @@ def scan(input_path, out_path, label_column, pred_probs_column, id_column, filte
         raise click.UsageError("give --scheduler or --workers, not both")
     storage_options = parse_storage_options(storage_option_pairs, endpoint_url)
     columns = list(pred_probs_column) or ["pred_probs"]
-    if not quiet:
+    if not (quiet or as_json):
         click.echo(f"labelscan scan {input_path} -> {out_path}", err=True)
-    with _quiet_local_workers(), _local_cluster(workers, quiet, start=workers is not None) as client:
+    with _quiet_local_workers(), _local_cluster(workers, quiet or as_json, start=workers is not None) as client:
         result = labelscan.scan(
             input_path, out_path, label_column=label_column,
             pred_probs_column=columns[0] if len(columns) == 1 else columns, id_column=id_column,

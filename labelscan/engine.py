@@ -163,8 +163,9 @@ def find_cutoffs(runner, keys, tasks: selection.SelectionTasks, row_starts) -> s
         active, bits = step
         histograms = runner.map("cutoffs", selection.histogram, keys, tasks=tasks,
                                 intervals=planner.intervals, active=active, bits=bits)
-        planner.apply_histogram(active, bits, runner.gather(
-            runner.reduce("cutoffs-merge", passes.sum_arrays, histograms)))
+        merged = runner.reduce("cutoffs-merge", passes.sum_arrays, histograms)
+        choice = runner.submit("cutoffs-choose", selection.choose_bins, merged, planner.needs(active))
+        planner.apply_choice(active, bits, runner.gather(choice))
     collect, ties = planner.resolve_sets()
     pieces = [{"task": np.zeros(0, np.intp), "image": np.zeros(0, np.uint64), "row": np.zeros(0, np.int64),
                "tie_counts": np.zeros(0, np.int64)}] * len(keys)

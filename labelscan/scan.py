@@ -82,7 +82,19 @@ def _image_shift(dtype) -> int:
 def written_summary(written: WrittenPartition) -> dict:
     """The small part of a written partition the driver needs."""
     return {"entry": written.entry, "issues_per_class": written.issues_per_class,
-            "rank_histogram": written.rank_histogram, "rank_shift": written.rank_shift}
+            "rank_shift": written.rank_shift}
+
+
+def rank_histogram(written: WrittenPartition) -> np.ndarray:
+    """Top-bits histogram of a partition's issue scores (stays on the workers)."""
+    return written.rank_histogram
+
+
+def rank_plan(histogram: np.ndarray, per_part: int) -> dict:
+    """Score ranges of the ranked parts and the first rank of each (runs on a worker)."""
+    bounds = rank_ranges(histogram, per_part)
+    sizes = [int(histogram[a:b].sum()) for a, b in zip(bounds[:-1], bounds[1:])]
+    return {"bounds": bounds, "first_ranks": np.concatenate([[0], np.cumsum(sizes)])[:-1]}
 
 
 def rank_ranges(histogram: np.ndarray, per_part: int) -> np.ndarray:
@@ -210,10 +222,11 @@ def _should_cache(cache, plan, client) -> bool:
 
 
 def _write_issues(runner, written, summaries, commit, per_part) -> list:
-    histogram = np.sum([s["rank_histogram"] for s in summaries], axis=0)
-    bounds = rank_ranges(histogram, per_part)
+    histogram = runner.reduce("rank-histogram-merge", passes.sum_arrays,
+                              runner.map("rank-histogram", rank_histogram, written))
+    ranges = runner.gather(runner.submit("rank-plan", rank_plan, histogram, per_part))
+    bounds, first_ranks = ranges["bounds"], ranges["first_ranks"]
     shift = summaries[0]["rank_shift"]
-    first_ranks = np.concatenate([[0], np.cumsum([histogram[a:b].sum() for a, b in zip(bounds[:-1], bounds[1:])])])
     entries = []
     for index, (low, high) in enumerate(zip(bounds[:-1], bounds[1:])):
         pieces = runner.map("rank-split", issues_in_range, written, low_bin=int(low), high_bin=int(high), shift=shift)

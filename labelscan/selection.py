@@ -27,17 +27,17 @@ import numpy as np
 
 from labelscan.stats.order import float_images, image_bits
 
-MAX_HISTOGRAM_CELLS = 1 << 22
-"""Bound on tasks × bins of one refine round's per-partition histogram."""
+MAX_HISTOGRAM_CELLS = 1 << 20
+"""Bound on tasks × bins of one refine round's histogram (8 MiB; it stays on the workers)."""
 
 MAX_BITS_PER_ROUND = 16
 """At most 65536 bins per task and round."""
 
-COLLECT_LIMIT = 1 << 16
+COLLECT_LIMIT = 1 << 11
 """An interval holding at most this many rows is resolved by collecting them."""
 
-COLLECT_BUDGET = 1 << 22
-"""At most this many candidate rows travel to the driver in one resolve round."""
+COLLECT_BUDGET = 1 << 15
+"""At most this many candidate rows travel to the driver in one resolve round (≈ 0.8 MB)."""
 
 NOISE_RATE = "noise_rate"
 BY_CLASS = "by_class"
@@ -290,6 +290,28 @@ def select_rows(keys, tasks, cutoffs: PartitionCutoffs) -> np.ndarray:
     return selected
 
 
+def choose_bins(counts: np.ndarray, needs: np.ndarray) -> dict:
+    """For each task, the histogram bin holding its wanted row (runs next to the merged histogram).
+
+    Parameters
+    ----------
+    counts : numpy.ndarray, shape (A, B)
+        Merged histogram of the active tasks.
+    needs : numpy.ndarray, shape (A,)
+        1-based rank of the wanted row among the rows of each interval.
+
+    Returns
+    -------
+    dict
+        ``bin``, ``below`` (rows in earlier bins) and ``inside`` (rows in the bin), each (A,).
+    """
+    cumulative = np.cumsum(counts, axis=1)
+    chosen = np.count_nonzero(cumulative < needs[:, None], axis=1)
+    rows = np.arange(len(needs))
+    below = np.where(chosen > 0, cumulative[rows, np.maximum(chosen - 1, 0)], 0)
+    return {"bin": chosen, "below": below.astype(np.int64), "inside": counts[rows, chosen].astype(np.int64)}
+
+
 # ---------------------------------------------------------------- driver side
 
 
@@ -323,19 +345,18 @@ class SelectionPlanner:
         bits = int(np.clip(np.log2(max(MAX_HISTOGRAM_CELLS // len(active), 2)), 1, MAX_BITS_PER_ROUND))
         return active, bits
 
-    def apply_histogram(self, active: np.ndarray, bits: int, counts: np.ndarray) -> None:
-        """Narrow each active task's interval to the bin holding its ``c``-th row."""
-        for position, task in enumerate(active):
-            width = int(self.intervals.width[task])
-            used = min(bits, width)
-            shift = width - used
-            bins = counts[position, : 1 << used]
-            need = self.tasks.counts[task] - self.intervals.below[task]
-            chosen = int(np.searchsorted(np.cumsum(bins), need))
-            self.intervals.below[task] += int(bins[:chosen].sum())
-            self.intervals.inside[task] = int(bins[chosen])
-            self.intervals.lo[task] += np.uint64(chosen) << np.uint64(shift)
-            self.intervals.width[task] = shift
+    def needs(self, active: np.ndarray) -> np.ndarray:
+        """Rank of the wanted row inside each active task's interval (1-based), shape (A,)."""
+        return self.tasks.counts[active] - self.intervals.below[active]
+
+    def apply_choice(self, active: np.ndarray, bits: int, choice: dict) -> None:
+        """Narrow each active task's interval to the bin :func:`choose_bins` picked."""
+        width = self.intervals.width[active]
+        shift = np.maximum(width - bits, 0)
+        self.intervals.below[active] += choice["below"]
+        self.intervals.inside[active] = choice["inside"]
+        self.intervals.lo[active] += choice["bin"].astype(np.uint64) << shift.astype(np.uint64)
+        self.intervals.width[active] = shift
 
     def resolve_sets(self):
         """Tasks resolved by collecting rows and tasks resolved by tie quotas."""
