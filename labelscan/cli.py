@@ -42,8 +42,24 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except LabelscanError as error:
             _fail(ctx, str(error), error.exit_code)
-        except OSError as error:  # storage, network, a lost cluster connection
-            _fail(ctx, str(error) or type(error).__name__, EXIT_INFRASTRUCTURE)
+        except Exception as error:
+            if not _is_infrastructure(error):
+                raise  # a bug: let the traceback show
+            _fail(ctx, f"{type(error).__name__}: {error}" if str(error) else type(error).__name__,
+                  EXIT_INFRASTRUCTURE)
+
+
+def _is_infrastructure(error: Exception) -> bool:
+    """Storage, network or cluster failures: OSError (timeouts, lost connections included), and
+    Dask's KilledWorker (a task's workers kept dying) or FutureCancelledError."""
+    if isinstance(error, OSError):
+        return True
+    try:
+        from distributed.client import FutureCancelledError
+        from distributed.scheduler import KilledWorker
+    except ImportError:  # pragma: no cover - distributed is a dependency
+        return False
+    return isinstance(error, (KilledWorker, FutureCancelledError))
 
 
 def _fail(ctx, message, code):
@@ -93,8 +109,8 @@ def _quiet_local_workers():
     import dask
 
     preload = list(dask.config.get("distributed.worker.preload", None) or [])
-    if __name__ not in preload:
-        preload.append(__name__ if __name__ != "__main__" else "labelscan.cli")
+    if "labelscan.cli" not in preload:
+        preload.append("labelscan.cli")
     with dask.config.set({"distributed.worker.preload": preload}):
         yield
 
@@ -272,9 +288,7 @@ def _print_summary(summary: dict, out: str, issues=None, top: int = 10) -> None:
 
 
 def _json_default(value):
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if hasattr(value, "tolist"):
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
         return value.tolist()
     return str(value)
 
@@ -317,7 +331,8 @@ def demo(rows, classes, noise_rate, seed, out, workers, quiet, as_json):
         result = run_demo(rows, classes, noise_rate=noise_rate, seed=seed, out=out, client=client,
                           progress=_stage_printer(quiet))
     if as_json:
-        payload = {key: value for key, value in result.items() if key not in ("summary", "top_issues")}
+        payload = {key: None if isinstance(value, float) and math.isnan(value) else value
+                   for key, value in result.items() if key not in ("summary", "top_issues")}
         payload["top_issues"] = result["top_issues"].to_dict("records")
         click.echo(json.dumps(payload, indent=2, default=_json_default))
         return
@@ -429,7 +444,7 @@ def report(out_path, top, as_json, storage_option_pairs, endpoint_url):
     result = labelscan.open_scan(out_path, storage_options=parse_storage_options(storage_option_pairs,
                                                                                 endpoint_url))
     if not as_json:
-        click.echo(f"verified: every file matches the {out_path} _SUCCESS manifest")
+        click.echo(f"verified: every file of {out_path} matches its _SUCCESS manifest")
     _show(result, top, False, as_json)
 
 

@@ -184,7 +184,7 @@ def estimate_statistics(labels, pred_probs, *, num_partitions=1) -> dict:
 def get_label_quality_scores(labels, pred_probs, method="self_confidence", adjust_pred_probs=False):
     """cleanlab's ``rank.get_label_quality_scores``, shape (N,)."""
     labels = validate_arrays(labels, pred_probs, allow_one_class=True)
-    if method not in cpu.SCORE_FUNCTIONS:
+    if method not in RANK_METHODS:
         raise ValueError(f"{method} is not a valid scoring method for rank_by!")
     if adjust_pred_probs and method == "confidence_weighted_entropy":
         raise ValueError(f"adjust_pred_probs is not currently supported for {method}.")
@@ -192,4 +192,5 @@ def get_label_quality_scores(labels, pred_probs, method="self_confidence", adjus
     if adjust_pred_probs:
         runner, analysis = _analyse(labels, pred_probs, ScanOptions(filter_by="confident_learning"), 1)
         thresholds = analysis.stats.confident_thresholds
-    return cpu.label_quality_scores(labels, pred_probs, method, adjust_pred_probs, thresholds)
+    part = cpu.group_by_label(0, labels, pred_probs)
+    return part.to_row_order(cpu.label_quality_scores(part, method, adjust_pred_probs, thresholds))

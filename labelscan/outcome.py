@@ -58,8 +58,7 @@ def partition_outcome(part: cpu.GroupedPartition, facts: passes.RowFacts, reques
     # a partition read for this pass serves the key computations too
     family_keys = [(part, keys[1]) if isinstance(keys, tuple) else keys for keys in family_keys]
     flagged = passes.flagged_rows(part, facts, request, family_keys)
-    quality = cpu.label_quality_scores(part.labels, part.pred_probs, request.rank_by,
-                                       request.adjust_pred_probs, request.thresholds)
+    quality = cpu.label_quality_scores(part, request.rank_by, request.adjust_pred_probs, request.thresholds)
     issue_rows = np.flatnonzero(flagged)
     images = float_images(quality[issue_rows])
     ranked = issue_rows[np.lexsort((part.row_ids[issue_rows], images))]

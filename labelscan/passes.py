@@ -86,7 +86,7 @@ def threshold_pieces(part: cpu.GroupedPartition, class_offsets: np.ndarray, clas
     pieces = {}
     for k in np.flatnonzero(part.class_counts()):
         rows = part.class_rows(int(k))
-        values = np.ascontiguousarray(part.pred_probs[rows, k])
+        values = part.columns[k, rows]
         pieces[int(k)] = partial_sums(values, int(class_offsets[k]), int(class_totals[k]))
     return pieces
 
@@ -103,13 +103,13 @@ def merge_threshold_pieces(*piece_dicts) -> dict:
 def row_facts(part: cpu.GroupedPartition, thresholds: np.ndarray) -> RowFacts:
     """Confident-joint pass: per-row facts and this partition's joint counts."""
     part = as_partition(part)
-    predicted = cpu.argmax_rows(part.pred_probs)
-    confident, guess = cpu.confident_guesses(part.pred_probs, thresholds, predicted)
+    predicted = cpu.argmax_rows(part)
+    confident, guess = cpu.confident_guesses(part, thresholds, predicted)
     num_classes = part.num_classes
     cells = part.labels[confident] * num_classes + guess[confident]
     joint = np.bincount(cells, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
     off_diagonal = confident & (guess != part.labels)
-    given_is_argmax = cpu.given_label_is_argmax(part.labels, part.pred_probs)
+    given_is_argmax = cpu.given_label_is_argmax(part)
     return RowFacts(
         predicted=predicted.astype(np.int16 if num_classes <= np.iinfo(np.int16).max else np.int32),
         off_diagonal=off_diagonal,
@@ -135,7 +135,7 @@ def merge_joint_summaries(*summaries) -> dict:
 def scores(part: cpu.GroupedPartition, method: str, adjust: bool, thresholds) -> np.ndarray:
     """Label-quality scores of every row, grouped order, shape (n,)."""
     part = as_partition(part)
-    return cpu.label_quality_scores(part.labels, part.pred_probs, method, adjust, thresholds)
+    return cpu.label_quality_scores(part, method, adjust, thresholds)
 
 
 @dataclass

@@ -138,8 +138,8 @@ class KeyBlock:
         Grouped rows of the block.
     row_ids : numpy.ndarray, shape (r,)
         Global row of each row of the block.
-    images : numpy.ndarray, shape (r, m)
-        Images of the keys; column ``i`` belongs to ``task_ids[i]``.
+    images : numpy.ndarray, shape (m, r)
+        Images of the keys; row ``i`` belongs to ``task_ids[i]``.
     """
 
     task_ids: np.ndarray
@@ -177,19 +177,19 @@ def partition_keys(part, scores=None, *, tasks: SelectionTasks) -> PartitionKeys
     if tasks.kind == LOW_SCORE:
         if len(tasks):
             blocks.append(KeyBlock(np.arange(len(tasks)), slice(0, part.num_rows), part.row_ids,
-                                   float_images(scores)[:, None]))
+                                   float_images(scores)[None, :]))
         return PartitionKeys(blocks, part.num_rows)
     for k in np.unique(tasks.classes):
         task_ids = np.flatnonzero(tasks.classes == k)
         rows = part.class_rows(int(k))
         if rows.stop == rows.start:
             continue
-        block = part.pred_probs[rows]
+        given = part.columns[k, rows]
         if tasks.kind == BY_CLASS:
-            keys = block[:, [k]]
+            keys = given[None, :]
         else:
-            keys = -(block[:, tasks.columns[task_ids]] - block[:, [k]])
-        blocks.append(KeyBlock(task_ids, rows, part.row_ids[rows], float_images(np.ascontiguousarray(keys))))
+            keys = -(part.columns[tasks.columns[task_ids], rows] - given)
+        blocks.append(KeyBlock(task_ids, rows, part.row_ids[rows], float_images(keys)))
     return PartitionKeys(blocks, part.num_rows)
 
 
@@ -200,11 +200,12 @@ def _keys(keys, tasks) -> PartitionKeys:
 
 def _in_interval(images, lo, width):
     """Which images lie in ``[lo, lo + 2**width)``, and their offsets from ``lo``."""
-    offset = images - lo.astype(images.dtype)  # wraps below lo to large values: excluded next
+    lo = lo.astype(images.dtype)[:, None]
+    offset = images - lo  # wraps below lo to large values: excluded next
     last = (np.left_shift(np.uint64(1), width.astype(np.uint64), dtype=np.uint64) - np.uint64(1))
     last = np.where(width >= 64, np.iinfo(np.uint64).max, last)
-    last = np.minimum(last, np.iinfo(images.dtype).max).astype(images.dtype)
-    inside = (images >= lo.astype(images.dtype)) & (offset <= last)
+    last = np.minimum(last, np.iinfo(images.dtype).max).astype(images.dtype)[:, None]
+    inside = (images >= lo) & (offset <= last)
     return inside, offset
 
 
@@ -226,11 +227,11 @@ def histogram(keys, *, tasks, intervals: Intervals, active: np.ndarray, bits: in
         keep = position[block.task_ids] >= 0
         if not keep.any():
             continue
-        task_ids, images = block.task_ids[keep], block.images[:, keep]
+        task_ids, images = block.task_ids[keep], block.images[keep]
         width = intervals.width[task_ids]
         inside, offset = _in_interval(images, intervals.lo[task_ids], width)
-        shift = np.maximum(width - bits, 0).astype(images.dtype)
-        bins = (offset >> shift).astype(np.int64) + (np.arange(len(task_ids)) << bits)
+        shift = np.maximum(width - bits, 0).astype(images.dtype)[:, None]
+        bins = (offset >> shift).astype(np.int64) + (np.arange(len(task_ids)) << bits)[:, None]
         local = np.bincount(bins[inside], minlength=len(task_ids) << bits)
         counts[position[task_ids]] += local.reshape(len(task_ids), 1 << bits)
     return counts
@@ -259,10 +260,10 @@ def resolve_pieces(keys, *, tasks, intervals: Intervals, collect: np.ndarray, ti
         inside, _ = _in_interval(block.images, intervals.lo[task_ids], intervals.width[task_ids])
         is_tie = tie_position[task_ids] >= 0
         if is_tie.any():
-            tie_counts[tie_position[task_ids[is_tie]]] += inside[:, is_tie].sum(axis=0)
-        local_row, column = np.nonzero(inside & collect_mask[task_ids])
-        found_tasks.append(task_ids[column])
-        found_images.append(block.images[local_row, column].astype(np.uint64))
+            tie_counts[tie_position[task_ids[is_tie]]] += inside[is_tie].sum(axis=1)
+        task_row, local_row = np.nonzero(inside & collect_mask[task_ids][:, None])
+        found_tasks.append(task_ids[task_row])
+        found_images.append(block.images[task_row, local_row].astype(np.uint64))
         found_rows.append(block.row_ids[local_row])
     return {
         "task": np.concatenate(found_tasks) if found_tasks else np.zeros(0, dtype=np.intp),
@@ -280,13 +281,13 @@ def select_rows(keys, tasks, cutoffs: PartitionCutoffs) -> np.ndarray:
         task_ids, images = block.task_ids, block.images
         limit = cutoffs.image[task_ids].astype(images.dtype)
         everything = cutoffs.select_all[task_ids]
-        chosen = (images < limit) | everything
-        for column in np.flatnonzero(cutoffs.quota[task_ids] > 0):
-            tied = np.flatnonzero((images[:, column] == limit[column]) & ~everything[column])
+        chosen = (images < limit[:, None]) | everything[:, None]
+        for task_row in np.flatnonzero(cutoffs.quota[task_ids] > 0):
+            tied = np.flatnonzero((images[task_row] == limit[task_row]) & ~everything[task_row])
             # grouped order is row order inside a class block, not across blocks: sort by row
             tied = tied[np.argsort(block.row_ids[tied], kind="stable")]
-            chosen[tied[: cutoffs.quota[task_ids[column]]], column] = True
-        selected[block.rows] |= chosen.any(axis=1)
+            chosen[task_row, tied[: cutoffs.quota[task_ids[task_row]]]] = True
+        selected[block.rows] |= chosen.any(axis=0)
     return selected
 
 

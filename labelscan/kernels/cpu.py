@@ -1,12 +1,16 @@
 """Per-partition hot loops on NumPy.
 
-A partition is first *grouped by given label*: rows are reordered stably by class, so the
-rows of class ``k`` form one contiguous block in global row order. Every later step works on
-blocks (the per-class sequences of cleanlab's thresholds, the per-class pruning) and the
-row-aligned outputs are scattered back with the stored permutation.
+A partition is stored *grouped by given label* and *column-major*: ``columns[j]`` holds
+``P[:, j]`` for the partition's rows reordered stably by class, so the rows of class ``k``
+form one contiguous run in global row order (cleanlab's per-class sequences), and every
+per-row reduction over classes runs along contiguous memory (``axis=0``). Grouping and
+transposing happen in one ``np.take``; the row-aligned outputs are scattered back with the
+stored permutation.
 
 All arithmetic follows cleanlab 2.9's dtype rules (``CLEANLAB_SPEC.md`` §2–§8): nothing is
-cast, comparisons run in the dtype numpy would use for the same expression.
+cast, comparisons run in the dtype numpy uses for the same expression. Scores that involve a
+sum over classes (``adjust_pred_probs``, confidence-weighted entropy) are computed on a
+row-major copy so numpy adds in exactly cleanlab's order.
 """
 
 from __future__ import annotations
@@ -21,10 +25,13 @@ FLOATING_POINT_COMPARISON = 1e-6
 CLIPPING_LOWER_BOUND = 1e-6
 """Lower clip of self-confidence and entropy ratios in confidence-weighted entropy."""
 
+SMALL_K = 64
+"""Up to this many classes, per-row "first true" runs as a loop over classes."""
+
 
 @dataclass
 class GroupedPartition:
-    """One partition with its rows grouped by given label.
+    """One partition, rows grouped by given label, predictions stored column-major.
 
     Attributes
     ----------
@@ -38,8 +45,8 @@ class GroupedPartition:
         Class ``k`` occupies grouped rows ``class_starts[k]:class_starts[k + 1]``.
     labels : numpy.ndarray, shape (n,), int64
         Given labels in grouped order.
-    pred_probs : numpy.ndarray, shape (n, K)
-        Predicted probabilities in grouped order (input dtype).
+    columns : numpy.ndarray, shape (K, n)
+        ``columns[j, i]`` = ``P[order[i], j]`` (input dtype).
     row_ids : numpy.ndarray, shape (n,), int64
         Global row index of each grouped row.
     ids : numpy.ndarray or None, shape (n,)
@@ -51,13 +58,17 @@ class GroupedPartition:
     order: np.ndarray
     class_starts: np.ndarray
     labels: np.ndarray
-    pred_probs: np.ndarray
+    columns: np.ndarray
     row_ids: np.ndarray
     ids: np.ndarray | None = None
 
     @property
     def num_classes(self) -> int:
-        return self.pred_probs.shape[1]
+        return self.columns.shape[0]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.columns.dtype
 
     def class_rows(self, k: int) -> slice:
         """Slice of the grouped rows of class ``k``."""
@@ -67,6 +78,10 @@ class GroupedPartition:
         """Rows per given label, shape (K,), int64."""
         return np.diff(self.class_starts).astype(np.int64)
 
+    def row_major(self) -> np.ndarray:
+        """C-contiguous copy ``(n, K)`` in grouped order."""
+        return np.ascontiguousarray(self.columns.T)
+
     def to_row_order(self, grouped_values: np.ndarray) -> np.ndarray:
         """Scatter per-row values from grouped order back to the partition's row order."""
         values = np.empty_like(grouped_values)
@@ -75,7 +90,7 @@ class GroupedPartition:
 
 
 def group_by_label(row_start: int, labels: np.ndarray, pred_probs: np.ndarray, ids=None) -> GroupedPartition:
-    """Group a partition's rows by given label (stable).
+    """Group a partition's rows by given label (stable) and store its predictions column-major.
 
     Parameters
     ----------
@@ -100,39 +115,83 @@ def group_by_label(row_start: int, labels: np.ndarray, pred_probs: np.ndarray, i
         order=order,
         class_starts=class_starts,
         labels=np.ascontiguousarray(labels[order], dtype=np.int64),
-        pred_probs=np.ascontiguousarray(pred_probs[order]),
+        columns=np.take(pred_probs.T, order, axis=1),
         row_ids=(row_start + order).astype(np.int64),
         ids=ids,
     )
 
 
-def self_confidence(labels: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
+def first_true(mask: np.ndarray) -> np.ndarray:
+    """Index of the first True of each column (0 when none), like ``mask.argmax(axis=0)``.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray, shape (K, n), bool
+
+    Returns
+    -------
+    numpy.ndarray, shape (n,), intp
+    """
+    if mask.shape[0] > SMALL_K:
+        return mask.argmax(axis=0)
+    position = np.zeros(mask.shape[1], dtype=np.intp)
+    not_found = np.ones(mask.shape[1], dtype=bool)
+    for row in mask[:-1]:
+        not_found &= ~row
+        position += not_found
+    not_found &= ~mask[-1]
+    position[not_found] = 0
+    return position
+
+
+def self_confidence(part: GroupedPartition) -> np.ndarray:
     """``P[i, y_i]``, shape (n,), input dtype."""
-    return pred_probs[np.arange(len(labels)), labels]
+    return part.columns[part.labels, np.arange(part.num_rows)]
 
 
-def argmax_rows(pred_probs: np.ndarray) -> np.ndarray:
+def _nan_rows(row_max: np.ndarray) -> np.ndarray:
+    return np.flatnonzero(np.isnan(row_max))
+
+
+def argmax_rows(part: GroupedPartition) -> np.ndarray:
     """Row argmax with numpy's semantics (first maximum; first NaN wins), shape (n,), intp."""
-    return pred_probs.argmax(axis=1)
+    row_max = part.columns.max(axis=0)
+    predicted = first_true(part.columns == row_max)
+    nan_rows = _nan_rows(row_max)
+    if len(nan_rows):
+        predicted[nan_rows] = part.columns[:, nan_rows].T.argmax(axis=1)
+    return predicted
 
 
-def given_label_is_argmax(labels: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
-    """``argmax(P[i] + 1e-6·e_{y_i}) == y_i`` (cleanlab's ``_reduce_issues``), shape (n,), bool."""
-    bumped = pred_probs.copy()
-    bumped[np.arange(len(labels)), labels] += FLOATING_POINT_COMPARISON
-    return bumped.argmax(axis=1) == labels
+def given_label_is_argmax(part: GroupedPartition) -> np.ndarray:
+    """``argmax(P[i] + 1e-6·e_{y_i}) == y_i`` (cleanlab's ``_reduce_issues``), shape (n,), bool.
+
+    ``argmax`` takes the first maximum, so the bumped given label wins iff every earlier class
+    is strictly below it and every later class is at most equal.
+    """
+    columns, labels = part.columns, part.labels
+    bumped = self_confidence(part) + FLOATING_POINT_COMPARISON
+    earlier = np.arange(part.num_classes)[:, None] < labels[None, :]
+    beaten = np.where(earlier, columns >= bumped, columns > bumped).any(axis=0)
+    keep = ~beaten
+    nan_rows = _nan_rows(columns.max(axis=0))
+    if len(nan_rows):
+        rows = np.ascontiguousarray(columns[:, nan_rows].T)
+        rows[np.arange(len(nan_rows)), labels[nan_rows]] += FLOATING_POINT_COMPARISON
+        keep[nan_rows] = rows.argmax(axis=1) == labels[nan_rows]
+    return keep
 
 
-def confident_guesses(pred_probs: np.ndarray, thresholds: np.ndarray, predicted: np.ndarray):
+def confident_guesses(part: GroupedPartition, thresholds: np.ndarray, predicted: np.ndarray):
     """Which rows are confident and the class cleanlab's confident joint counts them in.
 
     Parameters
     ----------
-    pred_probs : numpy.ndarray, shape (n, K)
+    part : GroupedPartition
     thresholds : numpy.ndarray, shape (K,)
         Confident thresholds, in the dtype cleanlab's rule gives them.
     predicted : numpy.ndarray, shape (n,)
-        ``argmax(pred_probs, axis=1)``.
+        Row argmax.
 
     Returns
     -------
@@ -141,9 +200,9 @@ def confident_guesses(pred_probs: np.ndarray, thresholds: np.ndarray, predicted:
     guess : numpy.ndarray, shape (n,), intp
         The argmax if several classes are confident, else the single confident class.
     """
-    above = pred_probs >= thresholds - FLOATING_POINT_COMPARISON
-    num_above = above.sum(axis=1)
-    guess = np.where(num_above > 1, predicted, above.argmax(axis=1))
+    above = part.columns >= (thresholds - FLOATING_POINT_COMPARISON)[:, None]
+    num_above = above.sum(axis=0, dtype=np.int32)
+    guess = np.where(num_above > 1, predicted, first_true(above))
     return num_above > 0, guess
 
 
@@ -155,12 +214,19 @@ def adjust_pred_probs(pred_probs: np.ndarray, thresholds: np.ndarray) -> np.ndar
     return adjusted
 
 
-def normalized_margin(labels: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
-    """``(P[i, y_i] - max_{j != y_i} P[i, j] + 1) / 2``, shape (n,)."""
+def normalized_margin_rows(labels: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
+    """``(P[i, y_i] - max_{j != y_i} P[i, j] + 1) / 2`` on row-major rows, shape (n,)."""
     rows = np.arange(len(labels))
     others = pred_probs.copy()
     others[rows, labels] = -np.inf
     return (pred_probs[rows, labels] - others.max(axis=1) + 1) / 2
+
+
+def normalized_margin(part: GroupedPartition) -> np.ndarray:
+    """Normalized margin of every row (column-major), shape (n,)."""
+    others = part.columns.copy()
+    others[part.labels, np.arange(part.num_rows)] = -np.inf
+    return (self_confidence(part) - others.max(axis=0) + 1) / 2
 
 
 def confidence_weighted_entropy(labels: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
@@ -176,31 +242,30 @@ def confidence_weighted_entropy(labels: np.ndarray, pred_probs: np.ndarray) -> n
     if np.any(pred_probs < 0) or np.any(pred_probs > 1):
         raise ValueError("All probabilities are required to be in the interval [0, 1].")
     entropy = -np.sum(xlogy(pred_probs, pred_probs), axis=1) / np.log(pred_probs.shape[1])
-    confidence = np.clip(self_confidence(labels, pred_probs), a_min=CLIPPING_LOWER_BOUND, a_max=None)
-    ratio = entropy / confidence
+    confidence = pred_probs[np.arange(len(labels)), labels]
+    ratio = entropy / np.clip(confidence, a_min=CLIPPING_LOWER_BOUND, a_max=None)
     return np.log(ratio + 1) / np.clip(ratio, a_min=CLIPPING_LOWER_BOUND, a_max=None)
 
 
-SCORE_FUNCTIONS = {
-    "self_confidence": self_confidence,
-    "normalized_margin": normalized_margin,
-    "confidence_weighted_entropy": confidence_weighted_entropy,
-}
-
-
-def label_quality_scores(labels, pred_probs, method: str, adjust: bool, thresholds=None) -> np.ndarray:
-    """cleanlab's ``get_label_quality_scores`` on a block of rows, shape (n,).
+def label_quality_scores(part: GroupedPartition, method: str, adjust: bool, thresholds=None) -> np.ndarray:
+    """cleanlab's ``get_label_quality_scores`` for every row of a partition (grouped order), shape (n,).
 
     Parameters
     ----------
-    labels : numpy.ndarray, shape (n,)
-    pred_probs : numpy.ndarray, shape (n, K)
+    part : GroupedPartition
     method : {"self_confidence", "normalized_margin", "confidence_weighted_entropy"}
     adjust : bool
         Subtract the confident thresholds first (``adjust_pred_probs``).
     thresholds : numpy.ndarray, shape (K,), optional
         Needed when ``adjust``.
     """
+    if method == "confidence_weighted_entropy":
+        return confidence_weighted_entropy(part.labels, part.row_major())
     if adjust:
-        pred_probs = adjust_pred_probs(pred_probs, thresholds)
-    return SCORE_FUNCTIONS[method](labels, pred_probs)
+        rows = adjust_pred_probs(part.row_major(), thresholds)
+        if method == "self_confidence":
+            return rows[np.arange(part.num_rows), part.labels]
+        return normalized_margin_rows(part.labels, rows)
+    if method == "self_confidence":
+        return self_confidence(part)
+    return normalized_margin(part)

@@ -144,6 +144,7 @@ def keep_at_least_n_per_class(prune_counts: np.ndarray, min_examples: int, frac_
     reduced[reduced < 0] = 0
     np.fill_diagonal(reduced, new_diagonal)
     scaled = reduced * frac_noise
+    np.fill_diagonal(scaled, np.diagonal(reduced))  # only off-diagonal counts are scaled
     np.fill_diagonal(scaled, np.diagonal(reduced) + np.sum(reduced - scaled, axis=0))
     return round_preserving_row_totals(scaled.astype(int))
 
