@@ -59,35 +59,40 @@ def partition_outcome(part: cpu.GroupedPartition, facts: passes.RowFacts, reques
     family_keys = [(part, keys[1]) if isinstance(keys, tuple) else keys for keys in family_keys]
     flagged = passes.flagged_rows(part, facts, request, family_keys)
     quality = cpu.label_quality_scores(part, request.rank_by, request.adjust_pred_probs, request.thresholds)
-    issue_rows = np.flatnonzero(flagged)
-    images = float_images(quality[issue_rows])
-    ranked = issue_rows[np.lexsort((part.row_ids[issue_rows], images))]
-    issues = {
-        "row_id": part.row_ids[ranked],
-        "given_label": part.labels[ranked],
-        "predicted_label": facts.predicted[ranked].astype(np.int64),
-        "label_quality": quality[ranked],
-        "image": float_images(quality[ranked]).astype(np.uint64),
-    }
-    ids = part.ids
-    if ids is not None:
-        issues["id"] = ids[part.order[ranked]]
-    return PartitionOutcome(
+    result = PartitionOutcome(
         row_ids=np.arange(part.row_start, part.row_start + part.num_rows, dtype=np.int64),
         given_label=part.to_row_order(part.labels),
         predicted_label=part.to_row_order(facts.predicted.astype(np.int64)),
         is_label_issue=part.to_row_order(flagged),
         label_quality=part.to_row_order(quality),
-        ids=ids,
-        issues=issues,
+        ids=part.ids,
+        issues={},
         issues_per_class=np.bincount(part.labels[flagged], minlength=part.num_classes).astype(np.int64),
     )
+    issue_rows = np.flatnonzero(result.is_label_issue)  # row order
+    images = float_images(result.label_quality[issue_rows]).astype(np.uint64)
+    ranked = np.argsort(images, kind="stable")  # ties stay in row order
+    issue_rows = issue_rows[ranked]
+    result.issues = {
+        "row_id": result.row_ids[issue_rows],
+        "given_label": result.given_label[issue_rows],
+        "predicted_label": result.predicted_label[issue_rows],
+        "label_quality": result.label_quality[issue_rows],
+        "image": images[ranked],
+    }
+    if part.ids is not None:
+        result.issues["id"] = part.ids[issue_rows]
+    return result
 
 
 def merge_ranked(issue_sets: list) -> dict:
-    """Merge sorted issue runs into one run sorted by (image, row_id)."""
+    """Merge sorted issue runs (given in partition order) into one run sorted by (image, row_id).
+
+    Runs of later partitions hold later rows, so a stable sort by image alone keeps ties in row
+    order (and the merge sort exploits the presorted runs).
+    """
     if not issue_sets:
         return {}
     merged = {name: np.concatenate([s[name] for s in issue_sets]) for name in issue_sets[0]}
-    order = np.lexsort((merged["row_id"], merged["image"]))
+    order = np.argsort(merged["image"], kind="stable")
     return {name: values[order] for name, values in merged.items()}
