@@ -67,7 +67,8 @@ def scan(input_path, out_path, *, label_column="label", pred_probs_column="pred_
          filter_by="prune_by_noise_rate", frac_noise=1.0, num_to_remove_per_class=None,
          min_examples_per_class=1, rank_by="self_confidence", adjust_pred_probs=False,
          client=None, scheduler=None, storage_options=None, rows_per_partition=None,
-         overwrite=False, cache="auto", retries=2, issues_per_part=ISSUES_PER_PART, progress=None) -> ScanResult:
+         overwrite=False, cache="auto", retries=2, issues_per_part=ISSUES_PER_PART, progress=None,
+         tie_break="stable") -> ScanResult:
     """Find label issues in a parquet prediction set with Confident Learning, on Dask.
 
     Gives exactly cleanlab 2.9's ``find_label_issues`` answer (ties broken by row order) and
@@ -110,6 +111,9 @@ def scan(input_path, out_path, *, label_column="label", pred_probs_column="pred_
         Rows per ranked issues part.
     progress : callable(stage, seconds), optional
         Called when each stage finishes.
+    tie_break : {"stable", "numpy"}
+        Order of equal remainders when rounding the calibrated confident joint; ``"numpy"``
+        reproduces stock cleanlab run on the same machine.
 
     Returns
     -------
@@ -118,7 +122,8 @@ def scan(input_path, out_path, *, label_column="label", pred_probs_column="pred_
     options = ScanOptions(
         filter_by=filter_by, frac_noise=frac_noise,
         num_to_remove_per_class=None if num_to_remove_per_class is None else tuple(num_to_remove_per_class),
-        min_examples_per_class=min_examples_per_class, rank_by=rank_by, adjust_pred_probs=adjust_pred_probs)
+        min_examples_per_class=min_examples_per_class, rank_by=rank_by, adjust_pred_probs=adjust_pred_probs,
+        tie_break=tie_break)
     summary = run_scan(input_path, out_path, options=options, label_column=label_column,
                        pred_probs_column=pred_probs_column, id_column=id_column,
                        storage_options=storage_options, client=client, scheduler=scheduler,

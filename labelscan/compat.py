@@ -100,7 +100,8 @@ def _outcomes(runner, analysis):
 
 def find_label_issues(labels, pred_probs, filter_by="prune_by_noise_rate", frac_noise=1.0,
                       num_to_remove_per_class=None, min_examples_per_class=1, confident_joint=None,
-                      return_indices_ranked_by=None, rank_by_kwargs=None, n_jobs=None, *, num_partitions=1):
+                      return_indices_ranked_by=None, rank_by_kwargs=None, n_jobs=None, *, num_partitions=1,
+                      tie_break="stable"):
     """Find label issues in in-memory arrays: cleanlab 2.9's ``filter.find_label_issues``.
 
     Parameters
@@ -118,6 +119,9 @@ def find_label_issues(labels, pred_probs, filter_by="prune_by_noise_rate", frac_
         Accepted for compatibility; results never depend on it.
     num_partitions : int
         Cut the rows into this many uneven partitions (exercises the distributed plan).
+    tie_break : {"stable", "numpy"}
+        Order of equal remainders when rounding the calibrated confident joint; ``"numpy"``
+        reproduces stock cleanlab on this machine (see :class:`labelscan.options.ScanOptions`).
 
     Returns
     -------
@@ -145,6 +149,7 @@ def find_label_issues(labels, pred_probs, filter_by="prune_by_noise_rate", frac_
         rank_by=return_indices_ranked_by or "self_confidence",
         adjust_pred_probs=bool(rank_by_kwargs.get("adjust_pred_probs", False)) and return_indices_ranked_by is not None,
         confident_joint=None if confident_joint is None or filter_by == "confident_learning" else np.asarray(confident_joint),
+        tie_break=tie_break,
     )
     runner, analysis = _analyse(labels, pred_probs, options, num_partitions)
     results = _outcomes(runner, analysis)

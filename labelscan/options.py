@@ -43,6 +43,11 @@ class ScanOptions:
         Subtract the confident thresholds before scoring.
     confident_joint : tuple or None
         A user-supplied (K, K) confident joint for the pruning filters, used as is.
+    tie_break : {"stable", "numpy"}
+        Order of equal remainders when the calibrated confident joint is rounded (K-length
+        rounding on the driver). ``"stable"`` (default) is the canonical, machine-independent
+        rule; ``"numpy"`` uses numpy's default sort like stock cleanlab, which then gives stock
+        cleanlab's answer on the same machine. Row-level ties always go to the lower row.
     """
 
     filter_by: str = "prune_by_noise_rate"
@@ -52,8 +57,11 @@ class ScanOptions:
     rank_by: str = "self_confidence"
     adjust_pred_probs: bool = False
     confident_joint: tuple | None = None
+    tie_break: str = "stable"
 
     def __post_init__(self):
+        if self.tie_break not in ("stable", "numpy"):
+            raise UsageError(f"tie_break must be 'stable' or 'numpy'; got {self.tie_break!r}")
         if self.filter_by not in FILTERS:
             raise UsageError(f"filter_by must be one of {', '.join(FILTERS)}; got {self.filter_by!r}")
         if self.rank_by not in RANK_METHODS:

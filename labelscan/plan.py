@@ -99,7 +99,7 @@ def noise_statistics(label_counts, thresholds, joint_counts, num_off_diagonal_is
     NoiseStatistics
     """
     confident_joint = calibration.clip_diagonal_to_one(calibration.fortran_counts(joint_counts))
-    calibrated = calibration.calibrate_confident_joint(confident_joint, label_counts)
+    calibrated = calibration.calibrate_confident_joint(confident_joint, label_counts, options.tie_break)
     py, noise_matrix, inverse_noise_matrix = latent.estimate_latent(calibrated, label_counts)
     stats = NoiseStatistics(
         label_counts=np.asarray(label_counts, dtype=np.int64),
@@ -123,7 +123,8 @@ def prune_counts(calibrated_joint, label_counts, options: ScanOptions) -> np.nda
     counts = calibration.keep_at_least_n_per_class(
         calibrated_joint.T, options.min_examples_per_class, options.frac_noise)
     if options.num_to_remove_per_class is not None:
-        counts = calibration.prune_counts_for_removal(counts, options.num_to_remove_per_class, label_counts)
+        counts = calibration.prune_counts_for_removal(counts, options.num_to_remove_per_class, label_counts,
+                                                      options.tie_break)
     return counts
 
 

@@ -21,6 +21,11 @@ TINY_VALUE = 1e-100
 ROUNDING_TOLERANCE = 1e-6
 """Tolerance of the sum comparison in the largest-remainder loop."""
 
+SORT_KINDS = {"stable": "stable", "numpy": None}
+"""How equal rounding remainders are ordered: ``"stable"`` (canonical: by column) or ``"numpy"``
+(numpy's default sort, as stock cleanlab does: machine-dependent, but then equal to stock
+cleanlab run on the same machine)."""
+
 
 def fortran_counts(counts: np.ndarray) -> np.ndarray:
     """Confident-joint counts as int64 in Fortran order, the layout cleanlab builds them in.
@@ -53,20 +58,22 @@ def clip_diagonal_to_one(counts: np.ndarray) -> np.ndarray:
     return clipped
 
 
-def round_preserving_sum(values: np.ndarray) -> np.ndarray:
+def round_preserving_sum(values: np.ndarray, tie_break: str = "stable") -> np.ndarray:
     """Round to integers keeping the rounded total (largest-remainder method).
 
     Parameters
     ----------
     values : numpy.ndarray, shape (L,)
+    tie_break : {"stable", "numpy"}
+        See :data:`SORT_KINDS`.
 
     Returns
     -------
     numpy.ndarray, shape (L,), int64
         Round-half-even values adjusted one unit at a time: when units are missing, the cells
-        with the largest remainder ``value - rounded`` gain one (ties: highest index first);
-        when units are in excess, the cells with the smallest remainder lose one (ties: lowest
-        index first).
+        with the largest remainder ``value - rounded`` gain one (stable ties: highest index
+        first); when units are in excess, the cells with the smallest remainder lose one
+        (stable ties: lowest index first).
     """
     floats = np.asarray(values, dtype=float)
     ints = floats.round()
@@ -76,28 +83,30 @@ def round_preserving_sum(values: np.ndarray) -> np.ndarray:
         difference = np.round(target - current)
         step = -1 if difference < 0 else 1
         changes = min(int(abs(difference)), len(floats))
-        by_remainder = np.argsort(floats - ints, kind="stable")
+        by_remainder = np.argsort(floats - ints, kind=SORT_KINDS[tie_break])
         chosen = by_remainder[::-1][:changes] if step == 1 else by_remainder[:changes]
         ints[chosen] += step
         current = np.sum(ints).round()
     return ints.astype(np.int64)
 
 
-def round_preserving_row_totals(matrix: np.ndarray) -> np.ndarray:
+def round_preserving_row_totals(matrix: np.ndarray, tie_break: str = "stable") -> np.ndarray:
     """Apply :func:`round_preserving_sum` to every row.
 
     Parameters
     ----------
     matrix : numpy.ndarray, shape (K, K), float
+    tie_break : {"stable", "numpy"}
 
     Returns
     -------
     numpy.ndarray, shape (K, K), int64, C-contiguous
     """
-    return np.apply_along_axis(round_preserving_sum, 1, matrix).astype(np.int64)
+    return np.apply_along_axis(round_preserving_sum, 1, matrix, tie_break).astype(np.int64)
 
 
-def calibrate_confident_joint(confident_joint: np.ndarray, label_counts: np.ndarray) -> np.ndarray:
+def calibrate_confident_joint(confident_joint: np.ndarray, label_counts: np.ndarray,
+                              tie_break: str = "stable") -> np.ndarray:
     """Calibrate the confident joint so row ``i`` sums to ``n_i`` and the total is ``N``.
 
     Parameters
@@ -107,6 +116,8 @@ def calibrate_confident_joint(confident_joint: np.ndarray, label_counts: np.ndar
         returned by :func:`fortran_counts`.
     label_counts : numpy.ndarray, shape (K,), int64
         Number of rows per given label ``n_k``.
+    tie_break : {"stable", "numpy"}
+        Order of equal rounding remainders (:data:`SORT_KINDS`).
 
     Returns
     -------
@@ -115,7 +126,7 @@ def calibrate_confident_joint(confident_joint: np.ndarray, label_counts: np.ndar
     row_totals = np.clip(confident_joint.sum(axis=1), a_min=TINY_VALUE, a_max=None)
     scaled = (confident_joint.T / row_totals * label_counts).T
     scaled = scaled / np.clip(np.sum(scaled), a_min=TINY_VALUE, a_max=None) * sum(label_counts)
-    return round_preserving_row_totals(scaled)
+    return round_preserving_row_totals(scaled, tie_break)
 
 
 def keep_at_least_n_per_class(prune_counts: np.ndarray, min_examples: int, frac_noise: float) -> np.ndarray:
@@ -149,7 +160,8 @@ def keep_at_least_n_per_class(prune_counts: np.ndarray, min_examples: int, frac_
     return round_preserving_row_totals(scaled.astype(int))
 
 
-def prune_counts_for_removal(prune_counts: np.ndarray, num_to_remove_per_class, label_counts) -> np.ndarray:
+def prune_counts_for_removal(prune_counts: np.ndarray, num_to_remove_per_class, label_counts,
+                             tie_break: str = "stable") -> np.ndarray:
     """Rescale a prune-count matrix so class ``k`` loses ``num_to_remove_per_class[k]`` rows.
 
     Parameters
@@ -158,6 +170,7 @@ def prune_counts_for_removal(prune_counts: np.ndarray, num_to_remove_per_class, 
         Output of :func:`keep_at_least_n_per_class`.
     num_to_remove_per_class : array-like, shape (K,)
     label_counts : numpy.ndarray, shape (K,)
+    tie_break : {"stable", "numpy"}
 
     Returns
     -------
@@ -170,4 +183,4 @@ def prune_counts_for_removal(prune_counts: np.ndarray, num_to_remove_per_class, 
         noise_per_row = noise_given.sum(axis=1) - noise_given.diagonal()
         rescaled = (noise_given.T * remove / noise_per_row).T
         np.fill_diagonal(rescaled, label_counts - remove)
-        return round_preserving_row_totals(rescaled)
+        return round_preserving_row_totals(rescaled, tie_break)
