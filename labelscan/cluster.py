@@ -71,3 +71,9 @@ def worker_memory_limit(client) -> int:
     """Sum of the workers' memory limits in bytes (0 when unknown)."""
     workers = client.scheduler_info().get("workers", {})
     return int(sum(info.get("memory_limit") or 0 for info in workers.values()))
+
+
+def worker_threads(client) -> int:
+    """Total worker threads of the cluster (at least 1)."""
+    workers = client.scheduler_info().get("workers", {})
+    return max(1, int(sum(info.get("nthreads") or 0 for info in workers.values())))

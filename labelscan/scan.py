@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from labelscan import __version__, engine, outcome, passes
-from labelscan.cluster import get_client, worker_memory_limit
+from labelscan.cluster import get_client, worker_memory_limit, worker_threads
 from labelscan.io.commit import OutputCommit
 from labelscan.io.dataset import plan_dataset, read_partition
 from labelscan.options import ScanOptions
@@ -26,6 +26,9 @@ from labelscan.stats.order import float_images
 
 ISSUES_PER_PART = 1_000_000
 """Target rows per ranked issues part."""
+
+PARTITIONS_PER_THREAD = 2
+"""Smallest number of partitions per worker thread the default planning aims for."""
 
 CACHE_FRACTION = 0.4
 """Cache decoded partitions when they take at most this fraction of the workers' memory."""
@@ -161,17 +164,16 @@ def run_scan(input_path, out_path, *, options: ScanOptions, label_column="label"
         The summary written to ``summary.json``.
     """
     started = time.perf_counter()
-    plan = plan_dataset(input_path, storage_options=storage_options, label_column=label_column,
-                        pred_probs_column=pred_probs_column, id_column=id_column,
-                        rows_per_partition=rows_per_partition)
-    options.check_classes(plan.num_classes)
     columns = {"label_column": label_column, "pred_probs_column": pred_probs_column, "id_column": id_column}
-    commit = OutputCommit(out_path, storage_options=storage_options, overwrite=overwrite,
-                          config_hash=config_hash(options, columns), input_fingerprint=plan.fingerprint)
-    sources = [ParquetSource(plan, spec) for spec in plan.partitions]
-    row_starts = np.asarray([spec.row_start for spec in plan.partitions], dtype=np.int64)
     with get_client(client, scheduler) as dask_client:
-        timings = {"plan": round(time.perf_counter() - started, 6)}
+        timings = {"cluster": round(time.perf_counter() - started, 6)}
+        plan = _plan(input_path, columns, storage_options, rows_per_partition, worker_threads(dask_client))
+        options.check_classes(plan.num_classes)
+        commit = OutputCommit(out_path, storage_options=storage_options, overwrite=overwrite,
+                              config_hash=config_hash(options, columns), input_fingerprint=plan.fingerprint)
+        sources = [ParquetSource(plan, spec) for spec in plan.partitions]
+        row_starts = np.asarray([spec.row_start for spec in plan.partitions], dtype=np.int64)
+        timings["plan"] = round(time.perf_counter() - started - timings["cluster"], 6)
         runner = DaskRunner(dask_client, retries=retries)
         keep_cached = _should_cache(cache, plan, dask_client)
         analysis = engine.analyse(runner, sources, row_starts, plan.num_rows, plan.num_classes,
@@ -211,6 +213,17 @@ def run_scan(input_path, out_path, *, options: ScanOptions, label_column="label"
     entries.append(commit.write_json("summary.json", summary))
     commit.commit(entries, {"num_issues": summary["num_issues"], "num_rows": plan.num_rows})
     return summary
+
+
+def _plan(input_path, columns, storage_options, rows_per_partition, threads: int):
+    """Plan the partitions; by default at least two per worker thread when row groups allow."""
+    plan = plan_dataset(input_path, storage_options=storage_options, rows_per_partition=rows_per_partition,
+                        **columns)
+    wanted = PARTITIONS_PER_THREAD * threads
+    if rows_per_partition is None and len(plan.partitions) < wanted:
+        plan = plan_dataset(input_path, storage_options=storage_options,
+                            rows_per_partition=max(1, -(-plan.num_rows // wanted)), **columns)
+    return plan
 
 
 def _should_cache(cache, plan, client) -> bool:
