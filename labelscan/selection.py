@@ -186,10 +186,14 @@ def partition_keys(part, scores=None, *, tasks: SelectionTasks) -> PartitionKeys
             continue
         given = part.columns[k, rows]
         if tasks.kind == BY_CLASS:
-            keys = given[None, :]
+            keys = given[None, :].copy()
         else:
-            keys = -(part.columns[tasks.columns[task_ids], rows] - given)
-        blocks.append(KeyBlock(task_ids, rows, part.row_ids[rows], float_images(keys)))
+            # cleanlab's key -(P_j - P_k) equals P_k - P_j exactly (up to the sign of zero,
+            # which the images ignore)
+            keys = part.columns[tasks.columns[task_ids], rows]
+            np.subtract(given, keys, out=keys)
+        images = float_images(keys, overwrite=True, may_have_nan=part.has_nan)
+        blocks.append(KeyBlock(task_ids, rows, part.row_ids[rows], images))
     return PartitionKeys(blocks, part.num_rows)
 
 

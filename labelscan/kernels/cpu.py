@@ -51,6 +51,8 @@ class GroupedPartition:
         Global row index of each grouped row.
     ids : numpy.ndarray or None, shape (n,)
         User ids in original (not grouped) order.
+    has_nan : bool
+        Whether any prediction is NaN (cleanlab accepts NaN; scans reject it).
     """
 
     row_start: int
@@ -61,6 +63,7 @@ class GroupedPartition:
     columns: np.ndarray
     row_ids: np.ndarray
     ids: np.ndarray | None = None
+    has_nan: bool = True
 
     @property
     def num_classes(self) -> int:
@@ -83,10 +86,11 @@ class GroupedPartition:
         return np.ascontiguousarray(self.columns.T)
 
     def to_row_order(self, grouped_values: np.ndarray) -> np.ndarray:
-        """Scatter per-row values from grouped order back to the partition's row order."""
-        values = np.empty_like(grouped_values)
-        values[self.order] = grouped_values
-        return values
+        """Per-row values from grouped order back to the partition's row order."""
+        if not hasattr(self, "_inverse"):
+            self._inverse = np.empty_like(self.order)
+            self._inverse[self.order] = np.arange(self.num_rows)
+        return np.take(grouped_values, self._inverse)
 
 
 def group_by_label(row_start: int, labels: np.ndarray, pred_probs: np.ndarray, ids=None) -> GroupedPartition:
@@ -118,6 +122,7 @@ def group_by_label(row_start: int, labels: np.ndarray, pred_probs: np.ndarray, i
         columns=np.take(pred_probs.T, order, axis=1),
         row_ids=(row_start + order).astype(np.int64),
         ids=ids,
+        has_nan=bool(np.isnan(pred_probs.max())),
     )
 
 

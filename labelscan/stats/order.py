@@ -23,12 +23,16 @@ def image_bits(float_dtype: np.dtype) -> int:
     return np.dtype(float_dtype).itemsize * 8
 
 
-def float_images(keys: np.ndarray) -> np.ndarray:
+def float_images(keys: np.ndarray, *, overwrite: bool = False, may_have_nan: bool = True) -> np.ndarray:
     """Map floats to unsigned integers whose order is numpy's sort order.
 
     Parameters
     ----------
     keys : numpy.ndarray of float16, float32 or float64, any shape
+    overwrite : bool
+        Reuse the memory of ``keys`` (a temporary the caller no longer needs).
+    may_have_nan : bool
+        False when the caller knows there is no NaN (skips a pass).
 
     Returns
     -------
@@ -36,16 +40,17 @@ def float_images(keys: np.ndarray) -> np.ndarray:
         ``-0.0`` and ``+0.0`` map to the same value; every NaN maps to the largest value.
     """
     unsigned = image_dtype(keys.dtype)
+    signed = np.dtype(f"i{keys.dtype.itemsize}")
     bits = image_bits(keys.dtype)
-    nan_rows = np.isnan(keys)
-    canonical = keys + keys.dtype.type(0)  # -0.0 + 0.0 == +0.0
-    raw = canonical.view(unsigned)
-    sign = unsigned.type(1) << unsigned.type(bits - 1)
-    # negative floats: flip every bit; others: set the sign bit
-    flip = raw >> unsigned.type(bits - 1)
-    np.negative(flip, out=flip)
-    flip |= sign
-    raw ^= flip
-    if nan_rows.any():
-        raw[nan_rows] = np.iinfo(unsigned).max
-    return raw
+    nan_rows = np.isnan(keys) if may_have_nan else None
+    canonical = np.add(keys, keys.dtype.type(0), out=keys if overwrite else None)  # -0.0 -> +0.0
+    images = canonical.view(signed)
+    # negative floats: flip every bit but the sign; then flip the sign bit of all
+    flip = images >> signed.type(bits - 1)
+    flip &= np.iinfo(signed).max
+    images ^= flip
+    images = images.view(unsigned)
+    images ^= unsigned.type(1) << unsigned.type(bits - 1)
+    if nan_rows is not None and nan_rows.any():
+        images[nan_rows] = np.iinfo(unsigned).max
+    return images
