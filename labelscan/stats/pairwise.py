@@ -70,8 +70,9 @@ class PairwiseSumState:
     ----------
     nodes : dict[(int, int), float]
         Exact sums of complete tree nodes, keyed by their range in the class sequence.
-    fragments : dict[(int, int), dict[int, float]]
-        Raw values of leaves cut by partition boundaries: leaf range → {position: value}.
+    fragments : dict[(int, int), list of (int, numpy.ndarray)]
+        Raw values of leaves cut by partition boundaries: leaf range → pieces
+        ``(first position, values)`` (at most 127 values each).
     """
 
     nodes: dict = field(default_factory=dict)
@@ -80,8 +81,8 @@ class PairwiseSumState:
     def merge(self, other: "PairwiseSumState") -> "PairwiseSumState":
         """Union of two states over disjoint slices of the same sequence (in place)."""
         self.nodes.update(other.nodes)
-        for leaf, values in other.fragments.items():
-            self.fragments.setdefault(leaf, {}).update(values)
+        for leaf, pieces in other.fragments.items():
+            self.fragments.setdefault(leaf, []).extend(pieces)
         return self
 
 
@@ -121,7 +122,7 @@ def _collect(values, lo, hi, node, acc_dtype, state):
         return
     if stop - start <= LEAF_MAX:
         first, last = max(start, lo), min(stop, hi)
-        state.fragments[node] = dict(zip(range(first, last), values[first - lo:last - lo]))
+        state.fragments[node] = [(first, values[first - lo:last - lo].copy())]
         return
     middle = split_point(start, stop)
     _collect(values, lo, hi, (start, middle), acc_dtype, state)
@@ -157,8 +158,9 @@ def _evaluate(state, node, values_dtype, acc_dtype):
         return state.nodes[node]
     start, stop = node
     if stop - start <= LEAF_MAX:
-        pieces = state.fragments[node]
-        leaf = np.array([pieces[i] for i in range(start, stop)], dtype=values_dtype)
+        leaf = np.empty(stop - start, dtype=values_dtype)
+        for first, values in state.fragments[node]:
+            leaf[first - start:first - start + len(values)] = values
         return np.sum(leaf, dtype=acc_dtype)
     middle = split_point(start, stop)
     left = _evaluate(state, (start, middle), values_dtype, acc_dtype)
