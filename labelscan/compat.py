@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from labelscan import engine, outcome
-from labelscan.kernels import cpu
+from labelscan.kernels import grouped
 from labelscan.options import FILTERS, PRUNING_FILTERS, RANK_METHODS, ScanOptions
 from labelscan.runner import InProcessRunner
 
@@ -197,5 +197,5 @@ def get_label_quality_scores(labels, pred_probs, method="self_confidence", adjus
     if adjust_pred_probs:
         runner, analysis = _analyse(labels, pred_probs, ScanOptions(filter_by="confident_learning"), 1)
         thresholds = analysis.stats.confident_thresholds
-    part = cpu.group_by_label(0, labels, pred_probs)
-    return part.to_row_order(cpu.label_quality_scores(part, method, adjust_pred_probs, thresholds))
+    part = grouped.group_by_label(0, labels, pred_probs)
+    return part.to_row_order(grouped.label_quality_scores(part, method, adjust_pred_probs, thresholds))

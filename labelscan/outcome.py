@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from labelscan import passes
-from labelscan.kernels import cpu
+from labelscan.kernels import grouped
 from labelscan.stats.order import float_images
+from labelscan.xp import to_host
 
 RANK_BITS = 16
 """Bits of the score image used to split the ranking into ranges."""
@@ -45,7 +46,7 @@ class PartitionOutcome:
     issues_per_class: np.ndarray
 
 
-def partition_outcome(part: cpu.GroupedPartition, facts: passes.RowFacts, request: passes.FlagRequest,
+def partition_outcome(part: grouped.GroupedPartition, facts: passes.RowFacts, request: passes.FlagRequest,
                       family_keys: list) -> PartitionOutcome:
     """Flag, score and sort one partition's issues.
 
@@ -58,16 +59,16 @@ def partition_outcome(part: cpu.GroupedPartition, facts: passes.RowFacts, reques
     # a partition read for this pass serves the key computations too
     family_keys = [(part, keys[1]) if isinstance(keys, tuple) else keys for keys in family_keys]
     flagged = passes.flagged_rows(part, facts, request, family_keys)
-    quality = cpu.label_quality_scores(part, request.rank_by, request.adjust_pred_probs, request.thresholds)
-    result = PartitionOutcome(
+    quality = grouped.label_quality_scores(part, request.rank_by, request.adjust_pred_probs, request.thresholds)
+    result = PartitionOutcome(  # row-order results on the host, whatever the partition's device
         row_ids=np.arange(part.row_start, part.row_start + part.num_rows, dtype=np.int64),
-        given_label=part.to_row_order(part.labels),
-        predicted_label=part.to_row_order(facts.predicted.astype(np.int64)),
-        is_label_issue=part.to_row_order(flagged),
-        label_quality=part.to_row_order(quality),
+        given_label=to_host(part.to_row_order(part.labels)),
+        predicted_label=to_host(part.to_row_order(facts.predicted.astype(np.int64))),
+        is_label_issue=to_host(part.to_row_order(flagged)),
+        label_quality=to_host(part.to_row_order(quality)),
         ids=part.ids,
         issues={},
-        issues_per_class=np.bincount(part.labels[flagged], minlength=part.num_classes).astype(np.int64),
+        issues_per_class=to_host(part.xp.bincount(part.labels[flagged], minlength=part.num_classes)).astype(np.int64),
     )
     issue_rows = np.flatnonzero(result.is_label_issue)  # row order
     images = float_images(result.label_quality[issue_rows]).astype(np.uint64)

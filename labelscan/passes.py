@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from labelscan.kernels import cpu
+from labelscan.kernels import grouped
 from labelscan.stats.pairwise import PairwiseSumState, partial_sums
+from labelscan.xp import to_host
 
 
 @dataclass
@@ -39,25 +40,31 @@ class RowFacts:
     num_off_diagonal_issues: int
 
 
-def prepare(source) -> cpu.GroupedPartition:
+def prepare(source) -> grouped.GroupedPartition:
     """Load a partition and group it by given label.
 
     Parameters
     ----------
     source : object with ``load()`` returning ``(row_start, labels, pred_probs, ids)``
+        Its optional ``backend`` attribute (``"numpy"`` or ``"cupy"``) says where the partition
+        lives: ``"cupy"`` copies it to the GPU (through pinned host memory) before grouping.
     """
     row_start, labels, pred_probs, ids = source.load()
-    return cpu.group_by_label(row_start, labels, pred_probs, ids)
+    if getattr(source, "backend", "numpy") == "cupy":
+        from labelscan.kernels.device import to_device
+
+        labels, pred_probs = to_device(labels), to_device(pred_probs)
+    return grouped.group_by_label(row_start, labels, pred_probs, ids)
 
 
-def as_partition(part) -> cpu.GroupedPartition:
+def as_partition(part) -> grouped.GroupedPartition:
     """The grouped partition itself (cached on the worker), or a source read and grouped now."""
-    return part if isinstance(part, cpu.GroupedPartition) else prepare(part)
+    return part if isinstance(part, grouped.GroupedPartition) else prepare(part)
 
 
-def label_counts(part: cpu.GroupedPartition) -> np.ndarray:
+def label_counts(part: grouped.GroupedPartition) -> np.ndarray:
     """Rows per given label in the partition, shape (K,), int64."""
-    return as_partition(part).class_counts()
+    return as_partition(part).class_counts()  # class_starts live on the host
 
 
 def sum_arrays(*arrays):
@@ -68,7 +75,7 @@ def sum_arrays(*arrays):
     return total
 
 
-def threshold_pieces(part: cpu.GroupedPartition, class_offsets: np.ndarray, class_totals: np.ndarray) -> dict:
+def threshold_pieces(part: grouped.GroupedPartition, class_offsets: np.ndarray, class_totals: np.ndarray) -> dict:
     """Pieces of every class's pairwise self-confidence sum held by this partition.
 
     Parameters
@@ -83,10 +90,10 @@ def threshold_pieces(part: cpu.GroupedPartition, class_offsets: np.ndarray, clas
     dict[int, PairwiseSumState]
     """
     part = as_partition(part)
+    confidences = to_host(grouped.self_confidence(part))  # class blocks are contiguous
     pieces = {}
     for k in np.flatnonzero(part.class_counts()):
-        rows = part.class_rows(int(k))
-        values = part.columns[k, rows]
+        values = confidences[part.class_rows(int(k))]
         pieces[int(k)] = partial_sums(values, int(class_offsets[k]), int(class_totals[k]))
     return pieces
 
@@ -100,22 +107,22 @@ def merge_threshold_pieces(*piece_dicts) -> dict:
     return merged
 
 
-def row_facts(part: cpu.GroupedPartition, thresholds: np.ndarray) -> RowFacts:
+def row_facts(part: grouped.GroupedPartition, thresholds: np.ndarray) -> RowFacts:
     """Confident-joint pass: per-row facts and this partition's joint counts."""
     part = as_partition(part)
-    predicted = cpu.argmax_rows(part)
-    confident, guess = cpu.confident_guesses(part, thresholds, predicted)
-    num_classes = part.num_classes
+    predicted = grouped.argmax_rows(part)
+    confident, guess = grouped.confident_guesses(part, thresholds, predicted)
+    num_classes, xp = part.num_classes, part.xp
     cells = part.labels[confident] * num_classes + guess[confident]
-    joint = np.bincount(cells, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    joint = to_host(xp.bincount(cells, minlength=num_classes * num_classes)).reshape(num_classes, num_classes)
     off_diagonal = confident & (guess != part.labels)
-    given_is_argmax = cpu.given_label_is_argmax(part)
+    given_is_argmax = grouped.given_label_is_argmax(part)
     return RowFacts(
         predicted=predicted.astype(np.int16 if num_classes <= np.iinfo(np.int16).max else np.int32),
         off_diagonal=off_diagonal,
         given_is_argmax=given_is_argmax,
         joint_counts=joint.astype(np.int64),
-        num_off_diagonal_issues=int(np.count_nonzero(off_diagonal & ~given_is_argmax)),
+        num_off_diagonal_issues=int(xp.count_nonzero(off_diagonal & ~given_is_argmax)),
     )
 
 
@@ -132,10 +139,10 @@ def merge_joint_summaries(*summaries) -> dict:
     }
 
 
-def scores(part: cpu.GroupedPartition, method: str, adjust: bool, thresholds) -> np.ndarray:
+def scores(part: grouped.GroupedPartition, method: str, adjust: bool, thresholds) -> np.ndarray:
     """Label-quality scores of every row, grouped order, shape (n,)."""
     part = as_partition(part)
-    return cpu.label_quality_scores(part, method, adjust, thresholds)
+    return grouped.label_quality_scores(part, method, adjust, thresholds)
 
 
 @dataclass
@@ -180,9 +187,9 @@ def flagged_rows(part, facts: RowFacts, request: FlagRequest, family_keys) -> np
     elif request.filter_by == "predicted_neq_given":
         flagged = facts.predicted != part.labels
     else:
-        chosen = [select_rows(keys, tasks, cutoffs)
+        chosen = [select_rows(keys, tasks, cutoffs, part.xp)
                   for keys, (tasks, cutoffs) in zip(family_keys, request.families)]
-        flagged = np.logical_and.reduce(chosen) if request.filter_by == "both" else chosen[0]
+        flagged = chosen[0] & chosen[1] if request.filter_by == "both" else chosen[0]
     if request.filter_by not in ("low_self_confidence", "low_normalized_margin"):
         flagged &= ~facts.given_is_argmax
     return flagged

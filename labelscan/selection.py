@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from labelscan.stats.order import float_images, image_bits
+from labelscan.xp import array_module, to_host
 
 MAX_HISTOGRAM_CELLS = 1 << 20
 """Bound on tasks × bins of one refine round's histogram (8 MiB; it stays on the workers)."""
@@ -161,7 +162,7 @@ def partition_keys(part, scores=None, *, tasks: SelectionTasks) -> PartitionKeys
 
     Parameters
     ----------
-    part : labelscan.kernels.cpu.GroupedPartition or a partition source
+    part : labelscan.kernels.grouped.GroupedPartition or a partition source
     scores : numpy.ndarray, shape (n,), optional
         Per-row scores in grouped order (``low_score`` tasks).
     tasks : SelectionTasks
@@ -173,6 +174,7 @@ def partition_keys(part, scores=None, *, tasks: SelectionTasks) -> PartitionKeys
     from labelscan.passes import as_partition
 
     part = as_partition(part)
+    xp = part.xp
     blocks = []
     if tasks.kind == LOW_SCORE:
         if len(tasks):
@@ -190,8 +192,8 @@ def partition_keys(part, scores=None, *, tasks: SelectionTasks) -> PartitionKeys
         else:
             # cleanlab's key -(P_j - P_k) equals P_k - P_j exactly (up to the sign of zero,
             # which the images ignore)
-            keys = part.columns[tasks.columns[task_ids], rows]
-            np.subtract(given, keys, out=keys)
+            keys = part.columns[xp.asarray(tasks.columns[task_ids]), rows]
+            xp.subtract(given, keys, out=keys)
         images = float_images(keys, overwrite=True, may_have_nan=part.has_nan)
         blocks.append(KeyBlock(task_ids, rows, part.row_ids[rows], images))
     return PartitionKeys(blocks, part.num_rows)
@@ -203,13 +205,17 @@ def _keys(keys, tasks) -> PartitionKeys:
 
 
 def _in_interval(images, lo, width):
-    """Which images lie in ``[lo, lo + 2**width)``, and their offsets from ``lo``."""
-    lo = lo.astype(images.dtype)[:, None]
-    offset = images - lo  # wraps below lo to large values: excluded next
-    last = (np.left_shift(np.uint64(1), width.astype(np.uint64), dtype=np.uint64) - np.uint64(1))
+    """Which images lie in ``[lo, lo + 2**width)``, and their offsets from ``lo``.
+
+    ``lo`` and ``width`` are the tasks' NumPy parameters, shape (m,); ``images`` (m, r).
+    """
+    xp = array_module(images)
+    last = np.left_shift(np.uint64(1), width.astype(np.uint64), dtype=np.uint64) - np.uint64(1)
     last = np.where(width >= 64, np.iinfo(np.uint64).max, last)
-    last = np.minimum(last, np.iinfo(images.dtype).max).astype(images.dtype)[:, None]
-    inside = (images >= lo) & (offset <= last)
+    last = np.minimum(last, np.iinfo(images.dtype).max).astype(images.dtype)
+    lo = xp.asarray(lo.astype(images.dtype))[:, None]
+    offset = images - lo  # wraps below lo to large values: excluded next
+    inside = (images >= lo) & (offset <= xp.asarray(last)[:, None])
     return inside, offset
 
 
@@ -231,12 +237,13 @@ def histogram(keys, *, tasks, intervals: Intervals, active: np.ndarray, bits: in
         keep = position[block.task_ids] >= 0
         if not keep.any():
             continue
-        task_ids, images = block.task_ids[keep], block.images[keep]
+        task_ids, images = block.task_ids[keep], block.images[array_module(block.images).asarray(keep)]
+        xp = array_module(images)
         width = intervals.width[task_ids]
         inside, offset = _in_interval(images, intervals.lo[task_ids], width)
-        shift = np.maximum(width - bits, 0).astype(images.dtype)[:, None]
-        bins = (offset >> shift).astype(np.int64) + (np.arange(len(task_ids)) << bits)[:, None]
-        local = np.bincount(bins[inside], minlength=len(task_ids) << bits)
+        shift = xp.asarray(np.maximum(width - bits, 0).astype(images.dtype))[:, None]
+        bins = (offset >> shift).astype(np.int64) + xp.asarray(np.arange(len(task_ids)) << bits)[:, None]
+        local = to_host(xp.bincount(bins[inside], minlength=len(task_ids) << bits))
         counts[position[task_ids]] += local.reshape(len(task_ids), 1 << bits)
     return counts
 
@@ -261,14 +268,15 @@ def resolve_pieces(keys, *, tasks, intervals: Intervals, collect: np.ndarray, ti
         wanted = collect_mask[task_ids] | (tie_position[task_ids] >= 0)
         if not wanted.any():
             continue
+        xp = array_module(block.images)
         inside, _ = _in_interval(block.images, intervals.lo[task_ids], intervals.width[task_ids])
         is_tie = tie_position[task_ids] >= 0
         if is_tie.any():
-            tie_counts[tie_position[task_ids[is_tie]]] += inside[is_tie].sum(axis=1)
-        task_row, local_row = np.nonzero(inside & collect_mask[task_ids][:, None])
-        found_tasks.append(task_ids[task_row])
-        found_images.append(block.images[task_row, local_row].astype(np.uint64))
-        found_rows.append(block.row_ids[local_row])
+            tie_counts[tie_position[task_ids[is_tie]]] += to_host(inside[xp.asarray(is_tie)].sum(axis=1))
+        task_row, local_row = xp.nonzero(inside & xp.asarray(collect_mask[task_ids])[:, None])
+        found_tasks.append(task_ids[to_host(task_row)])
+        found_images.append(to_host(block.images[task_row, local_row]).astype(np.uint64))
+        found_rows.append(to_host(block.row_ids[local_row]))
     return {
         "task": np.concatenate(found_tasks) if found_tasks else np.zeros(0, dtype=np.intp),
         "image": np.concatenate(found_images) if found_images else np.zeros(0, dtype=np.uint64),
@@ -277,22 +285,29 @@ def resolve_pieces(keys, *, tasks, intervals: Intervals, collect: np.ndarray, ti
     }
 
 
-def select_rows(keys, tasks, cutoffs: PartitionCutoffs) -> np.ndarray:
-    """Rows of one partition selected by any task (union), in grouped order, shape (n,), bool."""
+def select_rows(keys, tasks, cutoffs: PartitionCutoffs, xp=np):
+    """Rows of one partition selected by any task (union), in grouped order, shape (n,), bool.
+
+    ``xp`` is the partition's array namespace (for a partition without any task rows).
+    """
     keys = _keys(keys, tasks)
-    selected = np.zeros(keys.num_rows, dtype=bool)
+    selected = None
     for block in keys.blocks:
         task_ids, images = block.task_ids, block.images
+        xp = array_module(images)
+        if selected is None:
+            selected = xp.zeros(keys.num_rows, dtype=bool)
         limit = cutoffs.image[task_ids].astype(images.dtype)
         everything = cutoffs.select_all[task_ids]
-        chosen = (images < limit[:, None]) | everything[:, None]
-        for task_row in np.flatnonzero(cutoffs.quota[task_ids] > 0):
-            tied = np.flatnonzero((images[task_row] == limit[task_row]) & ~everything[task_row])
+        chosen = (images < xp.asarray(limit)[:, None]) | xp.asarray(everything)[:, None]
+        for task_row in np.flatnonzero((cutoffs.quota[task_ids] > 0) & ~everything):
+            tied = xp.flatnonzero(images[task_row] == limit[task_row])
             # grouped order is row order inside a class block, not across blocks: sort by row
-            tied = tied[np.argsort(block.row_ids[tied], kind="stable")]
-            chosen[task_row, tied[: cutoffs.quota[task_ids[task_row]]]] = True
+            tied = tied[xp.argsort(block.row_ids[tied])] if xp is not np else \
+                tied[np.argsort(block.row_ids[tied], kind="stable")]
+            chosen[task_row, tied[: int(cutoffs.quota[task_ids[task_row]])]] = True
         selected[block.rows] |= chosen.any(axis=0)
-    return selected
+    return xp.zeros(keys.num_rows, dtype=bool) if selected is None else selected
 
 
 def choose_bins(counts: np.ndarray, needs: np.ndarray) -> dict:

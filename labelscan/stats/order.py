@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from labelscan.xp import array_module
+
 _UNSIGNED = {2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
@@ -39,11 +41,12 @@ def float_images(keys: np.ndarray, *, overwrite: bool = False, may_have_nan: boo
     numpy.ndarray, same shape, unsigned integer of the same width
         ``-0.0`` and ``+0.0`` map to the same value; every NaN maps to the largest value.
     """
+    xp = array_module(keys)
     unsigned = image_dtype(keys.dtype)
     signed = np.dtype(f"i{keys.dtype.itemsize}")
     bits = image_bits(keys.dtype)
-    nan_rows = np.isnan(keys) if may_have_nan else None
-    canonical = np.add(keys, keys.dtype.type(0), out=keys if overwrite else None)  # -0.0 -> +0.0
+    nan_rows = xp.isnan(keys) if may_have_nan else None
+    canonical = xp.add(keys, keys.dtype.type(0), out=keys if overwrite else None)  # -0.0 -> +0.0
     images = canonical.view(signed)
     # negative floats: flip every bit but the sign; then flip the sign bit of all
     flip = images >> signed.type(bits - 1)

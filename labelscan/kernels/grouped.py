@@ -1,4 +1,4 @@
-"""Per-partition hot loops on NumPy.
+"""Per-partition hot loops, on NumPy (CPU) or CuPy (GPU) arrays alike.
 
 A partition is stored *grouped by given label* and *column-major*: ``columns[j]`` holds
 ``P[:, j]`` for the partition's rows reordered stably by class, so the rows of class ``k``
@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from labelscan.xp import array_module, to_host
 
 FLOATING_POINT_COMPARISON = 1e-6
 """Tolerance cleanlab adds to thresholds and to the given label's probability."""
@@ -73,6 +75,11 @@ class GroupedPartition:
     def dtype(self) -> np.dtype:
         return self.columns.dtype
 
+    @property
+    def xp(self):
+        """Array namespace of the per-row arrays (numpy or cupy)."""
+        return array_module(self.columns)
+
     def class_rows(self, k: int) -> slice:
         """Slice of the grouped rows of class ``k``."""
         return slice(int(self.class_starts[k]), int(self.class_starts[k + 1]))
@@ -82,35 +89,38 @@ class GroupedPartition:
         return np.diff(self.class_starts).astype(np.int64)
 
     def row_major(self) -> np.ndarray:
-        """C-contiguous copy ``(n, K)`` in grouped order."""
-        return np.ascontiguousarray(self.columns.T)
+        """C-contiguous NumPy copy ``(n, K)`` in grouped order (on the host)."""
+        return np.ascontiguousarray(to_host(self.columns).T)
 
-    def to_row_order(self, grouped_values: np.ndarray) -> np.ndarray:
-        """Per-row values from grouped order back to the partition's row order."""
+    def to_row_order(self, grouped_values):
+        """Per-row values from grouped order back to the partition's row order (same namespace)."""
+        xp = self.xp
         if not hasattr(self, "_inverse"):
-            self._inverse = np.empty_like(self.order)
-            self._inverse[self.order] = np.arange(self.num_rows)
-        return np.take(grouped_values, self._inverse)
+            self._inverse = xp.empty_like(self.order)
+            self._inverse[self.order] = xp.arange(self.num_rows)
+        return xp.take(grouped_values, self._inverse)
 
 
-def group_by_label(row_start: int, labels: np.ndarray, pred_probs: np.ndarray, ids=None) -> GroupedPartition:
+def group_by_label(row_start: int, labels, pred_probs, ids=None) -> GroupedPartition:
     """Group a partition's rows by given label (stable) and store its predictions column-major.
 
     Parameters
     ----------
     row_start : int
-    labels : numpy.ndarray, shape (n,), integer in [0, K)
-    pred_probs : numpy.ndarray, shape (n, K)
+    labels : array, shape (n,), integer in [0, K)
+    pred_probs : array, shape (n, K)
+        NumPy (the partition stays on the host) or CuPy (it lives on the device).
     ids : numpy.ndarray or None, shape (n,)
 
     Returns
     -------
     GroupedPartition
     """
+    xp = array_module(pred_probs)
     num_classes = pred_probs.shape[1]
     small = labels.astype(np.uint16 if num_classes <= np.iinfo(np.uint16).max else np.int64)
-    order = np.argsort(small, kind="stable")
-    counts = np.bincount(labels, minlength=num_classes)
+    order = xp.argsort(small, kind="stable") if xp is np else xp.argsort(small)  # CuPy sorts stably
+    counts = to_host(xp.bincount(labels, minlength=num_classes))
     class_starts = np.zeros(num_classes + 1, dtype=np.intp)
     np.cumsum(counts, out=class_starts[1:])
     return GroupedPartition(
@@ -118,11 +128,11 @@ def group_by_label(row_start: int, labels: np.ndarray, pred_probs: np.ndarray, i
         num_rows=len(labels),
         order=order,
         class_starts=class_starts,
-        labels=np.ascontiguousarray(labels[order], dtype=np.int64),
-        columns=np.take(pred_probs.T, order, axis=1),
+        labels=xp.ascontiguousarray(labels[order], dtype=np.int64),
+        columns=xp.take(pred_probs.T, order, axis=1),
         row_ids=(row_start + order).astype(np.int64),
         ids=ids,
-        has_nan=bool(np.isnan(pred_probs.max())),
+        has_nan=bool(xp.isnan(pred_probs.max())),
     )
 
 
@@ -139,8 +149,9 @@ def first_true(mask: np.ndarray) -> np.ndarray:
     """
     if mask.shape[0] > SMALL_K:
         return mask.argmax(axis=0)
-    position = np.zeros(mask.shape[1], dtype=np.intp)
-    not_found = np.ones(mask.shape[1], dtype=bool)
+    xp = array_module(mask)
+    position = xp.zeros(mask.shape[1], dtype=np.intp)
+    not_found = xp.ones(mask.shape[1], dtype=bool)
     for row in mask[:-1]:
         not_found &= ~row
         position += not_found
@@ -151,11 +162,12 @@ def first_true(mask: np.ndarray) -> np.ndarray:
 
 def self_confidence(part: GroupedPartition) -> np.ndarray:
     """``P[i, y_i]``, shape (n,), input dtype."""
-    return part.columns[part.labels, np.arange(part.num_rows)]
+    return part.columns[part.labels, part.xp.arange(part.num_rows)]
 
 
-def _nan_rows(row_max: np.ndarray) -> np.ndarray:
-    return np.flatnonzero(np.isnan(row_max))
+def _nan_rows(row_max):
+    xp = array_module(row_max)
+    return xp.flatnonzero(xp.isnan(row_max))
 
 
 def argmax_rows(part: GroupedPartition) -> np.ndarray:
@@ -174,15 +186,15 @@ def given_label_is_argmax(part: GroupedPartition) -> np.ndarray:
     ``argmax`` takes the first maximum, so the bumped given label wins iff every earlier class
     is strictly below it and every later class is at most equal.
     """
-    columns, labels = part.columns, part.labels
+    columns, labels, xp = part.columns, part.labels, part.xp
     bumped = self_confidence(part) + FLOATING_POINT_COMPARISON
-    earlier = np.arange(part.num_classes)[:, None] < labels[None, :]
-    beaten = np.where(earlier, columns >= bumped, columns > bumped).any(axis=0)
+    earlier = xp.arange(part.num_classes)[:, None] < labels[None, :]
+    beaten = xp.where(earlier, columns >= bumped, columns > bumped).any(axis=0)
     keep = ~beaten
     nan_rows = _nan_rows(columns.max(axis=0))
     if len(nan_rows):
-        rows = np.ascontiguousarray(columns[:, nan_rows].T)
-        rows[np.arange(len(nan_rows)), labels[nan_rows]] += FLOATING_POINT_COMPARISON
+        rows = xp.ascontiguousarray(columns[:, nan_rows].T)
+        rows[xp.arange(len(nan_rows)), labels[nan_rows]] += FLOATING_POINT_COMPARISON
         keep[nan_rows] = rows.argmax(axis=1) == labels[nan_rows]
     return keep
 
@@ -205,9 +217,10 @@ def confident_guesses(part: GroupedPartition, thresholds: np.ndarray, predicted:
     guess : numpy.ndarray, shape (n,), intp
         The argmax if several classes are confident, else the single confident class.
     """
-    above = part.columns >= (thresholds - FLOATING_POINT_COMPARISON)[:, None]
+    xp = part.xp
+    above = part.columns >= xp.asarray(thresholds - FLOATING_POINT_COMPARISON)[:, None]
     num_above = above.sum(axis=0, dtype=np.int32)
-    guess = np.where(num_above > 1, predicted, first_true(above))
+    guess = xp.where(num_above > 1, predicted, first_true(above))
     return num_above > 0, guess
 
 
@@ -230,7 +243,7 @@ def normalized_margin_rows(labels: np.ndarray, pred_probs: np.ndarray) -> np.nda
 def normalized_margin(part: GroupedPartition) -> np.ndarray:
     """Normalized margin of every row (column-major), shape (n,)."""
     others = part.columns.copy()
-    others[part.labels, np.arange(part.num_rows)] = -np.inf
+    others[part.labels, part.xp.arange(part.num_rows)] = -np.inf
     return (self_confidence(part) - others.max(axis=0) + 1) / 2
 
 
@@ -264,13 +277,15 @@ def label_quality_scores(part: GroupedPartition, method: str, adjust: bool, thre
     thresholds : numpy.ndarray, shape (K,), optional
         Needed when ``adjust``.
     """
+    # scores summing over classes run on the host, in numpy's (cleanlab's) order of additions
     if method == "confidence_weighted_entropy":
-        return confidence_weighted_entropy(part.labels, part.row_major())
+        return part.xp.asarray(confidence_weighted_entropy(to_host(part.labels), part.row_major()))
     if adjust:
+        labels = to_host(part.labels)
         rows = adjust_pred_probs(part.row_major(), thresholds)
         if method == "self_confidence":
-            return rows[np.arange(part.num_rows), part.labels]
-        return normalized_margin_rows(part.labels, rows)
+            return part.xp.asarray(rows[np.arange(part.num_rows), labels])
+        return part.xp.asarray(normalized_margin_rows(labels, rows))
     if method == "self_confidence":
         return self_confidence(part)
     return normalized_margin(part)

@@ -1,0 +1,42 @@
+"""Array namespaces: the same partition code runs on NumPy (CPU) and CuPy (GPU) arrays.
+
+Driver-side state (counts, histograms, cutoffs) is always NumPy; per-row data lives where the
+partition lives. :func:`to_host` is the one way values leave the device.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def cupy_or_none():
+    """The ``cupy`` module if it imports and sees a CUDA device, else None."""
+    try:
+        import cupy
+    except ImportError:
+        return None
+    try:
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            return None
+    except Exception:  # noqa: BLE001 - no driver / no device: CuPy is unusable here
+        return None
+    return cupy
+
+
+def array_module(array):
+    """``numpy`` or ``cupy``, whichever ``array`` belongs to."""
+    if type(array).__module__.startswith("cupy"):
+        import cupy
+
+        return cupy
+    return np
+
+
+def to_host(array):
+    """A NumPy array (copied from the device when ``array`` is a CuPy array)."""
+    return array.get() if hasattr(array, "get") and type(array).__module__.startswith("cupy") else array
+
+
+def like(array, values):
+    """``values`` (NumPy or scalars) as an array of ``array``'s namespace."""
+    return array_module(array).asarray(values)
