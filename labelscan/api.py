@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from labelscan.io.commit import read_manifest
+from labelscan.io.redact import redact_url, scrubbed
 from labelscan.options import ScanOptions
 from labelscan.scan import ISSUES_PER_PART, run_scan
 
@@ -29,7 +30,7 @@ class ScanResult:
     storage_options: dict | None = None
 
     def __repr__(self) -> str:
-        return (f"ScanResult(out={self.out!r}, num_rows={self.summary['num_rows']}, "
+        return (f"ScanResult(out={redact_url(self.out)!r}, num_rows={self.summary['num_rows']}, "
                 f"num_issues={self.summary['num_issues']})")
 
     @property
@@ -68,7 +69,7 @@ def scan(input_path, out_path, *, label_column="label", pred_probs_column="pred_
          min_examples_per_class=1, rank_by="self_confidence", adjust_pred_probs=False,
          client=None, scheduler=None, storage_options=None, rows_per_partition=None,
          overwrite=False, cache="auto", retries=2, issues_per_part=ISSUES_PER_PART, progress=None,
-         tie_break="stable") -> ScanResult:
+         tie_break="stable", backend="auto", resume=False) -> ScanResult:
     """Find label issues in a parquet prediction set with Confident Learning, on Dask.
 
     Gives exactly cleanlab 2.9's ``find_label_issues`` answer (ties broken by row order) and
@@ -103,6 +104,11 @@ def scan(input_path, out_path, *, label_column="label", pred_probs_column="pred_
         Rows per partition (whole row groups); default ≈ 64 MiB of predictions.
     overwrite : bool
         Replace another scan's outputs at ``out_path``.
+    resume : bool
+        Keep the mask and issues parts that an interrupted (or finished) run of the same scan
+        (same configuration and input) already wrote, instead of writing them again; every
+        other part is recomputed. The passes before the write run in full either way (the
+        ranking needs every partition). See ``docs/storage.md``.
     cache : {"auto", True, False}
         Keep decoded partitions in worker memory between passes ("auto": when they fit in 40% of it).
     retries : int
@@ -114,6 +120,9 @@ def scan(input_path, out_path, *, label_column="label", pred_probs_column="pred_
     tie_break : {"stable", "numpy"}
         Order of equal remainders when rounding the calibrated confident joint; ``"numpy"``
         reproduces stock cleanlab run on the same machine.
+    backend : {"auto", "numpy", "cupy"}
+        Per-partition work on CPU (NumPy) or GPU (CuPy); ``"auto"`` uses the GPU when every
+        worker has one. Without a client and with a local GPU, a ``LocalCUDACluster`` is started.
 
     Returns
     -------
@@ -124,11 +133,14 @@ def scan(input_path, out_path, *, label_column="label", pred_probs_column="pred_
         num_to_remove_per_class=None if num_to_remove_per_class is None else tuple(num_to_remove_per_class),
         min_examples_per_class=min_examples_per_class, rank_by=rank_by, adjust_pred_probs=adjust_pred_probs,
         tie_break=tie_break)
-    summary = run_scan(input_path, out_path, options=options, label_column=label_column,
-                       pred_probs_column=pred_probs_column, id_column=id_column,
-                       storage_options=storage_options, client=client, scheduler=scheduler,
-                       rows_per_partition=rows_per_partition, overwrite=overwrite, cache=cache,
-                       retries=retries, issues_per_part=issues_per_part, report=progress)
+    urls = [out_path, *([input_path] if isinstance(input_path, str) else list(input_path))]
+    with scrubbed(storage_options, urls):   # no credential in a log line or an exception message
+        summary = run_scan(input_path, out_path, options=options, label_column=label_column,
+                           pred_probs_column=pred_probs_column, id_column=id_column,
+                           storage_options=storage_options, client=client, scheduler=scheduler,
+                           rows_per_partition=rows_per_partition, overwrite=overwrite, cache=cache,
+                           retries=retries, issues_per_part=issues_per_part, report=progress, backend=backend,
+                           resume=resume)
     return ScanResult(out=out_path, summary=summary, storage_options=storage_options)
 
 
@@ -138,8 +150,9 @@ def open_scan(out_path, storage_options=None) -> ScanResult:
 
     import fsspec
 
-    read_manifest(out_path, storage_options=storage_options, verify=True)
-    fs, root = fsspec.core.url_to_fs(out_path, **(storage_options or {}))
-    with fs.open(f"{root.rstrip('/')}/summary.json", "r") as handle:
-        summary = json.load(handle)
+    with scrubbed(storage_options, [out_path]):
+        read_manifest(out_path, storage_options=storage_options, verify=True)
+        fs, root = fsspec.core.url_to_fs(out_path, **(storage_options or {}))
+        with fs.open(f"{root.rstrip('/')}/summary.json", "r") as handle:
+            summary = json.load(handle)
     return ScanResult(out=out_path, summary=summary, storage_options=storage_options)

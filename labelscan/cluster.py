@@ -32,8 +32,8 @@ def default_local_cluster_kwargs() -> dict:
 
 
 @contextlib.contextmanager
-def get_client(client=None, scheduler=None, **local_kwargs):
-    """Yield a client, starting (and then closing) a ``LocalCluster`` if none is given.
+def get_client(client=None, scheduler=None, gpu=False, **local_kwargs):
+    """Yield a client, starting (and then closing) a local cluster if none is given.
 
     Parameters
     ----------
@@ -41,6 +41,8 @@ def get_client(client=None, scheduler=None, **local_kwargs):
         Used as is and left open.
     scheduler : str, optional
         Address (``tcp://host:8786``) or path of a scheduler file; the connection is closed after.
+    gpu : bool
+        Start a ``dask_cuda.LocalCUDACluster`` (one worker per GPU) instead of a ``LocalCluster``.
     **local_kwargs
         Overrides of :func:`default_local_cluster_kwargs` for a started ``LocalCluster``.
 
@@ -62,9 +64,27 @@ def get_client(client=None, scheduler=None, **local_kwargs):
         with connection:
             yield connection
         return
-    kwargs = {**default_local_cluster_kwargs(), **local_kwargs}
-    with LocalCluster(**kwargs) as cluster, Client(cluster) as local_client:
+    if gpu:
+        cluster = local_cuda_cluster(**local_kwargs)
+    else:
+        cluster = LocalCluster(**{**default_local_cluster_kwargs(), **local_kwargs})
+    with cluster, Client(cluster) as local_client:
         yield local_client
+
+
+def local_cuda_cluster(**kwargs):
+    """A ``LocalCUDACluster``: one worker per visible GPU.
+
+    Raises
+    ------
+    UsageError
+        When dask-cuda is not installed.
+    """
+    try:
+        from dask_cuda import LocalCUDACluster
+    except ImportError as error:
+        raise UsageError("a GPU scan without a client needs dask-cuda: pip install 'labelscan[gpu]'") from error
+    return LocalCUDACluster(**{"dashboard_address": ":0", **kwargs})
 
 
 def worker_memory_limit(client) -> int:

@@ -15,6 +15,7 @@ import numpy as np
 from labelscan import engine, outcome
 from labelscan.kernels import grouped
 from labelscan.options import FILTERS, PRUNING_FILTERS, RANK_METHODS, ScanOptions
+from labelscan.backend import resolve_backend
 from labelscan.runner import InProcessRunner
 
 PROBABILITY_TOLERANCE = 1e-6
@@ -23,11 +24,12 @@ PROBABILITY_TOLERANCE = 1e-6
 
 @dataclass
 class ArraySource:
-    """A partition of in-memory arrays (a slice of rows)."""
+    """A partition of in-memory arrays (a slice of rows), computed on ``backend``."""
 
     row_start: int
     labels: np.ndarray
     pred_probs: np.ndarray
+    backend: str = "numpy"
 
     def load(self):
         return self.row_start, self.labels, self.pred_probs, None
@@ -83,9 +85,10 @@ def validate_arrays(labels, pred_probs, allow_one_class: bool = False):
     return labels.astype(np.int64)
 
 
-def _analyse(labels, pred_probs, options: ScanOptions, num_partitions: int):
+def _analyse(labels, pred_probs, options: ScanOptions, num_partitions: int, backend: str = "numpy"):
     bounds = split_rows(len(labels), num_partitions)
-    sources = [ArraySource(int(a), labels[a:b], np.ascontiguousarray(pred_probs[a:b]))
+    backend = resolve_backend(backend)
+    sources = [ArraySource(int(a), labels[a:b], np.ascontiguousarray(pred_probs[a:b]), backend)
                for a, b in zip(bounds[:-1], bounds[1:])]
     runner = InProcessRunner()
     analysis = engine.analyse(runner, sources, bounds[:-1], len(labels), pred_probs.shape[1],
@@ -101,7 +104,7 @@ def _outcomes(runner, analysis):
 def find_label_issues(labels, pred_probs, filter_by="prune_by_noise_rate", frac_noise=1.0,
                       num_to_remove_per_class=None, min_examples_per_class=1, confident_joint=None,
                       return_indices_ranked_by=None, rank_by_kwargs=None, n_jobs=None, *, num_partitions=1,
-                      tie_break="stable"):
+                      tie_break="stable", backend="numpy"):
     """Find label issues in in-memory arrays: cleanlab 2.9's ``filter.find_label_issues``.
 
     Parameters
@@ -122,6 +125,8 @@ def find_label_issues(labels, pred_probs, filter_by="prune_by_noise_rate", frac_
     tie_break : {"stable", "numpy"}
         Order of equal remainders when rounding the calibrated confident joint; ``"numpy"``
         reproduces stock cleanlab on this machine (see :class:`labelscan.options.ScanOptions`).
+    backend : {"numpy", "cupy", "auto"}
+        Where the per-partition work runs (same answer on every backend).
 
     Returns
     -------
@@ -151,14 +156,14 @@ def find_label_issues(labels, pred_probs, filter_by="prune_by_noise_rate", frac_
         confident_joint=None if confident_joint is None or filter_by == "confident_learning" else np.asarray(confident_joint),
         tie_break=tie_break,
     )
-    runner, analysis = _analyse(labels, pred_probs, options, num_partitions)
+    runner, analysis = _analyse(labels, pred_probs, options, num_partitions, backend)
     results = _outcomes(runner, analysis)
     if return_indices_ranked_by is None:
         return np.concatenate([r.is_label_issue for r in results])
     return outcome.merge_ranked([r.issues for r in results])["row_id"].astype(np.int64)
 
 
-def estimate_statistics(labels, pred_probs, *, num_partitions=1) -> dict:
+def estimate_statistics(labels, pred_probs, *, num_partitions=1, backend="numpy") -> dict:
     """Confident thresholds, confident joints, noise matrices and issue counts of a dataset.
 
     Returns
@@ -170,7 +175,7 @@ def estimate_statistics(labels, pred_probs, *, num_partitions=1) -> dict:
         filter.
     """
     labels = validate_arrays(labels, pred_probs)
-    runner, analysis = _analyse(labels, pred_probs, ScanOptions(), num_partitions)
+    runner, analysis = _analyse(labels, pred_probs, ScanOptions(), num_partitions, backend)
     stats = analysis.stats
     per_class = np.sum([r.issues_per_class for r in _outcomes(runner, analysis)], axis=0)
     return {

@@ -17,9 +17,11 @@ import numpy as np
 import pyarrow as pa
 
 from labelscan import __version__, engine, outcome, passes
+from labelscan.backend import cluster_backend, resolve_backend
 from labelscan.cluster import get_client, worker_memory_limit, worker_threads
 from labelscan.io.commit import OutputCommit
 from labelscan.io.dataset import plan_dataset, read_partition
+from labelscan.io.redact import redact
 from labelscan.options import ScanOptions
 from labelscan.runner import DaskRunner
 from labelscan.stats.order import float_images
@@ -36,10 +38,11 @@ CACHE_FRACTION = 0.4
 
 @dataclass
 class ParquetSource:
-    """One partition of a parquet set, read on the worker."""
+    """One partition of a parquet set, read on the worker and computed on ``backend``."""
 
     plan: object
     spec: object
+    backend: str = "numpy"
 
     def load(self):
         data = read_partition(self.plan, self.spec)
@@ -155,7 +158,8 @@ def _versions() -> dict:
 
 def run_scan(input_path, out_path, *, options: ScanOptions, label_column="label", pred_probs_column="pred_probs",
              id_column=None, storage_options=None, client=None, scheduler=None, rows_per_partition=None,
-             overwrite=False, cache="auto", retries=2, issues_per_part=ISSUES_PER_PART, report=None) -> dict:
+             overwrite=False, cache="auto", retries=2, issues_per_part=ISSUES_PER_PART, report=None,
+             backend="auto", resume=False) -> dict:
     """Scan a parquet prediction set and commit the outputs. See :func:`labelscan.scan`.
 
     Returns
@@ -165,13 +169,16 @@ def run_scan(input_path, out_path, *, options: ScanOptions, label_column="label"
     """
     started = time.perf_counter()
     columns = {"label_column": label_column, "pred_probs_column": pred_probs_column, "id_column": id_column}
-    with get_client(client, scheduler) as dask_client:
+    start_gpu_cluster = client is None and scheduler is None and resolve_backend(backend) == "cupy"
+    with get_client(client, scheduler, gpu=start_gpu_cluster) as dask_client:
+        backend = cluster_backend(dask_client, backend)
         timings = {"cluster": round(time.perf_counter() - started, 6)}
         plan = _plan(input_path, columns, storage_options, rows_per_partition, worker_threads(dask_client))
         options.check_classes(plan.num_classes)
         commit = OutputCommit(out_path, storage_options=storage_options, overwrite=overwrite,
-                              config_hash=config_hash(options, columns), input_fingerprint=plan.fingerprint)
-        sources = [ParquetSource(plan, spec) for spec in plan.partitions]
+                              config_hash=config_hash(options, columns), input_fingerprint=plan.fingerprint,
+                              track_progress=True, resume=resume)
+        sources = [ParquetSource(plan, spec, backend) for spec in plan.partitions]
         row_starts = np.asarray([spec.row_start for spec in plan.partitions], dtype=np.int64)
         timings["plan"] = round(time.perf_counter() - started - timings["cluster"], 6)
         runner = DaskRunner(dask_client, retries=retries)
@@ -197,7 +204,7 @@ def run_scan(input_path, out_path, *, options: ScanOptions, label_column="label"
         "versions": _versions(),
         "config": {**asdict(options), **columns, "confident_joint": None},
         "config_hash": commit.config_hash,
-        "input": {"path": input_path if isinstance(input_path, str) else list(input_path),
+        "input": {"path": redact(input_path if isinstance(input_path, str) else list(input_path)),
                   "fingerprint": plan.fingerprint},
         "num_rows": plan.num_rows,
         "num_classes": plan.num_classes,
@@ -205,6 +212,7 @@ def run_scan(input_path, out_path, *, options: ScanOptions, label_column="label"
         "pred_probs_dtype": np.dtype(plan.pred_probs_dtype).name,
         "class_names": list(plan.class_names) if plan.class_names else None,
         "cached_partitions": keep_cached,
+        "backend": backend,
         "statistics": analysis.stats.as_dict(),
         "num_issues": int(issues_per_class.sum()),
         "num_issues_per_class": issues_per_class.tolist(),

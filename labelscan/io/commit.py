@@ -14,6 +14,15 @@ two runs, also on object stores where there is no rename. So:
 3. :meth:`OutputCommit.commit` writes ``_SUCCESS`` last; it holds the manifest
    (every file, its size and sha256).
 
+Resuming (``resume=True``): with ``track_progress`` every part written through
+:meth:`OutputCommit.write_table` is followed by a small progress entry
+``_progress/<relpath>.json`` (the part's manifest entry plus the scan identity).
+:meth:`OutputCommit.begin` with ``resume`` keeps the parts whose entry carries this
+scan's identity and whose object has the recorded size (the manifest of a
+finished run of the same scan counts as entries), removes every other part, and
+:meth:`OutputCommit.write_table` returns a kept part's entry instead of writing it
+again. :meth:`OutputCommit.commit` deletes ``_progress/`` after ``_SUCCESS``.
+
 A previous scan is identified by the ``config_hash`` and the input
 fingerprint's ``sha256`` recorded in its ``_SUCCESS`` (key
 ``input_fingerprint``) or, for a run that never committed, in its
@@ -27,10 +36,13 @@ import fsspec
 
 from labelscan.errors import DestinationError, InputError, UsageError
 from labelscan.io.atomic import json_bytes, parquet_bytes, put_bytes
+from labelscan.io.redact import redact_url
 
 SUCCESS_NAME = "_SUCCESS"
 SUMMARY_NAME = "summary.json"
 OUTPUT_NAMES = ("issues", "mask", SUMMARY_NAME, "report.html")
+PROGRESS_NAME = "_progress"
+RESUMABLE_FOLDERS = ("mask", "issues")
 MANIFEST_KEYS = ("files", "config_hash", "input_fingerprint")
 
 
@@ -44,6 +56,9 @@ class _Destination:
 
     def __getstate__(self):
         return {**self.__dict__, "_fs_root": None}
+
+    def __repr__(self):
+        return f"{type(self).__name__}({redact_url(self.urlpath)!r})"   # never the storage options
 
     @property
     def fs(self):
@@ -84,14 +99,22 @@ class OutputCommit(_Destination):
         Identifies the scan's configuration.
     input_fingerprint : dict
         The input's fingerprint (``DatasetPlan.fingerprint``), with a ``"sha256"`` key.
+    track_progress : bool
+        Record a progress entry under ``_progress/`` after each part written by
+        :meth:`write_table`, so that an interrupted run can be resumed.
+    resume : bool
+        Keep the parts of an interrupted (or finished) run of the same scan instead of
+        writing them again (see the module docstring).
     """
 
     def __init__(self, urlpath, *, storage_options=None, overwrite=False, config_hash,
-                 input_fingerprint):
+                 input_fingerprint, track_progress=False, resume=False):
         super().__init__(urlpath, storage_options)
         self.overwrite = overwrite
         self.config_hash = config_hash
         self.input_fingerprint = input_fingerprint
+        self.track_progress = track_progress or resume
+        self.resume = resume
 
     @property
     def _identity(self):
@@ -103,7 +126,9 @@ class OutputCommit(_Destination):
         Outputs of an earlier run of the same scan (same ``config_hash`` and input
         fingerprint) or of an unfinished, unidentified run are replaced silently;
         another scan's need ``overwrite``. Files that are not labelscan outputs
-        are left alone.
+        are left alone. With ``resume``, the parts of a run of the same scan that
+        have a matching progress entry (or manifest entry) are kept, see
+        :meth:`_prepare_resume`.
 
         Raises
         ------
@@ -116,8 +141,11 @@ class OutputCommit(_Destination):
                 f"{self.urlpath} holds the outputs of another scan (config_hash "
                 f"{previous[0]}, input sha256 {previous[1]}); choose another destination or "
                 f"overwrite it")
+        if self.resume and previous in (None, self._identity):
+            self._prepare_resume()
+            return
         fs = self.fs
-        for name in (SUCCESS_NAME, *OUTPUT_NAMES):
+        for name in (SUCCESS_NAME, *OUTPUT_NAMES, PROGRESS_NAME):
             if fs.exists(self.path(name)):
                 fs.rm(self.path(name), recursive=True)
 
@@ -130,6 +158,89 @@ class OutputCommit(_Destination):
             if record is not None:
                 return _scan_identity(record)
         return None
+
+    def _prepare_resume(self):
+        """Keep the verified parts of an earlier run of this scan; remove everything else.
+
+        A part is kept when its progress entry (or, for a finished run, its manifest
+        entry) names this scan's ``config_hash`` and input sha256 and the object
+        exists with the recorded size. Every other object under ``mask/`` and
+        ``issues/`` (staging files included) and every other progress entry is
+        removed, after the stale ``_SUCCESS``, so nothing of another run survives.
+        """
+        fs = self.fs
+        finished = self.read_json(SUCCESS_NAME)
+        if fs.exists(self.path(SUCCESS_NAME)):
+            fs.rm(self.path(SUCCESS_NAME))
+        for name in (SUMMARY_NAME, "report.html"):
+            if fs.exists(self.path(name)):
+                fs.rm(self.path(name), recursive=True)
+        entries = self._read_progress()
+        if finished is not None and _scan_identity(finished) == self._identity:
+            for entry in finished.get("files", []):
+                if entry["path"].split("/", 1)[0] in RESUMABLE_FOLDERS:
+                    entries.setdefault(entry["path"], self._progress_record(entry))
+        sizes = {}
+        for folder in RESUMABLE_FOLDERS:
+            if fs.exists(self.path(folder)):
+                for path, info in fs.find(self.path(folder), detail=True).items():
+                    sizes[self._relpath(path)] = info["size"]
+        keep = {relpath: record for relpath, record in entries.items()
+                if self._matches(record, relpath) and sizes.get(relpath) == record["bytes"]}
+        stale_objects = [self.path(relpath) for relpath in sizes if relpath not in keep]
+        progress_files = ([path for path in fs.find(self.path(PROGRESS_NAME))]
+                          if fs.exists(self.path(PROGRESS_NAME)) else [])
+        stale_progress = [path for path in progress_files
+                          if self._relpath(path)[len(PROGRESS_NAME) + 1:-len(".json")] not in keep]
+        if stale_objects or stale_progress:
+            fs.rm(stale_objects + stale_progress)
+        for relpath, record in keep.items():   # entries taken from a manifest become progress entries
+            if self.path(self._progress_relpath(relpath)) not in progress_files:
+                put_bytes(fs, self.path(self._progress_relpath(relpath)), json_bytes(record))
+
+    def _read_progress(self):
+        """``{relpath: progress record}`` of the readable progress entries at the destination."""
+        fs = self.fs
+        if not fs.exists(self.path(PROGRESS_NAME)):
+            return {}
+        paths = fs.find(self.path(PROGRESS_NAME))
+        records = {}
+        for data in (fs.cat(paths, on_error="omit") if paths else {}).values():
+            try:
+                record = json.loads(data)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("path"), str):
+                records[record["path"]] = record
+        return records
+
+    def _relpath(self, path):
+        """``path`` (as ``fs.find`` lists it) relative to the destination."""
+        root = self.path("")
+        return path[len(root):] if path.startswith(root) else path
+
+    @staticmethod
+    def _progress_relpath(relpath):
+        return f"{PROGRESS_NAME}/{relpath}.json"
+
+    def _progress_record(self, entry):
+        return {"path": entry["path"], "bytes": entry["bytes"], "sha256": entry["sha256"],
+                "config_hash": self.config_hash, "input_sha256": self.input_fingerprint["sha256"]}
+
+    def _matches(self, record, relpath):
+        return (isinstance(record, dict) and record.get("path") == relpath
+                and (record.get("config_hash"), record.get("input_sha256")) == self._identity
+                and isinstance(record.get("bytes"), int) and isinstance(record.get("sha256"), str))
+
+    def _resumed_entry(self, relpath):
+        """The manifest entry of a part kept by :meth:`_prepare_resume`, or None."""
+        try:
+            record = self.read_json(self._progress_relpath(relpath))
+        except ValueError:
+            return None
+        if not self._matches(record, relpath):
+            return None
+        return {"path": relpath, "bytes": record["bytes"], "sha256": record["sha256"]}
 
     def write_table(self, relpath, table):
         """Store a table as zstd parquet at ``relpath``, whole and deterministic.
@@ -145,7 +256,15 @@ class OutputCommit(_Destination):
         dict
             Manifest entry ``{"path": relpath, "bytes": int, "sha256": hex}``.
         """
-        return {"path": relpath, **put_bytes(self.fs, self.path(relpath), parquet_bytes([table]))}
+        if self.resume:
+            entry = self._resumed_entry(relpath)
+            if entry is not None:
+                return entry
+        entry = {"path": relpath, **put_bytes(self.fs, self.path(relpath), parquet_bytes([table]))}
+        if self.track_progress:
+            put_bytes(self.fs, self.path(self._progress_relpath(relpath)),
+                      json_bytes(self._progress_record(entry)))
+        return entry
 
     def write_json(self, relpath, obj):
         """Store ``obj`` as JSON (sorted keys, indent 2) at ``relpath``; returns its manifest entry."""
@@ -172,6 +291,8 @@ class OutputCommit(_Destination):
             **extra,
         }
         put_bytes(self.fs, self.path(SUCCESS_NAME), json_bytes(manifest))
+        if self.track_progress and self.fs.exists(self.path(PROGRESS_NAME)):
+            self.fs.rm(self.path(PROGRESS_NAME), recursive=True)   # listed nowhere; a leftover is harmless
 
 
 def _scan_identity(record):

@@ -1,0 +1,150 @@
+"""GPU backend: CuPy partitions give exactly the NumPy (hence cleanlab 2.9) answer.
+
+Every test here needs CuPy and a CUDA device; without them the module is skipped (CI has no
+GPU). The NumPy backend is checked against cleanlab by the parity suite; these tests check
+that the CuPy backend returns identical masks, rankings, statistics and output files.
+Run on the lent GPU machine: ``python -m pytest -m gpu tests/test_gpu.py``.
+"""
+
+import hashlib
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import labelscan
+import synthetic
+from labelscan.xp import cupy_or_none
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(cupy_or_none() is None, reason="needs CuPy and a CUDA device"),
+]
+
+FILTERS = ["prune_by_noise_rate", "prune_by_class", "both", "confident_learning",
+           "predicted_neq_given", "low_normalized_margin", "low_self_confidence"]
+RANKINGS = [None, ("self_confidence", False), ("normalized_margin", False),
+            ("self_confidence", True), ("normalized_margin", True), ("confidence_weighted_entropy", False)]
+CASES = ["continuous_f32", "tie_f16", "missing_class", "never_predicted", "binary", "binary_f16",
+         "not_normalized", "all_correct", "singleton"]
+
+
+def _case(name):
+    makers = {
+        "continuous_f32": lambda: synthetic.continuous(6000, 10, np.float32, seed=1),
+        "tie_f16": lambda: synthetic.tie_heavy_float16(6000, 10, seed=2),
+        "missing_class": lambda: synthetic.missing_class(4000, 8, seed=3),
+        "never_predicted": lambda: synthetic.never_predicted(3000, 3, seed=4),
+        "binary": lambda: synthetic.binary(4000, seed=5),
+        "binary_f16": lambda: synthetic.binary_float16(4000, seed=6),
+        "not_normalized": lambda: synthetic.not_normalized(4000, 10, seed=7),
+        "all_correct": lambda: synthetic.all_correct(3000, 10, seed=8),
+        "singleton": lambda: synthetic.singleton_class(4000, 6, seed=9),
+    }
+    return makers[name]()
+
+
+def _both_backends(labels, pred_probs, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cpu = labelscan.find_label_issues(labels, pred_probs, backend="numpy", **kwargs)
+        gpu = labelscan.find_label_issues(labels, pred_probs, backend="cupy", **kwargs)
+    return cpu, gpu
+
+
+def _ranking_kwargs(ranking):
+    if ranking is None:
+        return {}
+    method, adjust = ranking
+    if method == "confidence_weighted_entropy":
+        pytest.importorskip("scipy")
+    return {"return_indices_ranked_by": method, "rank_by_kwargs": {"adjust_pred_probs": adjust}}
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("filter_by", FILTERS)
+@pytest.mark.parametrize("num_partitions", [1, 7])
+def test_masks_identical(case, filter_by, num_partitions):
+    labels, pred_probs = _case(case)
+    cpu, gpu = _both_backends(labels, pred_probs, filter_by=filter_by, num_partitions=num_partitions)
+    np.testing.assert_array_equal(gpu, cpu)
+
+
+@pytest.mark.parametrize("case", ["continuous_f32", "tie_f16", "missing_class", "binary_f16"])
+@pytest.mark.parametrize("ranking", RANKINGS[1:])
+@pytest.mark.parametrize("filter_by", ["prune_by_noise_rate", "both", "low_self_confidence"])
+def test_rankings_identical(case, ranking, filter_by):
+    labels, pred_probs = _case(case)
+    cpu, gpu = _both_backends(labels, pred_probs, filter_by=filter_by, num_partitions=7,
+                              **_ranking_kwargs(ranking))
+    np.testing.assert_array_equal(gpu, cpu)
+
+
+@pytest.mark.parametrize("num_classes", [2, 10, 100, 1000])
+def test_many_class_counts(num_classes):
+    labels, pred_probs = synthetic.continuous(max(20 * num_classes, 4000), num_classes, np.float32,
+                                              seed=num_classes)
+    for filter_by in ("prune_by_noise_rate", "both", "low_normalized_margin"):
+        cpu, gpu = _both_backends(labels, pred_probs, filter_by=filter_by, num_partitions=3,
+                                  return_indices_ranked_by="self_confidence")
+        np.testing.assert_array_equal(gpu, cpu)
+
+
+def test_statistics_identical():
+    labels, pred_probs = synthetic.tie_heavy_float16(8000, 10, seed=11)
+    cpu = labelscan.estimate_statistics(labels, pred_probs, num_partitions=7, backend="numpy")
+    gpu = labelscan.estimate_statistics(labels, pred_probs, num_partitions=7, backend="cupy")
+    for name, value in cpu.items():
+        np.testing.assert_array_equal(np.asarray(gpu[name]), np.asarray(value), err_msg=name)
+        assert np.asarray(gpu[name]).dtype == np.asarray(value).dtype, name
+
+
+def _real_sets():
+    roots = [os.environ.get("LABELSCAN_SHARED_DATA"), Path(__file__).resolve().parents[1] / "gpu-data",
+             Path(__file__).resolve().parents[2] / "shared" / "data"]
+    for root in roots:
+        if root and Path(root).is_dir():
+            return sorted(p.parent for p in Path(root).glob("*/*/pred_probs.npy"))
+    return []
+
+
+@pytest.mark.parametrize("folder", _real_sets() or [pytest.param(None, marks=pytest.mark.skip(
+    reason="real data folder not found (set LABELSCAN_SHARED_DATA)"))], ids=lambda p: p and p.name)
+def test_real_sets_identical(folder):
+    pred_probs = np.load(folder / "pred_probs.npy")
+    labels = np.load(folder / "noisy_labels.npy").astype(np.int64)
+    for filter_by in FILTERS:
+        cpu, gpu = _both_backends(labels, pred_probs, filter_by=filter_by, num_partitions=7,
+                                  return_indices_ranked_by="self_confidence")
+        np.testing.assert_array_equal(gpu, cpu, err_msg=filter_by)
+
+
+def _digests(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*.parquet"))}
+
+
+def test_scan_outputs_identical_on_cuda_cluster(tmp_path):
+    from distributed import Client, LocalCluster
+
+    from labelscan.cluster import local_cuda_cluster
+
+    labels, pred_probs = synthetic.continuous(200_000, 10, np.float32, seed=12)
+    data = tmp_path / "in"
+    data.mkdir()
+    for index, start in enumerate(range(0, len(labels), 50_000)):
+        rows = slice(start, start + 50_000)
+        table = pa.table({"label": labels[rows], "pred_probs": pa.FixedSizeListArray.from_arrays(
+            pa.array(pred_probs[rows].ravel()), 10)})
+        pq.write_table(table, data / f"part-{index}.parquet", row_group_size=12_500)
+    with local_cuda_cluster() as cluster, Client(cluster) as client:
+        gpu = labelscan.scan(str(data), str(tmp_path / "gpu"), client=client, backend="cupy")
+    with LocalCluster(n_workers=1, threads_per_worker=2) as cluster, Client(cluster) as client:
+        cpu = labelscan.scan(str(data), str(tmp_path / "cpu"), client=client, backend="numpy")
+    assert gpu.summary["backend"] == "cupy" and cpu.summary["backend"] == "numpy"
+    assert _digests(tmp_path / "gpu") == _digests(tmp_path / "cpu")
+    assert gpu.summary["statistics"] == cpu.summary["statistics"]
