@@ -12,6 +12,9 @@ import psutil
 
 from labelscan.errors import UsageError
 
+GPU_WORKER_THREADS = 8
+"""Most threads per GPU worker of a started LocalCUDACluster."""
+
 
 def default_local_cluster_kwargs() -> dict:
     """One worker process using every core (threads share cached partitions without copies).
@@ -82,9 +85,14 @@ def local_cuda_cluster(**kwargs):
     """
     try:
         from dask_cuda import LocalCUDACluster
+        from dask_cuda.utils import get_n_gpus
     except ImportError as error:
         raise UsageError("a GPU scan without a client needs dask-cuda: pip install 'labelscan[gpu]'") from error
-    return LocalCUDACluster(**{"dashboard_address": ":0", **kwargs})
+    # several threads per GPU worker: parquet decoding and output encoding run on the host and
+    # overlap with the device work of other partitions
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = max(1, min(GPU_WORKER_THREADS, cores // max(get_n_gpus(), 1)))
+    return LocalCUDACluster(**{"dashboard_address": ":0", "threads_per_worker": threads, **kwargs})
 
 
 def worker_memory_limit(client) -> int:

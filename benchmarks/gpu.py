@@ -1,0 +1,203 @@
+"""GPU benchmark: labelscan on CuPy workers against cleanlab, labelscan on CPU, the parquet read floor
+and the HBM bandwidth floor, in one command on one machine.
+
+For each size ``<rows>x<classes>`` (synthetic sets from :mod:`benchmarks.datasets`, generated on
+this machine's disk):
+
+1. **read floor**: ``pyarrow.parquet.read_table`` of every file and pred_probs to numpy;
+2. **labelscan GPU**: ``labelscan.scan(..., backend="cupy")`` on one ``LocalCUDACluster``
+   (one worker per GPU; its start time is reported apart), end to end: parquet in, outputs
+   written; median of ``--repeat``;
+3. **labelscan CPU**: the same scan with ``backend="numpy"`` on a ``LocalCluster`` using every
+   core (``--cpu-sizes`` only, it is slow at 100M rows);
+4. **cleanlab 2.9**: ``find_label_issues(labels, pred_probs, n_jobs=<all cores>)`` in memory
+   (``--cleanlab-sizes``), with its count and mask checked against labelscan's;
+5. **kernels vs HBM floor**: one partition of ``--kernel-rows`` rows resident on the device;
+   the confident-joint pass (``passes.row_facts``) and the key pass (``selection.partition_keys``)
+   timed with device synchronisation, against ``bytes touched / bandwidth`` where bandwidth is
+   the measured device-to-device copy rate (``cupy`` memcpy of the same bytes).
+
+Run: ``python -m benchmarks.gpu --out benchmarks/results/gpu.json`` (tidy JSON records, as in
+:mod:`benchmarks.cpu`; a markdown table is printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.cpu import (Recorder, add_timing, cleanlab_once, labelscan_mask, labelscan_once, machine_info,
+                            read_floor_once, start_cluster, timed_runs)
+from benchmarks.datasets import ensure_dataset, list_files, load_arrays, parse_size
+
+DEFAULT_SIZES = "10Mx10,100Mx10,1Mx1000,10Mx100"
+
+
+def gpu_versions() -> dict:
+    """Library versions and the device name."""
+    import cupy
+    import dask
+    import distributed
+
+    import labelscan
+
+    name = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
+    return {"labelscan": labelscan.__version__, "cupy": cupy.__version__, "dask": dask.__version__,
+            "distributed": distributed.__version__, "numpy": np.__version__, "device": name,
+            "gpus": cupy.cuda.runtime.getDeviceCount()}
+
+
+def start_gpu_cluster():
+    """A ``LocalCUDACluster`` and its client, with the start time in seconds."""
+    from distributed import Client
+
+    from labelscan.cluster import local_cuda_cluster
+
+    started = time.perf_counter()
+    cluster = local_cuda_cluster(dashboard_address=None)
+    client = Client(cluster)
+    client.wait_for_workers(len(cluster.workers))
+    return cluster, client, time.perf_counter() - started
+
+
+def copy_bandwidth(nbytes: int) -> float:
+    """Measured device-to-device copy bandwidth in bytes/s (reads + writes counted)."""
+    import cupy
+
+    source = cupy.empty(nbytes // 4, dtype=np.float32)
+    target = cupy.empty_like(source)
+    target[...] = source
+    cupy.cuda.Device().synchronize()
+    seconds = []
+    for _ in range(5):
+        started = time.perf_counter()
+        target[...] = source
+        cupy.cuda.Device().synchronize()
+        seconds.append(time.perf_counter() - started)
+    return 2 * source.nbytes / float(np.median(seconds))
+
+
+def device_seconds(function, repeat: int = 5) -> float:
+    """Median wall time of ``function()`` with the device synchronised after each run."""
+    import cupy
+
+    function()
+    cupy.cuda.Device().synchronize()
+    seconds = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        function()
+        cupy.cuda.Device().synchronize()
+        seconds.append(time.perf_counter() - started)
+    return float(np.median(seconds))
+
+
+def bench_kernels(recorder: Recorder, rows: int, classes: int) -> None:
+    """Time the confident-joint and key passes on a device-resident partition against the HBM floor."""
+    import cupy
+
+    from labelscan import passes, plan, selection
+    from labelscan.kernels import grouped
+    from labelscan.options import ScanOptions
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, classes, rows)
+    logits = rng.standard_normal((rows, classes), dtype=np.float32)
+    logits[np.arange(rows), labels] += 3
+    pred_probs = np.exp(logits)
+    pred_probs /= pred_probs.sum(axis=1, keepdims=True)
+    part = grouped.group_by_label(0, cupy.asarray(labels), cupy.asarray(pred_probs))
+    del logits, pred_probs
+    thresholds = np.full(classes, 0.5, dtype=np.float32)
+    size = f"{rows // 1_000_000}Mx{classes}"
+    bandwidth = copy_bandwidth(part.columns.nbytes)
+    recorder.add("kernels", size, "copy_bandwidth", bandwidth / 1e9, "GB/s")
+    facts = passes.row_facts(part, thresholds)
+    counts = part.class_counts()
+    stats = plan.NoiseStatistics(label_counts=counts, confident_thresholds=thresholds,
+                                 confident_joint=facts.joint_counts, calibrated_confident_joint=facts.joint_counts,
+                                 joint=None, noise_matrix=None, inverse_noise_matrix=None, py=None,
+                                 num_label_issues=0, prune_counts=facts.joint_counts.T.copy())
+    tasks = plan.noise_rate_tasks(stats, ScanOptions(), part.dtype)
+    # bytes each pass must at least touch: every probability once, labels once, per-row outputs
+    row_bytes = part.columns.nbytes + part.labels.nbytes
+    fact_bytes = row_bytes + rows * (2 + 1 + 1)
+    key_bytes = row_bytes + rows * (len(tasks) / max(classes, 1)) * part.dtype.itemsize
+    for name, function, nbytes in (
+            ("row_facts", lambda: passes.row_facts(part, thresholds), fact_bytes),
+            ("partition_keys", lambda: selection.partition_keys(part, tasks=tasks), key_bytes)):
+        seconds = device_seconds(function)
+        floor = nbytes / bandwidth
+        recorder.add("kernels", size, f"{name}_seconds", seconds, "s", 5)
+        recorder.add("kernels", size, f"{name}_floor_seconds", floor, "s")
+        recorder.add("kernels", size, f"{name}_vs_floor", seconds / floor, "ratio")
+
+
+def bench_size(recorder: Recorder, size: str, clients: dict, args) -> None:
+    """Read floor, GPU scan, optional CPU scan and cleanlab for one size."""
+    rows, classes = parse_size(size)
+    folder = Path(args.data_dir) / ensure_dataset(args.data_dir, rows, classes)["spec"].folder_name
+    paths = list_files(folder)
+    floor = add_timing(recorder, "read_floor", size, timed_runs(lambda: read_floor_once(paths), args.repeat)[0])
+    out = Path(args.data_dir) / "out" / size
+    summaries = []
+    seconds, _ = timed_runs(lambda: summaries.append(
+        labelscan_once(folder, out / "gpu", clients["gpu"], backend="cupy", tie_break="numpy")), args.repeat)
+    gpu = add_timing(recorder, "labelscan_gpu", size, seconds)
+    for stage, value in summaries[-1]["timings"].items():
+        recorder.add("labelscan_gpu", size, f"stage_{stage}", value, "s")
+    recorder.add("labelscan_gpu", size, "num_issues", summaries[-1]["num_issues"], "rows")
+    recorder.add("labelscan_gpu", size, "vs_read_floor", gpu / floor, "ratio")
+    recorder.add("labelscan_gpu", size, "rows_per_second", rows / gpu, "rows/s")
+    if size in args.cpu_sizes:
+        seconds, _ = timed_runs(lambda: labelscan_once(folder, out / "cpu", clients["cpu"], backend="numpy",
+                                                       tie_break="numpy"), 1)
+        cpu = add_timing(recorder, "labelscan_cpu", size, seconds)
+        recorder.add("labelscan_gpu", size, "speedup_vs_labelscan_cpu", cpu / gpu, "ratio")
+    if size in args.cleanlab_sizes:
+        labels, pred_probs = load_arrays(folder)
+        seconds, mask = timed_runs(lambda: cleanlab_once(labels, pred_probs, os.cpu_count()), 1)
+        reference = add_timing(recorder, "cleanlab", size, seconds)
+        recorder.add("labelscan_gpu", size, "speedup_vs_cleanlab", reference / gpu, "ratio")
+        recorder.add("labelscan_gpu", size, "mask_rows_differing",
+                     int((labelscan_mask(out / "gpu") != mask).sum()), "rows")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default=DEFAULT_SIZES)
+    parser.add_argument("--cpu-sizes", default="10Mx10,1Mx1000", help="sizes also scanned on CPU workers")
+    parser.add_argument("--cleanlab-sizes", default="10Mx10,1Mx1000", help="sizes also run through cleanlab")
+    parser.add_argument("--kernel-rows", default="100Mx10", help="partition of the kernel timing (NxK)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "labelscan-bench"))
+    parser.add_argument("--out", default="benchmarks/results/gpu.json")
+    args = parser.parse_args(argv)
+    args.cpu_sizes = set(filter(None, args.cpu_sizes.split(",")))
+    args.cleanlab_sizes = set(filter(None, args.cleanlab_sizes.split(",")))
+    recorder = Recorder(machine_info(), gpu_versions())
+    if args.kernel_rows:
+        bench_kernels(recorder, *parse_size(args.kernel_rows))
+    gpu_cluster, gpu_client, started = start_gpu_cluster()
+    recorder.add("labelscan_gpu", None, "cluster_start_seconds", started, "s")
+    clients = {"gpu": gpu_client}
+    if args.cpu_sizes:
+        cpu_cluster, clients["cpu"], started = start_cluster(os.cpu_count())
+        recorder.add("labelscan_cpu", None, "cluster_start_seconds", started, "s")
+    for size in filter(None, args.sizes.split(",")):
+        bench_size(recorder, size, clients, args)
+        recorder.save(args.out)
+    recorder.save(args.out)
+    for record in recorder.records:
+        print(f"{record['benchmark']:>15} {str(record['size']):>9} {record['metric']:>28} "
+              f"{record['value']} {record['unit']}", file=sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
