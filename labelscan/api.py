@@ -41,15 +41,16 @@ class ScanResult:
         import fsspec
         import pyarrow.parquet as pq
 
-        fs, root = fsspec.core.url_to_fs(self.out, **(self.storage_options or {}))
         frames, rows = [], 0
-        for path in sorted(fs.glob(f"{root.rstrip('/')}/{folder}/part-*.parquet")):
-            with fs.open(path, "rb") as handle:
-                frame = pq.read_table(handle, columns=columns).to_pandas()
-            frames.append(frame)
-            rows += len(frame)
-            if limit is not None and rows >= limit:
-                break
+        with scrubbed(self.storage_options, [self.out]):
+            fs, root = fsspec.core.url_to_fs(self.out, **(self.storage_options or {}))
+            for path in sorted(fs.glob(f"{root.rstrip('/')}/{folder}/part-*.parquet")):
+                with fs.open(path, "rb") as handle:
+                    frame = pq.read_table(handle, columns=columns).to_pandas()
+                frames.append(frame)
+                rows += len(frame)
+                if limit is not None and rows >= limit:
+                    break
         if not frames:
             return pd.DataFrame()
         table = pd.concat(frames, ignore_index=True)

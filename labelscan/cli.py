@@ -27,6 +27,7 @@ import click
 
 from labelscan import __version__
 from labelscan.errors import EXIT_INFRASTRUCTURE, LabelscanError
+from labelscan.io.redact import redact_url
 from labelscan.options import FILTERS, RANK_METHODS
 
 CACHE_CHOICES = {"auto": "auto", "on": True, "off": False}
@@ -275,7 +276,7 @@ def _print_summary(summary: dict, out: str, issues=None, top: int = 10) -> None:
     config = summary.get("config", {})
     rows, issues_found = summary["num_rows"], summary["num_issues"]
     share = 100.0 * issues_found / rows if rows else 0.0
-    click.echo(f"scan:    {out}")
+    click.echo(f"scan:    {redact_url(out)}")
     click.echo(f"rows:    {rows:,}  K={summary['num_classes']}  partitions={summary.get('num_partitions')}  "
                f"pred_probs={summary.get('pred_probs_dtype')}")
     click.echo(f"config:  filter_by={config.get('filter_by')}  rank_by={config.get('rank_by')}")
@@ -371,6 +372,9 @@ def demo(rows, classes, noise_rate, seed, out, workers, quiet, as_json):
 @click.option("--rows-per-partition", type=click.IntRange(min=1),
               help="Rows per partition (whole row groups) [default: about 64 MiB of predictions].")
 @click.option("--overwrite", is_flag=True, help="Replace another scan's outputs at OUT.")
+@click.option("--resume", is_flag=True,
+              help="Keep the parts an interrupted run of the same scan already wrote to OUT "
+                   "(see docs/storage.md).")
 @click.option("--cache", type=click.Choice(list(CACHE_CHOICES)), default="auto", show_default=True,
               help="Keep decoded partitions in worker memory between passes.")
 @click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
@@ -381,8 +385,8 @@ def demo(rows, classes, noise_rate, seed, out, workers, quiet, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json instead of tables.")
 def scan(input_path, out_path, label_column, pred_probs_column, id_column, filter_by, frac_noise,
          num_to_remove_per_class, min_examples_per_class, rank_by, adjust_pred_probs, scheduler, workers,
-         storage_option_pairs, endpoint_url, rows_per_partition, overwrite, cache, retries, top, quiet,
-         as_json):
+         storage_option_pairs, endpoint_url, rows_per_partition, overwrite, resume, cache, retries, top,
+         quiet, as_json):
     """Scan the parquet prediction set IN (file, directory, glob or URL) and write the outputs to OUT.
 
     OUT receives issues/ (ranked), mask/ (row aligned), summary.json and _SUCCESS (written last).
@@ -394,7 +398,7 @@ def scan(input_path, out_path, label_column, pred_probs_column, id_column, filte
     storage_options = parse_storage_options(storage_option_pairs, endpoint_url)
     columns = list(pred_probs_column) or ["pred_probs"]
     if not (quiet or as_json):
-        click.echo(f"labelscan scan {input_path} -> {out_path}", err=True)
+        click.echo(f"labelscan scan {redact_url(input_path)} -> {redact_url(out_path)}", err=True)
     with _quiet_local_workers(), _local_cluster(workers, quiet or as_json, start=workers is not None) as client:
         result = labelscan.scan(
             input_path, out_path, label_column=label_column,
@@ -403,7 +407,7 @@ def scan(input_path, out_path, label_column, pred_probs_column, id_column, filte
             min_examples_per_class=min_examples_per_class, rank_by=rank_by,
             adjust_pred_probs=adjust_pred_probs, client=client, scheduler=scheduler,
             storage_options=storage_options, rows_per_partition=rows_per_partition, overwrite=overwrite,
-            cache=CACHE_CHOICES[cache], retries=retries, progress=_stage_printer(quiet or as_json))
+            resume=resume, cache=CACHE_CHOICES[cache], retries=retries, progress=_stage_printer(quiet or as_json))
     _show(result, top, quiet, as_json)
 
 
@@ -444,7 +448,7 @@ def report(out_path, top, as_json, storage_option_pairs, endpoint_url):
     result = labelscan.open_scan(out_path, storage_options=parse_storage_options(storage_option_pairs,
                                                                                 endpoint_url))
     if not as_json:
-        click.echo(f"verified: every file of {out_path} matches its _SUCCESS manifest")
+        click.echo(f"verified: every file of {redact_url(out_path)} matches its _SUCCESS manifest")
     _show(result, top, False, as_json)
 
 
@@ -452,7 +456,7 @@ def _show(result, top, quiet, as_json):
     if as_json:
         click.echo(json.dumps(result.summary, indent=2, sort_keys=True, default=_json_default))
     elif quiet:
-        click.echo(f"{result.out}: {result.num_issues} issues in {result.summary['num_rows']} rows")
+        click.echo(f"{redact_url(result.out)}: {result.num_issues} issues in {result.summary['num_rows']} rows")
     else:
         _print_summary(result.summary, result.out, result.issues(top) if top else None, top)
 

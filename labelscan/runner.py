@@ -8,10 +8,15 @@ The engine is written once against :class:`Runner`: ``map`` a function over part
 
 from __future__ import annotations
 
+import time
 import uuid
+import weakref
 
 DEFAULT_SPLIT_EVERY = 8
 """Fan-in of tree reductions."""
+
+STOP_TIMEOUT = 300.0
+"""Most seconds a failed run waits for its tasks already executing on workers to end."""
 
 
 class InProcessRunner:
@@ -46,6 +51,7 @@ class DaskRunner:
     def __init__(self, client, retries: int = 2):
         self.client = client
         self.retries = retries
+        self._futures = weakref.WeakSet()   # every future still referenced, for stop()
 
     @staticmethod
     def _keys(name, count):
@@ -56,25 +62,62 @@ class DaskRunner:
         count = len(per_partition[0])
         if not count:
             return []
-        return self.client.map(function, *per_partition, key=self._keys(name, count),
-                               retries=self.retries, pure=False, **broadcast)
+        futures = self.client.map(function, *per_partition, key=self._keys(name, count),
+                                  retries=self.retries, pure=False, **broadcast)
+        self._futures.update(futures)
+        return futures
 
     def submit(self, name, function, *args, **kwargs):
-        return self.client.submit(function, *args, key=self._keys(name, 1)[0], retries=self.retries,
-                                  pure=False, **kwargs)
+        future = self.client.submit(function, *args, key=self._keys(name, 1)[0], retries=self.retries,
+                                    pure=False, **kwargs)
+        self._futures.add(future)
+        return future
 
     def reduce(self, name, function, items, split_every=DEFAULT_SPLIT_EVERY):
         return _tree(lambda group_name, group: self.submit(group_name, function, *group),
                      name, items, split_every)
 
     def gather(self, handles):
-        return self.client.gather(handles)
+        """The results; on failure, :meth:`stop` this runner's other tasks before raising."""
+        try:
+            return self.client.gather(handles)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Cancel this runner's unfinished tasks and wait until none still executes on a worker.
+
+        A task that already started runs to its end (a thread cannot be interrupted); waiting
+        for it keeps a failed run from writing objects after the call has returned (a rerun's
+        ``begin`` could otherwise be followed by a late object of the failed run). Best effort:
+        errors while stopping are swallowed, the run's own error matters.
+        """
+        try:
+            pending = [future for future in list(self._futures) if not future.done()]
+            if not pending:
+                return
+            keys = {future.key for future in pending}
+            self.client.cancel(pending, force=True)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if not any(self.client.run(_executing_keys, keys).values()):
+                    return
+                time.sleep(0.05)
+        except Exception:  # noqa: BLE001 - never hide the error that stopped the run
+            return
 
     def release(self, handles) -> None:
         """Drop the client's references so workers can free the data."""
         for handle in handles if isinstance(handles, list) else [handles]:
             if hasattr(handle, "release"):
                 handle.release()
+
+
+def _executing_keys(keys, dask_worker=None) -> list:
+    """Keys of ``keys`` whose task is executing on this worker (cancelled ones included)."""
+    state = dask_worker.state
+    return [task.key for task in (*state.executing, *state.long_running) if task.key in keys]
 
 
 def _tree(combine, name, items, split_every):

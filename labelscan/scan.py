@@ -21,7 +21,7 @@ from labelscan.backend import cluster_backend, resolve_backend
 from labelscan.cluster import get_client, worker_memory_limit, worker_threads
 from labelscan.io.commit import OutputCommit
 from labelscan.io.dataset import plan_dataset, read_partition
-from labelscan.io.redact import redact
+from labelscan.io.redact import protect_workers, redact
 from labelscan.options import ScanOptions
 from labelscan.runner import DaskRunner
 from labelscan.stats.order import float_images
@@ -173,11 +173,13 @@ def run_scan(input_path, out_path, *, options: ScanOptions, label_column="label"
     with get_client(client, scheduler, gpu=start_gpu_cluster) as dask_client:
         backend = cluster_backend(dask_client, backend)
         timings = {"cluster": round(time.perf_counter() - started, 6)}
+        protect_workers(dask_client, storage_options, [out_path, *_paths(input_path)])   # mask worker logs
         plan = _plan(input_path, columns, storage_options, rows_per_partition, worker_threads(dask_client))
         options.check_classes(plan.num_classes)
         commit = OutputCommit(out_path, storage_options=storage_options, overwrite=overwrite,
                               config_hash=config_hash(options, columns), input_fingerprint=plan.fingerprint,
-                              track_progress=True, resume=resume)
+                              track_progress=True, resume=resume,
+                              layout=_layout(plan, issues_per_part, backend))
         sources = [ParquetSource(plan, spec, backend) for spec in plan.partitions]
         row_starts = np.asarray([spec.row_start for spec in plan.partitions], dtype=np.int64)
         timings["plan"] = round(time.perf_counter() - started - timings["cluster"], 6)
@@ -221,6 +223,17 @@ def run_scan(input_path, out_path, *, options: ScanOptions, label_column="label"
     entries.append(commit.write_json("summary.json", summary))
     commit.commit(entries, {"num_issues": summary["num_issues"], "num_rows": plan.num_rows})
     return summary
+
+
+def _layout(plan, issues_per_part, backend) -> str:
+    """Hash of what besides config and input decides the parts' bytes; resumed parts must match it."""
+    layout = {"partitions": [[spec.path, list(spec.row_groups)] for spec in plan.partitions],
+              "issues_per_part": issues_per_part, "backend": str(backend), "versions": _versions()}
+    return hashlib.sha256(json.dumps(layout, sort_keys=True).encode()).hexdigest()
+
+
+def _paths(input_path) -> list:
+    return [input_path] if isinstance(input_path, str) else list(input_path)
 
 
 def _plan(input_path, columns, storage_options, rows_per_partition, threads: int):

@@ -105,16 +105,21 @@ class OutputCommit(_Destination):
     resume : bool
         Keep the parts of an interrupted (or finished) run of the same scan instead of
         writing them again (see the module docstring).
+    layout : str, optional
+        Identifies everything besides the configuration and the input that decides the
+        parts' bytes (partitioning, rows per issues part, library versions); a part is
+        resumed only from a run with the same layout.
     """
 
     def __init__(self, urlpath, *, storage_options=None, overwrite=False, config_hash,
-                 input_fingerprint, track_progress=False, resume=False):
+                 input_fingerprint, track_progress=False, resume=False, layout=None):
         super().__init__(urlpath, storage_options)
         self.overwrite = overwrite
         self.config_hash = config_hash
         self.input_fingerprint = input_fingerprint
         self.track_progress = track_progress or resume
         self.resume = resume
+        self.layout = layout
 
     @property
     def _identity(self):
@@ -176,7 +181,8 @@ class OutputCommit(_Destination):
             if fs.exists(self.path(name)):
                 fs.rm(self.path(name), recursive=True)
         entries = self._read_progress()
-        if finished is not None and _scan_identity(finished) == self._identity:
+        if (finished is not None and _scan_identity(finished) == self._identity
+                and finished.get("layout") == self.layout):
             for entry in finished.get("files", []):
                 if entry["path"].split("/", 1)[0] in RESUMABLE_FOLDERS:
                     entries.setdefault(entry["path"], self._progress_record(entry))
@@ -225,11 +231,13 @@ class OutputCommit(_Destination):
 
     def _progress_record(self, entry):
         return {"path": entry["path"], "bytes": entry["bytes"], "sha256": entry["sha256"],
-                "config_hash": self.config_hash, "input_sha256": self.input_fingerprint["sha256"]}
+                "config_hash": self.config_hash, "input_sha256": self.input_fingerprint["sha256"],
+                "layout": self.layout}
 
     def _matches(self, record, relpath):
         return (isinstance(record, dict) and record.get("path") == relpath
                 and (record.get("config_hash"), record.get("input_sha256")) == self._identity
+                and record.get("layout") == self.layout
                 and isinstance(record.get("bytes"), int) and isinstance(record.get("sha256"), str))
 
     def _resumed_entry(self, relpath):
@@ -281,13 +289,14 @@ class OutputCommit(_Destination):
             More top-level manifest fields; may not use the keys ``files``,
             ``config_hash`` or ``input_fingerprint``.
         """
-        clash = set(extra) & set(MANIFEST_KEYS)
+        clash = set(extra) & {*MANIFEST_KEYS, "layout"}
         if clash:
             raise UsageError(f"manifest keys {sorted(clash)} are reserved")
         manifest = {
             "files": sorted(entries, key=lambda entry: entry["path"]),
             "config_hash": self.config_hash,
             "input_fingerprint": self.input_fingerprint,
+            **({"layout": self.layout} if self.layout is not None else {}),
             **extra,
         }
         put_bytes(self.fs, self.path(SUCCESS_NAME), json_bytes(manifest))

@@ -11,16 +11,20 @@ message. This module provides:
 - :func:`redact_url` / :func:`redact_text` — URLs and free text with userinfo, sensitive
   query parameters and known secret values replaced;
 - :func:`secret_values` — the secret strings to look for (options, URLs, environment);
-- :func:`scrubbed` — a context manager that redacts log records emitted while it is
-  active and the message of an exception leaving it.
+- :func:`scrubbed` — a context manager that registers those secrets with a log record
+  factory of this process (:func:`register_secrets`: every later record is masked) and
+  masks the message of an exception leaving it;
+- :func:`protect_workers` — the same for the log records of Dask worker processes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import re
+import threading
 
 MASK = "***"
 
@@ -189,51 +193,86 @@ def _redact_in_place(error, secrets):
         notes[:] = [redact_text(note, secrets) if isinstance(note, str) else note for note in notes]
 
 
+def redact_record(record: logging.LogRecord, secrets) -> logging.LogRecord:
+    """Mask ``secrets`` (and URL userinfo) in a log record's message and exception, in place."""
+    try:
+        message = record.getMessage()
+    except Exception:  # noqa: BLE001 - a malformed record is logging's problem, not ours
+        return record
+    clean = redact_text(message, secrets)
+    if clean != message:
+        record.msg, record.args = clean, ()
+    if record.exc_info and record.exc_info[1] is not None:
+        redact_exception(record.exc_info[1], secrets)
+    if record.exc_text:
+        record.exc_text = redact_text(record.exc_text, secrets)
+    return record
+
+
 class RedactingFilter(logging.Filter):
-    """A handler filter that masks secrets in each record's formatted message (and traceback)."""
+    """A filter (for a handler of your own) that masks ``secrets`` in every record it sees."""
 
     def __init__(self, secrets=frozenset()):
         super().__init__()
         self.secrets = frozenset(secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a malformed record is logging's problem, not ours
-            return True
-        clean = redact_text(message, self.secrets)
-        if clean != message:
-            record.msg, record.args = clean, ()
-        if record.exc_info and record.exc_info[1] is not None:
-            redact_exception(record.exc_info[1], self.secrets)
-            record.exc_text = None
-        if record.exc_text:
-            record.exc_text = redact_text(record.exc_text, self.secrets)
+        redact_record(record, self.secrets)
         return True
 
 
-def _all_handlers():
-    loggers = [logging.getLogger()] + [logger for logger in logging.Logger.manager.loggerDict.values()
-                                       if isinstance(logger, logging.Logger)]
-    return {id(handler): handler for logger in loggers for handler in logger.handlers}.values()
+_registry_lock = threading.Lock()
+_registered: set = set()
+_factory_installed = False
+
+
+def register_secrets(secrets) -> None:
+    """Mask ``secrets`` in every log record created in this process from now on.
+
+    Installs (once) a log record factory that redacts each new record, whatever
+    logger or handler it goes to, so records of tasks that outlive a failed scan
+    are covered too. Secrets stay registered for the life of the process.
+    """
+    global _factory_installed
+    secrets = {secret for secret in secrets if isinstance(secret, str) and len(secret) >= MIN_SECRET_LENGTH}
+    with _registry_lock:
+        _registered.update(secrets)
+        if _factory_installed:
+            return
+        previous = logging.getLogRecordFactory()
+
+        def redacting_factory(*args, **kwargs):
+            record = previous(*args, **kwargs)
+            if _registered or "@" in str(record.msg):
+                redact_record(record, frozenset(_registered))
+            return record
+
+        logging.setLogRecordFactory(redacting_factory)
+        _factory_installed = True
+
+
+def registered_secrets() -> frozenset:
+    """The secrets :func:`register_secrets` has seen in this process."""
+    with _registry_lock:
+        return frozenset(_registered)
 
 
 @contextlib.contextmanager
 def scrubbed(storage_options=None, urls=()):
-    """Redact secrets from log records and from an exception raised inside the block.
+    """Keep the credentials of ``storage_options``, ``urls`` and the environment out of logs and errors.
 
-    While active, every handler attached to a logger of this process (pytest's
-    ``caplog`` and the CLI's stderr included) masks the secrets of
-    ``storage_options``, of ``urls`` and of the environment; an exception leaving
-    the block has its message masked (:func:`redact_exception`). Dask workers in
-    other processes log with their own handlers: what labelscan ships to them
-    (:class:`~labelscan.io.commit.OutputCommit`, plans) has a redacted ``repr``.
+    Registers them with :func:`register_secrets` (every later log record of this
+    process is masked, Dask worker threads of an in-process cluster included) and
+    masks the message of an exception leaving the block (:func:`redact_exception`).
+    Worker processes mask their own records once :func:`protect_workers` ran.
+
+    Yields
+    ------
+    frozenset of str
+        The secrets looked for.
     """
     secrets = secret_values(storage_options, urls)
-    log_filter = RedactingFilter(secrets)
-    handlers = list(_all_handlers())
-    for handler in handlers:
-        handler.addFilter(log_filter)
+    register_secrets(secrets)
     try:
         yield secrets
     except BaseException as error:
@@ -241,6 +280,58 @@ def scrubbed(storage_options=None, urls=()):
         if clean is error:
             raise
         raise clean from None
-    finally:
-        for handler in handlers:
-            handler.removeFilter(log_filter)
+
+
+def _worker_plugin_class():
+    """:class:`RedactWorkerLogs`, built on first use (``distributed`` is imported only then)."""
+    global _plugin_class
+    if _plugin_class is None:
+        from distributed.diagnostics.plugin import WorkerPlugin
+
+        class RedactWorkerLogs(WorkerPlugin):
+            """Dask worker plugin: :func:`register_secrets` in each worker process (restarted ones too).
+
+            Carries the storage options' and URLs' secrets only (workers receive those with
+            their tasks anyway); each worker adds its own environment's credentials.
+            """
+
+            idempotent = True
+
+            def __init__(self, secrets):
+                self.secrets = frozenset(secrets)
+
+            def setup(self, worker=None):
+                register_secrets(self.secrets | secret_values())
+
+            def teardown(self, worker=None):
+                """Secrets stay registered: records of tasks still running must stay masked."""
+
+        RedactWorkerLogs.__module__ = __name__
+        _plugin_class = RedactWorkerLogs
+    return _plugin_class
+
+
+_plugin_class = None
+
+
+def __getattr__(name):   # PEP 562: ``redact.RedactWorkerLogs`` (and unpickling it) builds the class
+    if name == "RedactWorkerLogs":
+        return _worker_plugin_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def protect_workers(client, storage_options=None, urls=()) -> None:
+    """Register the secrets of ``storage_options`` and ``urls`` on every worker of ``client``.
+
+    A no-op when there are none. The plugin's name derives from the secrets, so the same
+    options register once; restarted workers get it again from the scheduler.
+    """
+    secrets = secret_values(storage_options, urls, environ={})
+    if not secrets:
+        return
+    name = "labelscan-redact-" + hashlib.sha256("\0".join(sorted(secrets)).encode()).hexdigest()[:16]
+    try:
+        client.register_plugin(_worker_plugin_class()(secrets), name=name)
+    except Exception as error:  # noqa: BLE001 - redaction in worker logs is best effort
+        logging.getLogger(__name__).warning("could not install log redaction on the workers (%s)",
+                                            type(error).__name__)
