@@ -28,8 +28,8 @@ import numpy as np
 from labelscan.stats.order import float_images, image_bits
 from labelscan.xp import array_module, to_host
 
-MAX_HISTOGRAM_CELLS = 1 << 20
-"""Bound on tasks × bins of one refine round's histogram (8 MiB; it stays on the workers)."""
+MAX_HISTOGRAM_CELLS = 1 << 22
+"""Bound on tasks × bins of one refine round's histogram (32 MiB; merged on the workers)."""
 
 MAX_BITS_PER_ROUND = 16
 """At most 65536 bins per task and round."""
