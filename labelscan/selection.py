@@ -38,7 +38,11 @@ COLLECT_LIMIT = 1 << 11
 """An interval holding at most this many rows is resolved by collecting them."""
 
 COLLECT_BUDGET = 1 << 15
-"""At most this many candidate rows travel to the driver in one resolve round (≈ 0.8 MB)."""
+"""Candidate rows that may travel to the driver in one resolve round besides
+:data:`COLLECT_PER_TASK` per task (≈ 0.8 MB)."""
+
+COLLECT_PER_TASK = 64
+"""Each task may add this many candidates to the budget: the driver's share stays O(K²)."""
 
 NOISE_RATE = "noise_rate"
 BY_CLASS = "by_class"
@@ -204,19 +208,29 @@ def _keys(keys, tasks) -> PartitionKeys:
     return keys if isinstance(keys, PartitionKeys) else partition_keys(*keys, tasks=tasks)
 
 
+def _last_offsets(width, dtype) -> np.ndarray:
+    """Largest offset inside an interval of ``2**width`` values, shape (m,), ``dtype``."""
+    last = np.left_shift(np.uint64(1), width.astype(np.uint64), dtype=np.uint64) - np.uint64(1)
+    last = np.where(width >= 64, np.iinfo(np.uint64).max, last)
+    return np.minimum(last, np.iinfo(dtype).max).astype(dtype)
+
+
+def _offsets(images, lo):
+    """``images - lo`` per task row; images below ``lo`` wrap past every interval's end."""
+    xp = array_module(images)
+    return images - xp.asarray(lo.astype(images.dtype))[:, None]
+
+
 def _in_interval(images, lo, width):
     """Which images lie in ``[lo, lo + 2**width)``, and their offsets from ``lo``.
 
     ``lo`` and ``width`` are the tasks' NumPy parameters, shape (m,); ``images`` (m, r).
+    Intervals lie inside the image range, so one unsigned compare of the (wrapping)
+    offset decides.
     """
-    xp = array_module(images)
-    last = np.left_shift(np.uint64(1), width.astype(np.uint64), dtype=np.uint64) - np.uint64(1)
-    last = np.where(width >= 64, np.iinfo(np.uint64).max, last)
-    last = np.minimum(last, np.iinfo(images.dtype).max).astype(images.dtype)
-    lo = xp.asarray(lo.astype(images.dtype))[:, None]
-    offset = images - lo  # wraps below lo to large values: excluded next
-    inside = (images >= lo) & (offset <= xp.asarray(last)[:, None])
-    return inside, offset
+    offset = _offsets(images, lo)
+    last = array_module(images).asarray(_last_offsets(width, images.dtype))[:, None]
+    return offset <= last, offset
 
 
 def histogram(keys, *, tasks, intervals: Intervals, active: np.ndarray, bits: int) -> np.ndarray:
@@ -237,15 +251,35 @@ def histogram(keys, *, tasks, intervals: Intervals, active: np.ndarray, bits: in
         keep = position[block.task_ids] >= 0
         if not keep.any():
             continue
-        task_ids, images = block.task_ids[keep], block.images[array_module(block.images).asarray(keep)]
-        xp = array_module(images)
-        width = intervals.width[task_ids]
-        inside, offset = _in_interval(images, intervals.lo[task_ids], width)
-        shift = xp.asarray(np.maximum(width - bits, 0).astype(images.dtype))[:, None]
-        bins = (offset >> shift).astype(np.int64) + xp.asarray(np.arange(len(task_ids)) << bits)[:, None]
-        local = to_host(xp.bincount(bins[inside], minlength=len(task_ids) << bits))
-        counts[position[task_ids]] += local.reshape(len(task_ids), 1 << bits)
+        task_ids = block.task_ids[keep]
+        images = block.images if keep.all() else block.images[array_module(block.images).asarray(keep)]
+        counts[position[task_ids]] += _block_histogram(images, intervals.lo[task_ids],
+                                                       intervals.width[task_ids], bits)
     return counts
+
+
+def _block_histogram(images, lo, width, bits):
+    """Bin counts of one block's task rows inside their intervals, shape (m, 2**bits), int64.
+
+    Rows outside a task's interval land in an overflow bin ``2**bits`` that is dropped.
+    """
+    xp = array_module(images)
+    num_bins = 1 << bits
+    offset = _offsets(images, lo)
+    shift = np.maximum(width - bits, 0).astype(images.dtype)
+    # an offset past the interval's end shifts to at least 2**bits: clip it into the overflow bin
+    last = _last_offsets(width, images.dtype) >> shift
+    bins = offset >> xp.asarray(shift)[:, None]
+    if bins.dtype.itemsize < 4:  # room for the overflow bin 2**16
+        bins = bins.astype(np.uint32)
+    xp.minimum(bins, bins.dtype.type(num_bins), out=bins)
+    outside = xp.asarray(last + 1 < num_bins)  # narrow intervals: offsets beyond `last` are outside
+    if bool(outside.any()):
+        beyond = offset > xp.asarray(_last_offsets(width, images.dtype))[:, None]
+        bins[beyond] = num_bins
+    flat = bins.astype(np.intp) + xp.asarray(np.arange(len(lo)) * (num_bins + 1))[:, None]
+    counts = to_host(xp.bincount(flat.ravel(), minlength=len(lo) * (num_bins + 1)))
+    return counts.reshape(len(lo), num_bins + 1)[:, :num_bins]
 
 
 def resolve_pieces(keys, *, tasks, intervals: Intervals, collect: np.ndarray, ties: np.ndarray):
@@ -358,7 +392,8 @@ class SelectionPlanner:
         small = self.intervals.inside <= COLLECT_LIMIT
         by_size = np.flatnonzero(candidates & small)
         fits = np.zeros(len(self.tasks), dtype=bool)
-        fits[by_size[np.cumsum(self.intervals.inside[by_size]) <= COLLECT_BUDGET]] = True
+        budget = COLLECT_BUDGET + COLLECT_PER_TASK * len(self.tasks)
+        fits[by_size[np.cumsum(self.intervals.inside[by_size]) <= budget]] = True
         active = np.flatnonzero(candidates & ~fits)
         if not len(active):
             return None
