@@ -94,8 +94,12 @@ def analyse(runner, sources, row_starts, num_rows: int, num_classes: int, dtype,
     options.check_classes(num_classes)
     clock = Stopwatch(report)
     parts = runner.map("read", passes.prepare, sources) if cache else list(sources)
-    per_partition_counts = np.asarray(runner.gather(runner.map("counts", passes.label_counts, parts)))
-    per_partition_counts = per_partition_counts.reshape(len(sources), num_classes)
+    per_partition_counts = runner.gather(runner.map("counts", passes.label_counts, parts))
+    failures = [counts for counts in per_partition_counts if isinstance(counts, passes.InputFailure)]
+    if failures:
+        runner.release(parts)
+        raise failures[0].error
+    per_partition_counts = np.asarray(per_partition_counts).reshape(len(sources), num_classes)
     class_totals = per_partition_counts.sum(axis=0)
     class_offsets = np.cumsum(per_partition_counts, axis=0) - per_partition_counts
     clock.lap("read")

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from labelscan.errors import InputError
 from labelscan.kernels import grouped
 from labelscan.stats.pairwise import PairwiseSumState, partial_sums
 from labelscan.xp import to_host
@@ -40,7 +41,15 @@ class RowFacts:
     num_off_diagonal_issues: int
 
 
-def prepare(source) -> grouped.GroupedPartition:
+@dataclass
+class InputFailure:
+    """Bad input found while reading a partition, returned (not raised) so Dask does not retry
+    a task that would fail the same way every time; the driver raises ``error``."""
+
+    error: Exception
+
+
+def prepare(source):
     """Load a partition and group it by given label.
 
     Parameters
@@ -48,8 +57,15 @@ def prepare(source) -> grouped.GroupedPartition:
     source : object with ``load()`` returning ``(row_start, labels, pred_probs, ids)``
         Its optional ``backend`` attribute (``"numpy"`` or ``"cupy"``) says where the partition
         lives: ``"cupy"`` copies it to the GPU (through pinned host memory) before grouping.
+
+    Returns
+    -------
+    GroupedPartition or InputFailure
     """
-    row_start, labels, pred_probs, ids = source.load()
+    try:
+        row_start, labels, pred_probs, ids = source.load()
+    except InputError as error:
+        return InputFailure(error)
     if getattr(source, "backend", "numpy") == "cupy":
         from labelscan.kernels.device import to_device
 
@@ -59,12 +75,24 @@ def prepare(source) -> grouped.GroupedPartition:
 
 def as_partition(part) -> grouped.GroupedPartition:
     """The grouped partition itself (cached on the worker), or a source read and grouped now."""
-    return part if isinstance(part, grouped.GroupedPartition) else prepare(part)
+    if isinstance(part, grouped.GroupedPartition):
+        return part
+    prepared = part if isinstance(part, InputFailure) else prepare(part)
+    if isinstance(prepared, InputFailure):
+        raise prepared.error
+    return prepared
 
 
-def label_counts(part: grouped.GroupedPartition) -> np.ndarray:
-    """Rows per given label in the partition, shape (K,), int64."""
-    return as_partition(part).class_counts()  # class_starts live on the host
+def label_counts(part):
+    """Rows per given label in the partition, shape (K,), int64 — or the partition's InputFailure.
+
+    This is the first pass over every partition: input errors surface here, as values.
+    """
+    if not isinstance(part, grouped.GroupedPartition):
+        part = part if isinstance(part, InputFailure) else prepare(part)
+        if isinstance(part, InputFailure):
+            return part
+    return part.class_counts()  # class_starts live on the host
 
 
 def sum_arrays(*arrays):
