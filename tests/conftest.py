@@ -53,3 +53,33 @@ def s3_url(s3_server):
     bucket = f"labelscan-{uuid.uuid4().hex[:12]}"
     s3fs.S3FileSystem(**s3_server).mkdir(bucket)
     return f"s3://{bucket}", s3_server
+
+
+def write_noisy_set(folder, rows, classes, files, row_group_rows, seed):
+    """Write a synthetic noisy prediction set as ``files`` parquet files under ``folder``.
+
+    Columns ``label`` (int64) and ``pred_probs`` (fixed_size_list<float32, classes>).
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    from labelscan.demo_data import make_noisy_dataset
+
+    data = make_noisy_dataset(rows, classes, noise_rate=0.25, seed=seed)
+    bounds = np.linspace(0, rows, files + 1).astype(int)
+    for index, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:])):
+        table = pa.table({"label": data["labels"][start:stop],
+                          "pred_probs": pa.FixedSizeListArray.from_arrays(
+                              pa.array(data["pred_probs"][start:stop].ravel()), classes)})
+        pq.write_table(table, f"{folder}/part-{index}.parquet", row_group_size=row_group_rows)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def threaded_client():
+    """Workers as threads of this process, so monkeypatches and ``caplog`` reach them."""
+    import distributed
+
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=2,
+                            dashboard_address=":0") as dask_client:
+        yield dask_client

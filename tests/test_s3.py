@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import write_noisy_set
 
 import labelscan
 from labelscan.demo_data import make_noisy_dataset
@@ -36,25 +37,14 @@ SCAN = {"rows_per_partition": 1000, "issues_per_part": 150}
 
 
 @pytest.fixture(scope="module")
-def client():
-    """Workers as threads of this process: monkeypatches and ``caplog`` reach them."""
-    with distributed.Client(processes=False, n_workers=1, threads_per_worker=2,
-                            dashboard_address=":0") as dask_client:
-        yield dask_client
+def client(threaded_client):
+    return threaded_client
 
 
 @pytest.fixture(scope="module")
 def local_set(tmp_path_factory):
     """A 6000 x 4 set in three files of 500-row row groups, on local disk."""
-    folder = tmp_path_factory.mktemp("data")
-    data = make_noisy_dataset(ROWS, CLASSES, noise_rate=0.25, seed=11)
-    bounds = np.linspace(0, ROWS, FILES + 1).astype(int)
-    for index, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:])):
-        table = pa.table({"label": data["labels"][start:stop],
-                          "pred_probs": pa.FixedSizeListArray.from_arrays(
-                              pa.array(data["pred_probs"][start:stop].ravel()), CLASSES)})
-        pq.write_table(table, folder / f"part-{index}.parquet", row_group_size=ROW_GROUP_ROWS)
-    return folder
+    return write_noisy_set(tmp_path_factory.mktemp("data"), ROWS, CLASSES, FILES, ROW_GROUP_ROWS, seed=11)
 
 
 @pytest.fixture
