@@ -138,15 +138,22 @@ def merge_threshold_pieces(*piece_dicts) -> dict:
 def row_facts(part: grouped.GroupedPartition, thresholds: np.ndarray) -> RowFacts:
     """Confident-joint pass: per-row facts and this partition's joint counts."""
     part = as_partition(part)
-    predicted = grouped.argmax_rows(part)
-    confident, guess = grouped.confident_guesses(part, thresholds, predicted)
     num_classes, xp = part.num_classes, part.xp
-    cells = part.labels[confident] * num_classes + guess[confident]
-    joint = to_host(xp.bincount(cells, minlength=num_classes * num_classes)).reshape(num_classes, num_classes)
-    off_diagonal = confident & (guess != part.labels)
-    given_is_argmax = grouped.given_label_is_argmax(part)
+    predicted_dtype = np.dtype(np.int16 if num_classes <= np.iinfo(np.int16).max else np.int32)
+    if xp is not np and not part.has_nan:
+        from labelscan.kernels.cuda import fused_row_facts
+
+        predicted, off_diagonal, given_is_argmax, joint = fused_row_facts(part, thresholds, predicted_dtype)
+    else:
+        predicted = grouped.argmax_rows(part)
+        confident, guess = grouped.confident_guesses(part, thresholds, predicted)
+        cells = part.labels[confident] * num_classes + guess[confident]
+        joint = to_host(xp.bincount(cells, minlength=num_classes * num_classes)).reshape(num_classes, num_classes)
+        off_diagonal = confident & (guess != part.labels)
+        given_is_argmax = grouped.given_label_is_argmax(part)
+        predicted = predicted.astype(predicted_dtype)
     return RowFacts(
-        predicted=predicted.astype(np.int16 if num_classes <= np.iinfo(np.int16).max else np.int32),
+        predicted=predicted,
         off_diagonal=off_diagonal,
         given_is_argmax=given_is_argmax,
         joint_counts=joint.astype(np.int64),
