@@ -142,9 +142,13 @@ def test_scan_outputs_identical_on_cuda_cluster(tmp_path):
             pa.array(pred_probs[rows].ravel()), 10)})
         pq.write_table(table, data / f"part-{index}.parquet", row_group_size=12_500)
     with local_cuda_cluster() as cluster, Client(cluster) as client:
-        gpu = labelscan.scan(str(data), str(tmp_path / "gpu"), client=client, backend="cupy")
+        gpu = labelscan.scan(str(data), str(tmp_path / "gpu"), client=client, backend="cupy",
+                             rows_per_partition=25_000)
     with LocalCluster(n_workers=1, threads_per_worker=2) as cluster, Client(cluster) as client:
-        cpu = labelscan.scan(str(data), str(tmp_path / "cpu"), client=client, backend="numpy")
+        cpu = labelscan.scan(str(data), str(tmp_path / "cpu"), client=client, backend="numpy",
+                             rows_per_partition=25_000)
     assert gpu.summary["backend"] == "cupy" and cpu.summary["backend"] == "numpy"
+    # same partitioning on both clusters (the default plan depends on the worker threads)
+    assert gpu.summary["num_partitions"] == cpu.summary["num_partitions"] == 8
     assert _digests(tmp_path / "gpu") == _digests(tmp_path / "cpu")
     assert gpu.summary["statistics"] == cpu.summary["statistics"]
