@@ -6,10 +6,11 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from labelscan import config
 from labelscan.io.commit import read_manifest
 from labelscan.io.redact import redact_url, scrubbed
 from labelscan.options import ScanOptions
-from labelscan.scan import ISSUES_PER_PART, run_scan
+from labelscan.scan import run_scan
 
 
 @dataclass
@@ -69,8 +70,8 @@ def scan(input_path, out_path, *, label_column="label", pred_probs_column="pred_
          filter_by="prune_by_noise_rate", frac_noise=1.0, num_to_remove_per_class=None,
          min_examples_per_class=1, rank_by="self_confidence", adjust_pred_probs=False,
          client=None, scheduler=None, storage_options=None, rows_per_partition=None,
-         overwrite=False, cache="auto", retries=2, issues_per_part=ISSUES_PER_PART, progress=None,
-         tie_break="stable", backend="auto", resume=False) -> ScanResult:
+         overwrite=False, cache=None, retries=None, issues_per_part=None, progress=None,
+         tie_break="stable", backend="auto", resume=False, class_names=None) -> ScanResult:
     """Find label issues in a parquet prediction set with Confident Learning, on Dask.
 
     Gives exactly cleanlab 2.9's ``find_label_issues`` answer (ties broken by row order) and
@@ -102,7 +103,8 @@ def scan(input_path, out_path, *, label_column="label", pred_probs_column="pred_
     storage_options : dict, optional
         fsspec options for input and output.
     rows_per_partition : int, optional
-        Rows per partition (whole row groups); default ≈ 64 MiB of predictions.
+        Rows per partition (whole row groups); default: the ``labelscan.rows-per-partition``
+        setting (:mod:`labelscan.config`), whose default is ≈ 64 MiB of predictions.
     overwrite : bool
         Replace another scan's outputs at ``out_path``.
     resume : bool
@@ -110,12 +112,13 @@ def scan(input_path, out_path, *, label_column="label", pred_probs_column="pred_
         (same configuration and input) already wrote, instead of writing them again; every
         other part is recomputed. The passes before the write run in full either way (the
         ranking needs every partition). See ``docs/storage.md``.
-    cache : {"auto", True, False}
+    cache : {"auto", True, False}, optional
         Keep decoded partitions in worker memory between passes ("auto": when they fit in 40% of it).
-    retries : int
-        Retries of each task (worker loss).
-    issues_per_part : int
-        Rows per ranked issues part.
+        Default: the ``labelscan.cache`` setting ("auto").
+    retries : int, optional
+        Retries of each task (worker loss). Default: the ``labelscan.retries`` setting (2).
+    issues_per_part : int, optional
+        Rows per ranked issues part. Default: the ``labelscan.issues-per-part`` setting (1,000,000).
     progress : callable(stage, seconds), optional
         Called when each stage finishes.
     tie_break : {"stable", "numpy"}
@@ -124,11 +127,17 @@ def scan(input_path, out_path, *, label_column="label", pred_probs_column="pred_
     backend : {"auto", "numpy", "cupy"}
         Per-partition work on CPU (NumPy) or GPU (CuPy); ``"auto"`` uses the GPU when every
         worker has one. Without a client and with a local GPU, a ``LocalCUDACluster`` is started.
+    class_names : list of str, optional
+        K class names recorded in ``summary.json``, instead of those in the parquet metadata.
 
     Returns
     -------
     ScanResult
     """
+    retries = int(config.get("retries", retries))
+    cache = config.cache_setting(config.get("cache", cache))
+    issues_per_part = int(config.get("issues-per-part", issues_per_part))
+    rows_per_partition = config.get("rows-per-partition", rows_per_partition)
     options = ScanOptions(
         filter_by=filter_by, frac_noise=frac_noise,
         num_to_remove_per_class=None if num_to_remove_per_class is None else tuple(num_to_remove_per_class),
@@ -141,7 +150,7 @@ def scan(input_path, out_path, *, label_column="label", pred_probs_column="pred_
                            storage_options=storage_options, client=client, scheduler=scheduler,
                            rows_per_partition=rows_per_partition, overwrite=overwrite, cache=cache,
                            retries=retries, issues_per_part=issues_per_part, report=progress, backend=backend,
-                           resume=resume)
+                           resume=resume, class_names=class_names)
     return ScanResult(out=out_path, summary=summary, storage_options=storage_options)
 
 

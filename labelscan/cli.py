@@ -5,7 +5,9 @@
     labelscan demo                          generate a noisy set, scan it, score the found issues
     labelscan scan IN OUT [options]         scan a parquet prediction set
     labelscan convert PRED_PROBS LABELS OUT .npy/.csv arrays -> partitioned parquet
-    labelscan report OUT                    verify a finished scan and print its summary
+    labelscan report OUT                    verify a finished scan, print its summary, write report.html
+    labelscan run JOB.yaml                  run the scan a job file describes (scheduled use)
+    labelscan evaluate OUT --true-labels X  precision/recall, AUROC/AUPRC/lift against verified labels
 
 Exit codes: 0 success; 2 usage (bad options, or a destination holding another scan);
 3 bad input (data, or an unfinished or corrupt scan); 4 infrastructure (storage, network,
@@ -108,6 +110,8 @@ def dask_setup(worker=None):
 def _quiet_local_workers():
     """Workers of local clusters started inside this block preload :func:`dask_setup`."""
     import dask
+    import distributed  # noqa: F401 - register its config defaults first: a set() that inserts
+    # the "distributed" key would delete the whole section (defaults included) on exit
 
     preload = list(dask.config.get("distributed.worker.preload", None) or [])
     if "labelscan.cli" not in preload:
@@ -235,6 +239,49 @@ def _dashboard_link(client):
     except Exception:  # noqa: BLE001 - a link is a nicety
         return None
     return link if importlib.util.find_spec("bokeh") else f"{link} (pip install bokeh to see it)"
+
+
+@contextlib.contextmanager
+def _scan_cluster(workers, scheduler, observer, backend="auto"):
+    """Yield the client of a scan: connect to ``scheduler``, else start a local cluster (a
+    ``LocalCUDACluster`` when this machine has a GPU and ``workers`` is not given); the
+    observer reports it, with its dashboard link, before the scan starts."""
+    from labelscan.backend import resolve_backend
+    from labelscan.cluster import get_client
+    from labelscan.demo import local_cluster_overrides
+
+    started = time.perf_counter()
+    if scheduler:
+        with get_client(None, scheduler) as client:
+            observer.cluster(client, f"scheduler {scheduler}", False, time.perf_counter() - started,
+                             _dashboard_link(client))
+            yield client
+        return
+    gpu = backend != "numpy" and (workers is None or backend == "cupy") and resolve_backend(backend) == "cupy"
+    with get_client(None, None, gpu=gpu, **({} if gpu else local_cluster_overrides(workers))) as client:
+        observer.cluster(client, "local CUDA cluster" if gpu else "local cluster", True,
+                         time.perf_counter() - started, _dashboard_link(client))
+        yield client
+
+
+def _exit_code(error) -> int:
+    """The exit code the command line gives ``error`` (see the module docstring)."""
+    if isinstance(error, LabelscanError):
+        return error.exit_code
+    if isinstance(error, click.exceptions.Exit):
+        return error.exit_code
+    if isinstance(error, click.ClickException):
+        return error.exit_code
+    return EXIT_INFRASTRUCTURE if _is_infrastructure(error) else 1
+
+
+def _observability_flags(command):
+    command = click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+                           help="stderr format: text (progress lines) or json (one JSON object per line: "
+                                "start, cluster, stage timings, done, error).")(command)
+    return click.option("--performance-report", metavar="FILE.html",
+                        help="Write a Dask performance report (task stream, profiles) of the scan; needs "
+                             "bokeh.")(command)
 
 
 STAGE_ORDER = ("generate", "plan", "read", "thresholds", "joint", "scores", "cutoffs", "flag", "rank",
@@ -375,18 +422,26 @@ def demo(rows, classes, noise_rate, seed, out, workers, quiet, as_json):
 @click.option("--resume", is_flag=True,
               help="Keep the parts an interrupted run of the same scan already wrote to OUT "
                    "(see docs/storage.md).")
-@click.option("--cache", type=click.Choice(list(CACHE_CHOICES)), default="auto", show_default=True,
-              help="Keep decoded partitions in worker memory between passes.")
-@click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
-              help="Retries of each task (worker loss).")
+@click.option("--cache", type=click.Choice(list(CACHE_CHOICES)),
+              help="Keep decoded partitions in worker memory between passes [default: config "
+                   "labelscan.cache, auto].")
+@click.option("--retries", type=click.IntRange(min=0),
+              help="Retries of each task (worker loss) [default: config labelscan.retries, 2].")
+@click.option("--backend", type=click.Choice(["auto", "numpy", "cupy"]), default="auto", show_default=True,
+              help="Per-partition work on CPU (numpy) or GPU (cupy); auto: GPU when every worker has one.")
+@click.option("--gpu", is_flag=True, help="Same as --backend cupy.")
+@click.option("--tie-break", type=click.Choice(["stable", "numpy"]), default="stable", show_default=True,
+              help="Rounding ties of the calibrated confident joint: stable (canonical) or numpy "
+                   "(stock cleanlab's answer on this machine).")
 @click.option("--top", type=click.IntRange(min=0), default=10, show_default=True,
               help="Issues shown in the table.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress; print one result line.")
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json instead of tables.")
+@_observability_flags
 def scan(input_path, out_path, label_column, pred_probs_column, id_column, filter_by, frac_noise,
          num_to_remove_per_class, min_examples_per_class, rank_by, adjust_pred_probs, scheduler, workers,
-         storage_option_pairs, endpoint_url, rows_per_partition, overwrite, resume, cache, retries, top,
-         quiet, as_json):
+         storage_option_pairs, endpoint_url, rows_per_partition, overwrite, resume, cache, retries, backend,
+         gpu, tie_break, top, quiet, as_json, performance_report, log_format):
     """Scan the parquet prediction set IN (file, directory, glob or URL) and write the outputs to OUT.
 
     OUT receives issues/ (ranked), mask/ (row aligned), summary.json and _SUCCESS (written last).
@@ -395,19 +450,31 @@ def scan(input_path, out_path, label_column, pred_probs_column, id_column, filte
 
     if scheduler and workers:
         raise click.UsageError("give --scheduler or --workers, not both")
+    backend = "cupy" if gpu else backend
+    from labelscan.jobs import performance_report_to
+    from labelscan.progress import Observer
+
     storage_options = parse_storage_options(storage_option_pairs, endpoint_url)
     columns = list(pred_probs_column) or ["pred_probs"]
-    if not (quiet or as_json):
-        click.echo(f"labelscan scan {redact_url(input_path)} -> {redact_url(out_path)}", err=True)
-    with _quiet_local_workers(), _local_cluster(workers, quiet or as_json, start=workers is not None) as client:
-        result = labelscan.scan(
-            input_path, out_path, label_column=label_column,
-            pred_probs_column=columns[0] if len(columns) == 1 else columns, id_column=id_column,
-            filter_by=filter_by, frac_noise=frac_noise, num_to_remove_per_class=num_to_remove_per_class,
-            min_examples_per_class=min_examples_per_class, rank_by=rank_by,
-            adjust_pred_probs=adjust_pred_probs, client=client, scheduler=scheduler,
-            storage_options=storage_options, rows_per_partition=rows_per_partition, overwrite=overwrite,
-            resume=resume, cache=CACHE_CHOICES[cache], retries=retries, progress=_stage_printer(quiet or as_json))
+    observer = Observer(quiet or as_json, log_format, command="scan")
+    with observer.errors(_exit_code):
+        observer.start(f"labelscan scan {redact_url(input_path)} -> {redact_url(out_path)}",
+                       input=redact_url(input_path), output=redact_url(out_path))
+        with _quiet_local_workers(), _scan_cluster(workers, scheduler, observer, backend) as client, \
+                observer.progress(client) as progress, performance_report_to(performance_report, client):
+            result = labelscan.scan(
+                input_path, out_path, label_column=label_column,
+                pred_probs_column=columns[0] if len(columns) == 1 else columns, id_column=id_column,
+                filter_by=filter_by, frac_noise=frac_noise, num_to_remove_per_class=num_to_remove_per_class,
+                min_examples_per_class=min_examples_per_class, rank_by=rank_by,
+                adjust_pred_probs=adjust_pred_probs, client=client,
+                storage_options=storage_options, rows_per_partition=rows_per_partition, overwrite=overwrite,
+                resume=resume, cache=CACHE_CHOICES[cache] if cache else None, retries=retries,
+                progress=progress, backend=backend, tie_break=tie_break)
+        observer.done(result)
+    if performance_report:
+        observer.note(f"performance report: {performance_report}", event="performance_report",
+                      path=performance_report)
     _show(result, top, quiet, as_json)
 
 
@@ -440,16 +507,118 @@ def convert(pred_probs_path, labels_path, out_dir, rows_per_file, row_group_rows
 @click.option("--top", type=click.IntRange(min=0), default=10, show_default=True,
               help="Issues shown in the table.")
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json instead of tables.")
+@click.option("--html", "html_path", metavar="PATH",
+              help="Where to write the HTML report [default: OUT/report.html].")
+@click.option("--no-html", is_flag=True, help="Do not write the HTML report.")
 @_storage_option_flags
-def report(out_path, top, as_json, storage_option_pairs, endpoint_url):
-    """Verify a finished scan at OUT (every file against _SUCCESS) and print its summary."""
+def report(out_path, top, as_json, html_path, no_html, storage_option_pairs, endpoint_url):
+    """Verify a finished scan at OUT (every file against _SUCCESS), print its summary and write
+    report.html: self-contained plots (noise matrix, issue rate and label-quality histograms per
+    class) and the top issues. report.html is not part of the manifest (docs/outputs.md)."""
     import labelscan
+    from labelscan.report import write_report
 
     result = labelscan.open_scan(out_path, storage_options=parse_storage_options(storage_option_pairs,
                                                                                 endpoint_url))
     if not as_json:
         click.echo(f"verified: every file of {redact_url(out_path)} matches its _SUCCESS manifest")
     _show(result, top, False, as_json)
+    if no_html:
+        return
+    try:
+        written = write_report(result, html_path)
+    except OSError as error:
+        if html_path:
+            raise
+        click.echo(f"warning: could not write report.html into the scan ({type(error).__name__}: {error}); "
+                   f"give --html PATH to write it elsewhere", err=True)
+        return
+    click.echo(f"report: {redact_url(written)}", err=True)
+
+
+@cli.command()
+@click.argument("job_path", metavar="JOB")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a key of the job file, repeatable; dotted keys reach nested ones "
+                   "(generate.rows=2000); values are YAML (cluster='{scheduler: tcp://h:8786}').")
+@click.option("--dry-run", is_flag=True, help="Validate the job and print it resolved (JSON); run nothing.")
+@click.option("--top", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Issues shown in the table.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress; print one result line (cron).")
+@click.option("--json", "as_json", is_flag=True, help="Print summary.json instead of tables.")
+@_observability_flags
+def run(job_path, overrides, dry_run, top, quiet, as_json, performance_report, log_format):
+    """Run the scan described by the job file JOB (YAML; schema: labelscan.jobs, docs/operations.md).
+
+    Invalid job files exit with code 2 and name the file, line and key of each problem.
+    """
+    import labelscan
+    from labelscan.jobs import ensure_input, job_cluster, load_job, performance_report_to, time_limit
+    from labelscan.progress import Observer
+
+    job = load_job(job_path, overrides)
+    if dry_run:
+        job.storage_options()   # every environment variable it names must be set
+        click.echo(json.dumps(job.describe(), indent=2, default=_json_default))
+        click.echo(f"job {job_path} is valid (dry run: nothing was run)", err=True)
+        return
+    observer = Observer(quiet or as_json, log_format, command="run", job=job.name)
+    report_path = performance_report or job["performance_report"]
+    with observer.errors(_exit_code):
+        kwargs = job.scan_kwargs()
+        observer.start(f"labelscan run {job_path} ({job.name}): {redact_url(str(job['input']))} -> "
+                       f"{redact_url(job['output'])}", input=redact_url(str(job["input"])),
+                       output=redact_url(job["output"]))
+        started = time.perf_counter()
+        with time_limit(job["timeout"], f"job {job.name}"), _quiet_local_workers(), \
+                job_cluster(job) as (client, info):
+            observer.cluster(client, info.description, info.started, time.perf_counter() - started,
+                             info.dashboard)
+            ensure_input(job, log=observer.note)
+            with observer.progress(client) as progress, performance_report_to(report_path, client):
+                result = labelscan.scan(**kwargs, client=client, progress=progress)
+        observer.done(result)
+    if report_path:
+        observer.note(f"performance report: {report_path}", event="performance_report", path=report_path)
+    _show(result, top, quiet, as_json)
+
+
+@cli.command()
+@click.argument("out_path", metavar="OUT")
+@click.option("--true-labels", "true_labels", required=True, metavar="PATH|COLUMN",
+              help="Verified labels: a .npy file (N integers, path or URL) or a column of the scan's input set.")
+@click.option("--input", "input_path", metavar="IN",
+              help="The scan's input set, if it moved since the scan [default: the path in summary.json].")
+@click.option("--mask-only", is_flag=True, help="Only precision/recall/F1 of the flagged rows (no scores).")
+@click.option("--output", metavar="PATH", help="Where to write evaluation.json [default: OUT/evaluation.json].")
+@click.option("--no-write", is_flag=True, help="Do not write evaluation.json.")
+@click.option("--scheduler", metavar="ADDRESS|FILE", help="Dask scheduler address or scheduler file.")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Start a local cluster of N worker processes [default: 1 using every core].")
+@_storage_option_flags
+@click.option("--json", "as_json", is_flag=True, help="Print evaluation.json instead of a table.")
+def evaluate(out_path, true_labels, input_path, mask_only, output, no_write, scheduler, workers,
+             storage_option_pairs, endpoint_url, as_json):
+    """Evaluate the finished scan at OUT against verified labels: precision, recall and F1 of the
+    flagged rows; AUROC, AUPRC and lift (at the number of true errors) of each label-quality score
+    (self_confidence, normalized_margin with and without adjust_pred_probs,
+    confidence_weighted_entropy). Reads the scan's input again; writes OUT/evaluation.json."""
+    from labelscan.evaluate import SCORE_VARIANTS, evaluate as run_evaluation, table
+
+    if scheduler and workers:
+        raise click.UsageError("give --scheduler or --workers, not both")
+    storage_options = parse_storage_options(storage_option_pairs, endpoint_url)
+    with _quiet_local_workers(), _local_cluster(workers, as_json, start=workers is not None) as client:
+        result = run_evaluation(out_path, true_labels, variants=() if mask_only else SCORE_VARIANTS,
+                                input_path=input_path, storage_options=storage_options, client=client,
+                                scheduler=scheduler, output=output, write=not no_write)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, sort_keys=True, default=_json_default))
+        return
+    click.echo(f"evaluation of {redact_url(out_path)} against {true_labels}")
+    click.echo(table(result))
+    if not no_write:
+        click.echo(f"wrote {redact_url(output or out_path.rstrip('/') + '/evaluation.json')}", err=True)
 
 
 def _show(result, top, quiet, as_json):

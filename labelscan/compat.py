@@ -103,8 +103,8 @@ def _outcomes(runner, analysis):
 
 def find_label_issues(labels, pred_probs, filter_by="prune_by_noise_rate", frac_noise=1.0,
                       num_to_remove_per_class=None, min_examples_per_class=1, confident_joint=None,
-                      return_indices_ranked_by=None, rank_by_kwargs=None, n_jobs=None, *, num_partitions=1,
-                      tie_break="stable", backend="numpy"):
+                      return_indices_ranked_by=None, rank_by_kwargs=None, n_jobs=None, *, multi_label=False,
+                      num_partitions=1, tie_break="stable", backend="numpy"):
     """Find label issues in in-memory arrays: cleanlab 2.9's ``filter.find_label_issues``.
 
     Parameters
@@ -132,7 +132,18 @@ def find_label_issues(labels, pred_probs, filter_by="prune_by_noise_rate", frac_
     -------
     numpy.ndarray
         Boolean mask, shape (N,), or int64 indices of the issues ranked by the score.
+
+    With ``multi_label=True`` (labels a list of lists of class indices) the answer is cleanlab's
+    multi-label one: see :func:`labelscan.multilabel.find_label_issues`.
     """
+    if multi_label:
+        from labelscan.multilabel import find_label_issues_validated
+
+        return find_label_issues_validated(
+            labels, pred_probs, return_indices_ranked_by=return_indices_ranked_by, rank_by_kwargs=rank_by_kwargs,
+            filter_by=filter_by, frac_noise=frac_noise, num_to_remove_per_class=num_to_remove_per_class,
+            min_examples_per_class=min_examples_per_class, confident_joint=confident_joint, n_jobs=n_jobs,
+            num_partitions=num_partitions, tie_break=tie_break, backend=backend)
     if filter_by not in FILTERS:
         raise AssertionError(f"filter_by must be one of {FILTERS}; got {filter_by!r}")
     if n_jobs is not None and n_jobs < 1:

@@ -16,9 +16,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pyarrow as pa
 
-from labelscan import __version__, engine, outcome, passes
+from labelscan import __version__, engine, health, outcome, passes
 from labelscan.backend import cluster_backend, resolve_backend
 from labelscan.cluster import get_client, worker_memory_limit, worker_threads
+from labelscan.errors import UsageError
 from labelscan.io.commit import OutputCommit
 from labelscan.io.dataset import plan_dataset, read_partition
 from labelscan.io.redact import protect_workers, redact
@@ -159,7 +160,7 @@ def _versions() -> dict:
 def run_scan(input_path, out_path, *, options: ScanOptions, label_column="label", pred_probs_column="pred_probs",
              id_column=None, storage_options=None, client=None, scheduler=None, rows_per_partition=None,
              overwrite=False, cache="auto", retries=2, issues_per_part=ISSUES_PER_PART, report=None,
-             backend="auto", resume=False) -> dict:
+             backend="auto", resume=False, class_names=None) -> dict:
     """Scan a parquet prediction set and commit the outputs. See :func:`labelscan.scan`.
 
     Returns
@@ -176,6 +177,7 @@ def run_scan(input_path, out_path, *, options: ScanOptions, label_column="label"
         protect_workers(dask_client, storage_options, [out_path, *_paths(input_path)])   # mask worker logs
         plan = _plan(input_path, columns, storage_options, rows_per_partition, worker_threads(dask_client))
         options.check_classes(plan.num_classes)
+        class_names = _class_names(class_names, plan)
         commit = OutputCommit(out_path, storage_options=storage_options, overwrite=overwrite,
                               config_hash=config_hash(options, columns), input_fingerprint=plan.fingerprint,
                               track_progress=True, resume=resume,
@@ -212,17 +214,28 @@ def run_scan(input_path, out_path, *, options: ScanOptions, label_column="label"
         "num_classes": plan.num_classes,
         "num_partitions": len(sources),
         "pred_probs_dtype": np.dtype(plan.pred_probs_dtype).name,
-        "class_names": list(plan.class_names) if plan.class_names else None,
+        "class_names": class_names,
         "cached_partitions": keep_cached,
         "backend": backend,
         "statistics": analysis.stats.as_dict(),
         "num_issues": int(issues_per_class.sum()),
         "num_issues_per_class": issues_per_class.tolist(),
+        "health": health.summary_section(analysis.stats, plan.num_rows, class_names=class_names),
         "timings": {**timings, "total": round(time.perf_counter() - started, 6)},
     }
     entries.append(commit.write_json("summary.json", summary))
     commit.commit(entries, {"num_issues": summary["num_issues"], "num_rows": plan.num_rows})
     return summary
+
+
+def _class_names(given, plan):
+    """The class names of the summary: ``given`` (checked against K), else the parquet metadata's."""
+    if given is None:
+        return list(plan.class_names) if plan.class_names else None
+    names = [str(name) for name in given]
+    if len(names) != plan.num_classes:
+        raise UsageError(f"class_names has {len(names)} names, but pred_probs has K={plan.num_classes}")
+    return names
 
 
 def _layout(plan, issues_per_part, backend) -> str:

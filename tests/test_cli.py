@@ -395,8 +395,10 @@ def test_expected_error_filter():
 
 
 def test_demo_job_file_mirrors_scan_arguments():
+    from labelscan.jobs import load_job
+
     job = yaml.safe_load((REPO / "jobs" / "demo.yaml").read_text())
-    parameters = inspect.signature(labelscan.scan).parameters
     assert job["cluster"] == "local" and job["input"] and job["output"]
-    unknown = set(job) - {"name", "input", "output", "cluster", "workers"} - set(parameters)
+    parameters = inspect.signature(labelscan.scan).parameters
+    unknown = set(load_job(str(REPO / "jobs" / "demo.yaml")).scan_kwargs()) - set(parameters)
     assert not unknown, f"jobs/demo.yaml keys that labelscan.scan does not take: {sorted(unknown)}"

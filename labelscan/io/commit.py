@@ -40,7 +40,7 @@ from labelscan.io.redact import redact_url
 
 SUCCESS_NAME = "_SUCCESS"
 SUMMARY_NAME = "summary.json"
-OUTPUT_NAMES = ("issues", "mask", SUMMARY_NAME, "report.html")
+OUTPUT_NAMES = ("issues", "mask", SUMMARY_NAME, "report.html", "evaluation.json")
 PROGRESS_NAME = "_progress"
 RESUMABLE_FOLDERS = ("mask", "issues")
 MANIFEST_KEYS = ("files", "config_hash", "input_fingerprint")
