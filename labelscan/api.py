@@ -71,7 +71,8 @@ def scan(input_path, out_path, *, label_column="label", pred_probs_column="pred_
          min_examples_per_class=1, rank_by="self_confidence", adjust_pred_probs=False,
          client=None, scheduler=None, storage_options=None, rows_per_partition=None,
          overwrite=False, cache=None, retries=None, issues_per_part=None, progress=None,
-         tie_break="stable", backend="auto", resume=False, class_names=None) -> ScanResult:
+         tie_break="stable", backend="auto", resume=False, class_names=None, row_sum_tolerance=None,
+         on_bad_rows="error") -> ScanResult:
     """Find label issues in a parquet prediction set with Confident Learning, on Dask.
 
     Gives exactly cleanlab 2.9's ``find_label_issues`` answer (ties broken by row order) and
@@ -129,6 +130,14 @@ def scan(input_path, out_path, *, label_column="label", pred_probs_column="pred_
         worker has one. Without a client and with a local GPU, a ``LocalCUDACluster`` is started.
     class_names : list of str, optional
         K class names recorded in ``summary.json``, instead of those in the parquet metadata.
+    row_sum_tolerance : float, optional
+        Reject rows whose ``pred_probs`` sum differs from 1 by more than this (plus the
+        rounding of the stored dtype: float16 input passes with any tolerance >= 0).
+        Default None: rows are not required to sum to 1, as in cleanlab.
+    on_bad_rows : {"error"}
+        ``"error"`` (default): the first bad row stops the scan with an
+        :class:`~labelscan.errors.InputError` (exit code 3) naming its file, row group and
+        row; nothing is written. ``"skip"`` is not supported yet (``UsageError``).
 
     Returns
     -------
@@ -150,7 +159,8 @@ def scan(input_path, out_path, *, label_column="label", pred_probs_column="pred_
                            storage_options=storage_options, client=client, scheduler=scheduler,
                            rows_per_partition=rows_per_partition, overwrite=overwrite, cache=cache,
                            retries=retries, issues_per_part=issues_per_part, report=progress, backend=backend,
-                           resume=resume, class_names=class_names)
+                           resume=resume, class_names=class_names, row_sum_tolerance=row_sum_tolerance,
+                           on_bad_rows=on_bad_rows)
     return ScanResult(out=out_path, summary=summary, storage_options=storage_options)
 
 

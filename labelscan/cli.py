@@ -433,6 +433,12 @@ def demo(rows, classes, noise_rate, seed, out, workers, quiet, as_json):
 @click.option("--tie-break", type=click.Choice(["stable", "numpy"]), default="stable", show_default=True,
               help="Rounding ties of the calibrated confident joint: stable (canonical) or numpy "
                    "(stock cleanlab's answer on this machine).")
+@click.option("--row-sum-tolerance", type=click.FloatRange(min=0), metavar="TOL",
+              help="Reject rows whose pred_probs sum differs from 1 by more than TOL (plus the "
+                   "stored dtype's rounding) [default: no check, as cleanlab].")
+@click.option("--on-bad-rows", type=click.Choice(["error", "skip"]), default="error", show_default=True,
+              help="error: the first bad row stops the scan (exit 3), nothing is written. "
+                   "skip: not supported yet (exit 2).")
 @click.option("--top", type=click.IntRange(min=0), default=10, show_default=True,
               help="Issues shown in the table.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress; print one result line.")
@@ -441,7 +447,8 @@ def demo(rows, classes, noise_rate, seed, out, workers, quiet, as_json):
 def scan(input_path, out_path, label_column, pred_probs_column, id_column, filter_by, frac_noise,
          num_to_remove_per_class, min_examples_per_class, rank_by, adjust_pred_probs, scheduler, workers,
          storage_option_pairs, endpoint_url, rows_per_partition, overwrite, resume, cache, retries, backend,
-         gpu, tie_break, top, quiet, as_json, performance_report, log_format):
+         gpu, tie_break, row_sum_tolerance, on_bad_rows, top, quiet, as_json, performance_report,
+         log_format):
     """Scan the parquet prediction set IN (file, directory, glob or URL) and write the outputs to OUT.
 
     OUT receives issues/ (ranked), mask/ (row aligned), summary.json and _SUCCESS (written last).
@@ -451,6 +458,9 @@ def scan(input_path, out_path, label_column, pred_probs_column, id_column, filte
     if scheduler and workers:
         raise click.UsageError("give --scheduler or --workers, not both")
     backend = "cupy" if gpu else backend
+    from labelscan.scan import check_validation_options
+
+    check_validation_options(row_sum_tolerance, on_bad_rows)   # before a cluster starts
     from labelscan.jobs import performance_report_to
     from labelscan.progress import Observer
 
@@ -470,7 +480,8 @@ def scan(input_path, out_path, label_column, pred_probs_column, id_column, filte
                 adjust_pred_probs=adjust_pred_probs, client=client,
                 storage_options=storage_options, rows_per_partition=rows_per_partition, overwrite=overwrite,
                 resume=resume, cache=CACHE_CHOICES[cache] if cache else None, retries=retries,
-                progress=progress, backend=backend, tie_break=tie_break)
+                progress=progress, backend=backend, tie_break=tie_break,
+                row_sum_tolerance=row_sum_tolerance, on_bad_rows=on_bad_rows)
         observer.done(result)
     if performance_report:
         observer.note(f"performance report: {performance_report}", event="performance_report",

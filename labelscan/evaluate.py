@@ -73,6 +73,22 @@ EVALUATION_NAME = "evaluation.json"
 # partitions
 
 
+class Packed:
+    """An argument Dask must ship as one opaque object (it would walk nested lists looking for
+    tasks, and image bounds up to 2**64 do not fit its integer encoding)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def __getstate__(self):
+        return self.value
+
+    def __setstate__(self, value):
+        self.value = value
+
+
 @dataclass
 class ArrayEvalSource:
     """A slice of in-memory arrays."""
@@ -98,8 +114,9 @@ class ScanEvalSource:
     truth : dict
         ``{"column": name}`` (a column of the input set), ``{"npy": path, "fs": filesystem}``
         or ``{"array": true labels of this partition}``.
-    mask_parts : list of (path, row_start, num_rows)
-        The scan's row-aligned mask parts (paths as ``out_fs`` sees them).
+    mask_parts : list of (path, row_start, num_rows, sha256)
+        The scan's row-aligned mask parts (paths as ``out_fs`` sees them) and their checksums
+        in the scan's manifest (each part read is verified).
     out_fs : fsspec.AbstractFileSystem
     with_scores : bool
         Read pred_probs (scores are evaluated).
@@ -135,15 +152,20 @@ class ScanEvalSource:
         return read_npy_rows(self.truth["fs"], self.truth["npy"], start, stop)
 
     def _mask(self, start, stop):
+        import hashlib
+
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         pieces = []
-        for path, part_start, part_rows in self.mask_parts:
+        for path, part_start, part_rows, sha256 in self.mask_parts:
             low, high = max(start, part_start), min(stop, part_start + part_rows)
             if low >= high:
                 continue
-            with self.out_fs.open(path, "rb") as handle:
-                column = pq.read_table(handle, columns=["is_label_issue"]).column("is_label_issue")
+            data = self.out_fs.cat_file(path)
+            if hashlib.sha256(data).hexdigest() != sha256:
+                raise InputError(f"checksum mismatch for {path}: the scan changed since it was committed")
+            column = pq.read_table(pa.BufferReader(data), columns=["is_label_issue"]).column("is_label_issue")
             pieces.append(column.to_numpy()[low - part_start:high - part_start])
         mask = np.concatenate(pieces) if pieces else np.zeros(0, dtype=bool)
         if len(mask) != stop - start:
@@ -159,11 +181,8 @@ def read_npy_rows(fs, path, start: int, stop: int) -> np.ndarray:
     -------
     numpy.ndarray, shape (stop - start,), int64
     """
-    from numpy.lib import format as npy_format
-
     with fs.open(path, "rb") as handle:
-        version = npy_format.read_magic(handle)
-        shape, fortran_order, dtype = npy_format._read_array_header(handle, version)
+        shape, _, dtype = _npy_header(handle, path)
         if len(shape) != 1 or dtype.hasobject:
             raise InputError(f"true labels must be a 1-D numeric array; {path} holds shape {shape} of {dtype}")
         if stop > shape[0]:
@@ -177,12 +196,24 @@ def read_npy_rows(fs, path, start: int, stop: int) -> np.ndarray:
 
 def npy_length(fs, path) -> int:
     """Number of rows of a 1-D ``.npy`` file (header only)."""
+    with fs.open(path, "rb") as handle:
+        shape, _, _ = _npy_header(handle, path)
+    return int(shape[0]) if len(shape) == 1 else -1
+
+
+def _npy_header(handle, path):
+    """``(shape, fortran_order, dtype)`` of an open ``.npy`` file, positioned at its data."""
     from numpy.lib import format as npy_format
 
-    with fs.open(path, "rb") as handle:
+    try:
         version = npy_format.read_magic(handle)
-        shape, _, _ = npy_format._read_array_header(handle, version)
-    return int(shape[0]) if len(shape) == 1 else -1
+        if version == (1, 0):
+            return npy_format.read_array_header_1_0(handle)
+        if version == (2, 0):
+            return npy_format.read_array_header_2_0(handle)
+    except ValueError as error:
+        raise InputError(f"{path} is not a .npy file ({error})") from error
+    raise InputError(f"{path}: .npy format version {version} is not supported for true labels")
 
 
 @dataclass
@@ -286,12 +317,12 @@ def merge_counts(*counts) -> dict:
             "failures": [next((f for f in fs if f), None) for fs in zip(*[c["failures"] for c in counts])]}
 
 
-def interval_counts(state: EvalPartition, requests: list) -> list:
+def interval_counts(state: EvalPartition, requests: Packed) -> list:
     """Rows and errors of a partition in sub-intervals of the image space.
 
     Parameters
     ----------
-    requests : list (one per score) of list of edge lists
+    requests : Packed list (one per score) of list of edge lists
         Each edge list ``[b_0 < b_1 < … < b_m]`` (Python ints, ``b_m ≤ 2**64``) asks for the
         counts of ``[b_i, b_{i+1})``.
 
@@ -301,7 +332,7 @@ def interval_counts(state: EvalPartition, requests: list) -> list:
         Rows and errors per sub-interval.
     """
     out = []
-    for run, edge_lists in zip(state.runs, requests):
+    for run, edge_lists in zip(state.runs, requests.value):
         per_score = []
         for edges in edge_lists:
             positions = run.positions(edges)
@@ -315,10 +346,11 @@ def merge_interval_counts(*counts) -> list:
     return [[np.sum(arrays, axis=0) for arrays in zip(*per_score)] for per_score in zip(*counts)]
 
 
-def range_run(state: EvalPartition, score: int, low: int, high: int) -> dict:
-    """The partition's distinct values in ``[low, high)`` with their row and error counts (sorted)."""
+def range_run(state: EvalPartition, score: int, bounds: Packed) -> dict:
+    """The partition's distinct values in ``[low, high) = bounds.value`` with their row and error
+    counts (sorted)."""
     run = state.runs[score]
-    start, stop = run.positions([low, high])
+    start, stop = run.positions(list(bounds.value))
     images = run.images[start:stop]
     if not len(images):
         return {"values": images, "rows": np.zeros(0, np.int64), "errors": np.zeros(0, np.int64)}
@@ -406,7 +438,7 @@ def _score_ranges(runner, states, num_rows, num_errors, num_scores, range_rows) 
         requests = [[_split(iv[0], iv[1], REFINE_BITS) for iv in score] for score in heavy]
         counts = runner.gather(runner.reduce(
             "evaluate-histogram-merge", merge_interval_counts,
-            runner.map("evaluate-histogram", interval_counts, states, requests=requests)))
+            runner.map("evaluate-histogram", interval_counts, states, requests=Packed(requests))))
         refined = []
         for score, heavy_score, edge_lists, count_lists in zip(intervals, heavy, requests, counts):
             split = {id(iv): [(a, b, int(r), int(e)) for a, b, r, e in
@@ -490,7 +522,7 @@ def evaluate_sources(runner, sources, *, variants=SCORE_VARIANTS, thresholds=Non
             rows_below = errors_below = 0
             per_score = []
             for low, high, rows, errors in score_ranges:
-                runs = runner.map("evaluate-range", range_run, states, score=index, low=low, high=high)
+                runs = runner.map("evaluate-range", range_run, states, score=index, bounds=Packed((low, high)))
                 merged = runner.reduce("evaluate-range-merge", merge_runs, runs)
                 per_score.append(runner.submit(
                     "evaluate-range-score", range_partial, merged, num_errors=num_errors,
@@ -601,26 +633,45 @@ def evaluate(out_or_mask, true_labels, *, labels=None, pred_probs=None, variants
                             thresholds=thresholds, range_rows=range_rows)
 
 
-def _mask_parts(out, storage_options) -> tuple:
-    """The scan's mask parts with their row ranges, from the manifest and parquet footers."""
+def _mask_parts(out, manifest, storage_options) -> tuple:
+    """The scan's mask parts with their row ranges (parquet footers) and manifest checksums."""
     import fsspec
     import pyarrow.parquet as pq
 
-    from labelscan.io.commit import read_manifest
-
-    manifest = read_manifest(out, storage_options=storage_options, verify=False)
     fs, root = fsspec.core.url_to_fs(out, **(storage_options or {}))
-    paths = sorted(f"{root.rstrip('/')}/{entry['path']}" for entry in manifest["files"]
-                   if entry["path"].startswith("mask/"))
+    entries = sorted((entry for entry in manifest["files"] if entry["path"].startswith("mask/")),
+                     key=lambda entry: entry["path"])
+    paths = [f"{root.rstrip('/')}/{entry['path']}" for entry in entries]
 
     def rows(path):
         with fs.open(path, "rb") as handle:
-            return pq.ParquetFile(handle).metadata.num_rows
+            try:
+                return pq.ParquetFile(handle).metadata.num_rows
+            except (OSError, ValueError) as error:   # pyarrow's ArrowInvalid is a ValueError
+                if isinstance(error, FileNotFoundError):
+                    raise InputError(f"the scan at {out} lists {path}, which is missing") from error
+                raise InputError(f"cannot read the mask part {path} of the scan at {out} ({error})") from error
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         counts = list(pool.map(rows, paths))
     starts = np.concatenate([[0], np.cumsum(counts)])[:-1]
-    return fs, root, [(path, int(start), int(count)) for path, start, count in zip(paths, starts, counts)]
+    return fs, root, [(path, int(start), int(count), entry["sha256"])
+                      for path, start, count, entry in zip(paths, starts, counts, entries)]
+
+
+def _verified_summary(out, manifest, storage_options) -> dict:
+    """``summary.json`` of a committed scan, checked against its manifest entry."""
+    import hashlib
+    import json
+
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(out, **(storage_options or {}))
+    entry = next((e for e in manifest["files"] if e["path"] == "summary.json"), None)
+    data = fs.cat_file(f"{root.rstrip('/')}/summary.json")
+    if entry is None or hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise InputError(f"summary.json of the scan at {out} does not match its manifest")
+    return json.loads(data)
 
 
 def _thresholds_from_summary(summary) -> np.ndarray:
@@ -664,8 +715,8 @@ def evaluate_scan(out, true_labels, *, variants=SCORE_VARIANTS, input_path=None,
     """:func:`evaluate` of a finished scan (reads its input again; writes ``evaluation.json``)."""
     import fsspec
 
-    from labelscan.api import open_scan
     from labelscan.cluster import get_client
+    from labelscan.io.commit import read_manifest
     from labelscan.io.atomic import json_bytes, put_bytes
     from labelscan.io.dataset import plan_dataset
     from labelscan.io.redact import redact, scrubbed
@@ -673,7 +724,9 @@ def evaluate_scan(out, true_labels, *, variants=SCORE_VARIANTS, input_path=None,
 
     started = time.perf_counter()
     with scrubbed(storage_options, [out] + ([input_path] if isinstance(input_path, str) else [])):
-        summary = open_scan(out, storage_options=storage_options).summary
+        # the manifest is checked here; every file a worker reads is verified against it there
+        manifest = read_manifest(out, storage_options=storage_options, verify=False)
+        summary = _verified_summary(out, manifest, storage_options)
         config = summary["config"]
         source_path = input_path if input_path is not None else summary["input"]["path"]
         plan = plan_dataset(source_path, storage_options=storage_options, label_column=config["label_column"],
@@ -682,7 +735,7 @@ def evaluate_scan(out, true_labels, *, variants=SCORE_VARIANTS, input_path=None,
                 plan.num_rows != summary["num_rows"]:
             raise InputError(f"the input set {redact(source_path)} changed since the scan at {out}")
         truth = _truth(true_labels, plan, storage_options, summary)
-        out_fs, root, parts = _mask_parts(out, storage_options)
+        out_fs, root, parts = _mask_parts(out, manifest, storage_options)
         with_scores = bool(len(variants))
         thresholds = _thresholds_from_summary(summary) if with_scores else None
         sources = [ScanEvalSource(plan, spec, _partition_truth(truth, spec), parts, out_fs, with_scores)

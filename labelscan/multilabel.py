@@ -405,7 +405,8 @@ def find_label_issues(labels, pred_probs, return_indices_ranked_by=None, rank_by
     common = dict(frac_noise=frac_noise, num_to_remove_per_class=num_to_remove_per_class,
                   min_examples_per_class=min_examples_per_class, engine=engine)
     if filter_by in LOW_SCORE_FILTERS:
-        validate_multilabel(labels, pred_probs) if isinstance(labels, list) else None
+        if isinstance(labels, list):   # cleanlab counts E through its validated entry
+            validate_multilabel(labels, pred_probs)
         confident = _per_class(multi_hot, pred_probs, return_indices_ranked_by=None, rank_by_kwargs=None,
                                filter_by="confident_learning", confident_joint=confident_joint,
                                **{**common, "frac_noise": 1.0, "num_to_remove_per_class": None})
@@ -439,14 +440,14 @@ def find_label_issues_validated(labels, pred_probs, **kwargs):
     filter_by = kwargs.get("filter_by", "prune_by_noise_rate")
     if filter_by not in FILTERS:
         raise AssertionError(f"filter_by must be one of {FILTERS}; got {filter_by!r}")
+    if not isinstance(labels, list):   # a multi-hot matrix goes to multilabel.find_label_issues
+        raise TypeError("`labels` must be list when `multi_label=True`.")
     validate_multilabel(labels, pred_probs)
     if kwargs.get("num_to_remove_per_class") is not None and filter_by not in PRUNING_FILTERS:
         raise ValueError("filter_by 'confident_learning', 'predicted_neq_given', 'low_normalized_margin' "
                          "or 'low_self_confidence' is not supported (yet) when setting 'num_to_remove_per_class'")
     if kwargs.get("n_jobs") is not None and kwargs["n_jobs"] < 1:
         raise AssertionError("n_jobs must be at least 1")
-    if not isinstance(labels, list):
-        raise TypeError("`labels` must be list when `multi_label=True`.")
     return find_label_issues(labels, pred_probs, **kwargs)
 
 

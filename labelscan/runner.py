@@ -4,6 +4,11 @@ The engine is written once against :class:`Runner`: ``map`` a function over part
 ``submit`` one task, tree-``reduce`` small states, ``gather`` small results. Values returned by
 ``map`` stay where they were computed (worker memory on Dask); only what the engine
 ``gather``s travels to the driver.
+
+``reduce`` consumes its items: on Dask it releases the client's hold on them once the merge
+tasks are submitted, and its merge tasks run ahead of pending per-partition tasks
+(:data:`REDUCE_PRIORITY`), so a map + reduce over P partitions keeps about
+``threads × split_every`` partial states in worker memory instead of all P of them.
 """
 
 from __future__ import annotations
@@ -14,6 +19,10 @@ import weakref
 
 DEFAULT_SPLIT_EVERY = 8
 """Fan-in of tree reductions."""
+
+REDUCE_PRIORITY = 1
+"""Dask priority of tree-merge tasks (per-partition tasks have 0): a merge whose inputs are
+ready runs before further inputs are computed, and frees them."""
 
 STOP_TIMEOUT = 300.0
 """Most seconds a failed run waits for its tasks already executing on workers to end."""
@@ -76,8 +85,18 @@ class DaskRunner:
         return future
 
     def reduce(self, name, function, items, split_every=DEFAULT_SPLIT_EVERY):
-        return _tree(lambda group_name, group: self.submit(group_name, function, *group),
-                     name, items, split_every)
+        """Tree-merge ``items`` (futures or values); the items are consumed (released)."""
+        def merge(group_name, group):
+            future = self.client.submit(function, *group, key=self._keys(group_name, 1)[0],
+                                        retries=self.retries, pure=False, priority=REDUCE_PRIORITY)
+            self._futures.add(future)
+            return future
+
+        items = list(items)
+        root = _tree(merge, name, items, split_every)
+        if len(items) > 1:   # the merge tasks hold them now; each is freed once merged
+            self.release([item for item in items if item is not root])
+        return root
 
     def gather(self, handles):
         """The results; on failure, :meth:`stop` this runner's other tasks before raising."""

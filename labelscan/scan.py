@@ -21,7 +21,8 @@ from labelscan.backend import cluster_backend, resolve_backend
 from labelscan.cluster import get_client, worker_memory_limit, worker_threads
 from labelscan.errors import UsageError
 from labelscan.io.commit import OutputCommit
-from labelscan.io.dataset import plan_dataset, read_partition
+from labelscan.io.dataset import plan_dataset, read_ids, read_partition
+from labelscan.io.unique import check_unique_ids
 from labelscan.io.redact import protect_workers, redact
 from labelscan.options import ScanOptions
 from labelscan.runner import DaskRunner
@@ -44,10 +45,34 @@ class ParquetSource:
     plan: object
     spec: object
     backend: str = "numpy"
+    row_sum_tolerance: float | None = None
 
     def load(self):
-        data = read_partition(self.plan, self.spec)
+        data = read_partition(self.plan, self.spec, self.row_sum_tolerance)
         return data.row_start, data.labels, data.pred_probs, data.ids
+
+    def load_ids(self):
+        """``(row_start, ids)``: the id column alone (global duplicate check of uncached scans)."""
+        return self.spec.row_start, read_ids(self.plan, self.spec)
+
+
+ON_BAD_ROWS = ("error", "skip")
+
+
+def check_validation_options(row_sum_tolerance, on_bad_rows) -> None:
+    """Raise :class:`UsageError` for a bad ``row_sum_tolerance`` or ``on_bad_rows``.
+
+    ``on_bad_rows="skip"`` is refused: skipping rows needs the engine to carry the
+    surviving rows' global positions and the rejected rows to the write pass
+    (``docs/reliability.md``, "Skipping bad rows").
+    """
+    if on_bad_rows not in ON_BAD_ROWS:
+        raise UsageError(f"on_bad_rows must be one of {', '.join(ON_BAD_ROWS)}; got {on_bad_rows!r}")
+    if on_bad_rows == "skip":
+        raise UsageError("on_bad_rows='skip' is not supported yet: bad rows stop the scan "
+                         "(on_bad_rows='error'); see docs/reliability.md")
+    if row_sum_tolerance is not None and not (float(row_sum_tolerance) >= 0):
+        raise UsageError(f"row_sum_tolerance must be >= 0; got {row_sum_tolerance}")
 
 
 @dataclass
@@ -160,7 +185,8 @@ def _versions() -> dict:
 def run_scan(input_path, out_path, *, options: ScanOptions, label_column="label", pred_probs_column="pred_probs",
              id_column=None, storage_options=None, client=None, scheduler=None, rows_per_partition=None,
              overwrite=False, cache="auto", retries=2, issues_per_part=ISSUES_PER_PART, report=None,
-             backend="auto", resume=False, class_names=None) -> dict:
+             backend="auto", resume=False, class_names=None, row_sum_tolerance=None,
+             on_bad_rows="error") -> dict:
     """Scan a parquet prediction set and commit the outputs. See :func:`labelscan.scan`.
 
     Returns
@@ -169,6 +195,7 @@ def run_scan(input_path, out_path, *, options: ScanOptions, label_column="label"
         The summary written to ``summary.json``.
     """
     started = time.perf_counter()
+    check_validation_options(row_sum_tolerance, on_bad_rows)
     columns = {"label_column": label_column, "pred_probs_column": pred_probs_column, "id_column": id_column}
     start_gpu_cluster = client is None and scheduler is None and resolve_backend(backend) == "cupy"
     with get_client(client, scheduler, gpu=start_gpu_cluster) as dask_client:
@@ -182,7 +209,7 @@ def run_scan(input_path, out_path, *, options: ScanOptions, label_column="label"
                               config_hash=config_hash(options, columns), input_fingerprint=plan.fingerprint,
                               track_progress=True, resume=resume,
                               layout=_layout(plan, issues_per_part, backend))
-        sources = [ParquetSource(plan, spec, backend) for spec in plan.partitions]
+        sources = [ParquetSource(plan, spec, backend, row_sum_tolerance) for spec in plan.partitions]
         row_starts = np.asarray([spec.row_start for spec in plan.partitions], dtype=np.int64)
         timings["plan"] = round(time.perf_counter() - started - timings["cluster"], 6)
         runner = DaskRunner(dask_client, retries=retries)
@@ -191,6 +218,9 @@ def run_scan(input_path, out_path, *, options: ScanOptions, label_column="label"
                                   plan.pred_probs_dtype, options, report=report, cache=keep_cached)
         timings.update(analysis.timings)
         clock = engine.Stopwatch(report)
+        if id_column is not None:   # before anything is written: a bad input leaves OUT untouched
+            check_unique_ids(runner, analysis.parts, plan)
+            clock.lap("unique-ids")
         commit.begin()
         written = runner.map("flag", write_partition, analysis.parts, analysis.facts, analysis.requests,
                              analysis.family_keys, list(range(len(sources))), commit=commit)

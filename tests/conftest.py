@@ -83,3 +83,27 @@ def threaded_client():
     with distributed.Client(processes=False, n_workers=1, threads_per_worker=2,
                             dashboard_address=":0") as dask_client:
         yield dask_client
+
+
+# ---------------------------------------------------------------------------------------------
+# measured figures (tests/test_fault_kills.py, tests/test_load.py): shown after the run and
+# written to <pytest basetemp>/reliability.json
+
+_FIGURES = {}
+
+
+@pytest.fixture(scope="session")
+def reliability_figures(tmp_path_factory):
+    """A dict that tests fill with measured figures; dumped to ``<basetemp>/reliability.json``."""
+    import json
+
+    yield _FIGURES
+    path = tmp_path_factory.getbasetemp() / "reliability.json"
+    path.write_text(json.dumps(_FIGURES, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _FIGURES:
+        terminalreporter.section("labelscan reliability figures")
+        for name, value in sorted(_FIGURES.items()):
+            terminalreporter.write_line(f"{name}: {value}")

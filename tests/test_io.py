@@ -393,6 +393,6 @@ def test_corrupt_row_group_is_named(memory_url, write_parquet):
     data[start:start + 200] = bytes(200)
     fs.pipe_file(path, bytes(data))
     read_partition(plan, plan.partitions[0])
-    with pytest.raises(InputError, match="cannot decode row groups \\[1\\]") as caught:
+    with pytest.raises(InputError, match="cannot decode row group 1 ") as caught:
         read_partition(plan, plan.partitions[1])
     assert caught.value.row_group == 1 and caught.value.path.endswith("part-0.parquet")

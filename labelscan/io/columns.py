@@ -120,9 +120,41 @@ def check_label_column(schema, label_column, path):
 
 
 def check_id_column(schema, id_column, path):
-    """Raise :class:`InputError` unless ``id_column`` (when given) exists."""
-    if id_column is not None and id_column not in schema.names:
+    """Raise :class:`InputError` unless ``id_column`` (when given) exists and holds scalars.
+
+    Returns
+    -------
+    pyarrow.DataType or None
+        The id column's type (files must agree on it), None without an id column.
+    """
+    if id_column is None:
+        return None
+    if id_column not in schema.names:
         raise InputError(f"missing id column {id_column!r}", path=path)
+    kind = schema.field(id_column).type
+    if pa.types.is_nested(kind) or pa.types.is_null(kind):
+        raise InputError(f"id column {id_column!r} has type {kind}; expected scalar values "
+                         f"(integers, strings, ...)", path=path)
+    return kind
+
+
+def decode_ids(chunked, spec):
+    """Ids as numpy, rejecting null ids.
+
+    Parameters
+    ----------
+    chunked : pyarrow.ChunkedArray
+        (n,) any scalar type.
+    spec : PartitionSpec
+        Where the rows came from, to name null rows.
+
+    Returns
+    -------
+    numpy.ndarray
+        (n,) of the column's numpy type (object for strings).
+    """
+    _reject_nulls(chunked, spec, "null ids")
+    return chunked.to_numpy()
 
 
 def decode_labels(chunked, spec):

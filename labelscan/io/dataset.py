@@ -21,7 +21,8 @@ import pyarrow.parquet as pq
 
 from labelscan.errors import InputError
 from labelscan.io.columns import (PredProbsLayout, check_id_column, check_label_column,
-                                  decode_columns, decode_labels, decode_list, resolve_pred_probs)
+                                  decode_columns, decode_ids, decode_labels, decode_list,
+                                  resolve_pred_probs)
 from labelscan.io.sources import fingerprint, resolve_files
 from labelscan.io.validate import validate_labels, validate_partition
 
@@ -128,6 +129,7 @@ class _FileFooter:
     row_group_rows: tuple[int, ...]
     layout: PredProbsLayout
     class_names: tuple[str, ...] | None
+    id_type: pa.DataType | None = None
 
 
 def plan_dataset(urlpath, *, storage_options=None, label_column="label",
@@ -171,6 +173,9 @@ def plan_dataset(urlpath, *, storage_options=None, label_column="label",
     num_classes = first.num_classes or _first_list_length(fs, footers[0])
     for footer in footers[1:]:
         _check_same_layout(footer, first, num_classes)
+        if footer.id_type != footers[0].id_type:
+            raise InputError(f"id column {id_column!r} has type {footer.id_type}, but the first "
+                             f"file's has type {footers[0].id_type}", path=footer.path)
     class_names = _class_names(footers, num_classes)
     if rows_per_partition is None:
         rows_per_partition = max(1, TARGET_PARTITION_BYTES // (num_classes * first.dtype.itemsize))
@@ -203,10 +208,14 @@ def _is_corrupt(error):
 
 @contextlib.contextmanager
 def _open_parquet(fs, path, buffer_size=0):
-    """Open a parquet file; a file whose footer cannot be decoded raises :class:`InputError`."""
+    """Open a parquet file; a file whose footer cannot be decoded raises :class:`InputError`.
+
+    Pages written with checksums (``write_page_checksum=True``) are verified while read, so
+    flipped bits in them raise :class:`InputError` instead of passing as other numbers.
+    """
     with fs.open(path, "rb") as handle:
         try:
-            parquet = pq.ParquetFile(handle, buffer_size=buffer_size)
+            parquet = pq.ParquetFile(handle, buffer_size=buffer_size, page_checksum_verification=True)
         except Exception as error:
             if _is_corrupt(error):
                 raise InputError(f"not a readable parquet file ({error})", path=path) from error
@@ -221,10 +230,10 @@ def _read_footer(fs, path, label_column, pred_probs_column, id_column):
     if metadata.num_rows == 0:
         raise InputError("empty file (0 rows)", path=path)
     check_label_column(schema, label_column, path)
-    check_id_column(schema, id_column, path)
+    id_type = check_id_column(schema, id_column, path)
     layout = resolve_pred_probs(schema, pred_probs_column, path)
     row_group_rows = tuple(metadata.row_group(i).num_rows for i in range(metadata.num_row_groups))
-    return _FileFooter(path, row_group_rows, layout, _stored_class_names(metadata, path))
+    return _FileFooter(path, row_group_rows, layout, _stored_class_names(metadata, path), id_type)
 
 
 def _stored_class_names(metadata, path):
@@ -316,8 +325,9 @@ def _read_table(plan, spec, columns):
             table = parquet.read_row_groups(list(spec.row_groups), columns=columns)
         except Exception as error:
             if _is_corrupt(error):
-                raise InputError(f"cannot decode row groups {list(spec.row_groups)} ({error})",
-                                 path=spec.path, row_group=spec.row_groups[0]) from error
+                bad = _first_undecodable(parquet, spec.row_groups, columns)
+                raise InputError(f"cannot decode row group {bad} ({error})",
+                                 path=spec.path, row_group=bad) from error
             raise
     if table.num_rows != spec.num_rows:
         raise InputError(f"file changed since planning: row groups {list(spec.row_groups)} "
@@ -325,7 +335,19 @@ def _read_table(plan, spec, columns):
     return table
 
 
-def read_partition(plan, spec):
+def _first_undecodable(parquet, row_groups, columns):
+    """The first of ``row_groups`` that fails to decode on its own (the first one if none does)."""
+    for row_group in row_groups:
+        try:
+            parquet.read_row_group(row_group, columns=columns)
+        except Exception as error:  # noqa: BLE001 - only locating an error already raised
+            if _is_corrupt(error):
+                return row_group
+            raise
+    return row_groups[0]
+
+
+def read_partition(plan, spec, row_sum_tolerance=None):
     """Read, decode and validate one partition.
 
     Parameters
@@ -333,6 +355,9 @@ def read_partition(plan, spec):
     plan : DatasetPlan
     spec : PartitionSpec
         One of ``plan.partitions``.
+    row_sum_tolerance : float, optional
+        Also reject rows whose sum differs from 1 by more than this (plus the rounding of
+        the stored dtype, :func:`labelscan.io.validate.rounding_allowance`).
 
     Returns
     -------
@@ -358,10 +383,28 @@ def read_partition(plan, spec):
         row_start=spec.row_start,
         labels=decode_labels(table.column(plan.label_column), spec),
         pred_probs=pred_probs,
-        ids=table.column(plan.id_column).to_numpy() if plan.id_column is not None else None,
+        ids=decode_ids(table.column(plan.id_column), spec) if plan.id_column is not None else None,
     )
-    validate_partition(data, plan, spec)
+    validate_partition(data, plan, spec, row_sum_tolerance)
     return data
+
+
+def read_ids(plan, spec):
+    """Read one partition's id column only (non-null; not yet checked for duplicates).
+
+    Parameters
+    ----------
+    plan : DatasetPlan
+        With an ``id_column``.
+    spec : PartitionSpec
+
+    Returns
+    -------
+    numpy.ndarray
+        (n,) ids.
+    """
+    table = _read_table(plan, spec, [plan.id_column])
+    return decode_ids(table.column(plan.id_column), spec)
 
 
 def read_labels(plan, spec):
