@@ -103,7 +103,8 @@ def markdown(result: dict) -> str:
              "| set | true errors | score | adjust | AUROC | AUPRC | lift@errors | max \\|Δ\\| vs sklearn |",
              "|---|---:|---|:---:|---:|---:|---:|---:|"]
     for r in result["dcai"]:
-        lines.append(f"| {r['set']} | {r['true_errors']:,} | {r['method']} | {'yes' if r['adjust_pred_probs'] else 'no'}"
+        adjust = "yes" if r["adjust_pred_probs"] else "no"
+        lines.append(f"| {r['set']} | {r['true_errors']:,} | {r['method']} | {adjust}"
                      f" | {_fmt(r['auroc'], 6)} | {_fmt(r['auprc'], 6)} | {_fmt(r['lift_at_num_errors'], 6)}"
                      f" | {r['max_abs_diff_vs_sklearn']:.1e} |")
     lines += ["", "Default filter (prune_by_noise_rate) against the true errors:", "",

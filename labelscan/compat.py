@@ -156,6 +156,8 @@ def find_label_issues(labels, pred_probs, filter_by="prune_by_noise_rate", frac_
         raise ValueError("filter_by 'confident_learning', 'predicted_neq_given', 'low_normalized_margin' "
                          "or 'low_self_confidence' is not supported (yet) when setting 'num_to_remove_per_class'")
     allow_one_class = set(np.asarray(labels).tolist()) == {0} if np.ndim(labels) == 1 else False
+    # cleanlab's predicted_neq_given validates again without the all-zero-labels exception
+    allow_one_class &= filter_by != "predicted_neq_given"
     labels = validate_arrays(labels, pred_probs, allow_one_class=allow_one_class)
     rank_by_kwargs = dict(rank_by_kwargs or {})
     options = ScanOptions(

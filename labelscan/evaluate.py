@@ -401,7 +401,11 @@ def range_partial(run: dict, *, num_errors: int, clean_below: int, rows_above: i
     errors = run["errors"].astype(np.int64)
     clean = run["rows"].astype(np.int64) - errors
     below = clean_below + np.cumsum(clean) - clean
-    twice_u = int(np.sum(errors * (2 * below + clean), dtype=np.int64))
+    weights = 2 * below + clean
+    if len(errors) and int(errors.sum()) * int(weights.max()) >= 2 ** 63:   # beyond int64: Python ints
+        twice_u = sum(int(e) * int(w) for e, w in zip(errors, weights))
+    else:
+        twice_u = int(np.sum(errors * weights, dtype=np.int64))
     ap = 0.0
     top_errors = None
     if len(errors):

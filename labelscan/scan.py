@@ -82,7 +82,6 @@ class WrittenPartition:
     entry: dict
     issues: dict
     issues_per_class: np.ndarray
-    rank_histogram: np.ndarray
     rank_shift: int
 
 
@@ -100,11 +99,8 @@ def write_partition(part, facts, request, family_keys, index: int, *, commit: Ou
     """Flag one partition, write its mask part, keep its sorted issues."""
     result = outcome.partition_outcome(part, facts, request, family_keys)
     entry = commit.write_table(f"mask/part-{index:05d}.parquet", mask_table(result))
-    shift = _image_shift(result.label_quality.dtype)
-    top_bits = (result.issues["image"] >> np.uint64(shift)).astype(np.int64)
     return WrittenPartition(entry=entry, issues=result.issues, issues_per_class=result.issues_per_class,
-                            rank_histogram=np.bincount(top_bits, minlength=1 << outcome.RANK_BITS),
-                            rank_shift=shift)
+                            rank_shift=_image_shift(result.label_quality.dtype))
 
 
 def _image_shift(dtype) -> int:
@@ -118,8 +114,13 @@ def written_summary(written: WrittenPartition) -> dict:
 
 
 def rank_histogram(written: WrittenPartition) -> np.ndarray:
-    """Top-bits histogram of a partition's issue scores (stays on the workers)."""
-    return written.rank_histogram
+    """Top-bits histogram of a partition's issue scores (stays on the workers).
+
+    Computed when asked, not kept in :class:`WrittenPartition`: 2**RANK_BITS int64 (512 KiB)
+    per partition, invisible to Dask's memory accounting, adds up over thousands of partitions.
+    """
+    top_bits = (written.issues["image"] >> np.uint64(written.rank_shift)).astype(np.int64)
+    return np.bincount(top_bits, minlength=1 << outcome.RANK_BITS)
 
 
 def rank_plan(histogram: np.ndarray, per_part: int) -> dict:

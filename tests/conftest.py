@@ -102,6 +102,17 @@ def reliability_figures(tmp_path_factory):
     path.write_text(json.dumps(_FIGURES, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def pytest_collection_modifyitems(config, items):
+    """``slow`` tests run only when a ``-m`` expression is given (``-m slow``, ``-m "slow or not
+    slow"``): the README/CI command ``python -m pytest -q`` stays within the CI time budget."""
+    if config.getoption("markexpr", ""):
+        return
+    skip = pytest.mark.skip(reason="slow: select with -m slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 def pytest_terminal_summary(terminalreporter):
     if _FIGURES:
         terminalreporter.section("labelscan reliability figures")
