@@ -121,6 +121,14 @@ class OutputCommit(_Destination):
         self.resume = resume
         self.layout = layout
 
+    def __getstate__(self):
+        """What a worker's write needs: the input fingerprint's ``sha256`` alone. The full
+        fingerprint lists every input file, and a copy travels with every write task (with
+        thousands of files the graph would grow as files²); ``commit`` runs on the driver."""
+        state = super().__getstate__()
+        state["input_fingerprint"] = {"sha256": self.input_fingerprint["sha256"]}
+        return state
+
     @property
     def _identity(self):
         return self.config_hash, self.input_fingerprint["sha256"]
