@@ -207,8 +207,13 @@ def main(argv=None) -> None:
         bench_size(recorder, size, clients, args)
         recorder.save(args.out)
     recorder.save(args.out)
+    print_records(recorder)
+
+
+def print_records(recorder: Recorder) -> None:
+    """One aligned line per record (benchmark, size, metric, value, unit) on stdout."""
     for record in recorder.records:
-        print(f"{record['benchmark']:>15} {str(record['size']):>9} {record['metric']:>28} "
+        print(f"{record['benchmark']:>16} {str(record['size']):>9} {record['metric']:>28} "
               f"{record['value']} {record['unit']}", file=sys.stdout)
 
 

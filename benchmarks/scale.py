@@ -17,14 +17,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from benchmarks.cpu import Recorder, add_timing, labelscan_once, machine_info, read_floor_once, timed_runs
 from benchmarks.datasets import ensure_dataset, list_files, parse_size
-from benchmarks.gpu import gpu_versions
+from benchmarks.gpu import gpu_versions, print_records
 
 
 def output_digests(folder: Path) -> dict:
@@ -97,9 +96,7 @@ def main(argv=None) -> None:
     for size in filter(None, args.sizes.split(",")):
         bench_size(recorder, size, args)
         recorder.save(args.out)
-    for record in recorder.records:
-        print(f"{record['benchmark']:>16} {str(record['size']):>9} {record['metric']:>26} "
-              f"{record['value']} {record['unit']}", file=sys.stdout)
+    print_records(recorder)
 
 
 if __name__ == "__main__":
