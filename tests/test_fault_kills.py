@@ -27,6 +27,7 @@ import threading
 import time
 from pathlib import Path
 
+import dask
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -138,8 +139,12 @@ def outputs(folder: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def cluster():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                  memory_limit="1GiB") as local, distributed.Client(local) as client:
+    # LocalCluster closes a worker's nanny for good when, lost-worker-timeout (15 s) after the
+    # worker was removed, no worker of that name is registered: with a kill every ~2 s that
+    # moment can fall while the same worker restarts again. Keep the nannies.
+    with dask.config.set({"distributed.deploy.lost-worker-timeout": "1h"}), \
+            distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                     memory_limit="1GiB") as local, distributed.Client(local) as client:
         client.register_plugin(slow_tasks_plugin(TASK_SECONDS))
         yield local, client
 
@@ -184,8 +189,8 @@ def kill_log(reliability_figures):
 
 
 def wait_for_running_workers(local, count=2, timeout=60.0):
-    """Wait until the scheduler itself lists ``count`` running workers (a killed worker's nanny
-    starts a new process)."""
+    """Wait until the scheduler lists ``count`` running workers (a killed worker's nanny starts a
+    new process)."""
     deadline = time.monotonic() + timeout
     while True:
         running = [worker for worker in list(local.scheduler.workers.values())

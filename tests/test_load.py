@@ -141,7 +141,9 @@ def check_many_files(cluster, tmp_path, figures, num_files, rows):
     assert got["partitions"] == num_files                 # a partition never spans two files
     assert got["rows"] == num_files * rows
     assert len(list((tmp_path / "out" / "mask").glob("part-*.parquet"))) == num_files
-    assert got["tasks"] < 16 * num_files                  # about 12.6 tasks per partition today
+    issues_parts = len(list((tmp_path / "out" / "issues").glob("part-*.parquet")))
+    # ≈ 12 tasks per partition, a second selection round, and a rank-split per partition and issues part
+    assert got["tasks"] < num_files * (14 + issues_parts)
     assert got["worker_peak"] < 1536 * MiB               # 0.4 GiB (1,000 files), 0.85 GiB (5,000)
     assert got["driver_growth"] < 1024 * MiB
 
@@ -188,7 +190,8 @@ def test_wide_k(cluster, tmp_path, reliability_figures):
 
 @pytest.mark.slow
 @pytest.mark.xfail(reason="dense K x K confident joint per partition (800 MB at K=10,000) and K x K "
-                          "matrices in summary.json: see docs/reliability.md, 'Limits found'", strict=False)
+                          "matrices in summary.json: see docs/reliability.md, 'Limits found'", strict=False,
+                   raises=(distributed.scheduler.KilledWorker, MemoryError))
 def test_very_wide_k(cluster, tmp_path, reliability_figures):
     write_files(tmp_path / "in", [1_000, 1_000], 10_000, row_group_rows=500)
     got = measured_scan(cluster, tmp_path / "in", tmp_path / "out", "K=10000 x 2000 rows", reliability_figures,
