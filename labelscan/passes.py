@@ -6,7 +6,7 @@ Each function runs on a worker (or in process) and returns either a small mergea
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -194,8 +194,6 @@ class FlagRequest:
     rank_by : str
     adjust_pred_probs : bool
     thresholds : numpy.ndarray, shape (K,)
-    extra_scores : tuple of str
-        Further score columns for the outputs.
     """
 
     filter_by: str
@@ -203,7 +201,6 @@ class FlagRequest:
     rank_by: str
     adjust_pred_probs: bool
     thresholds: np.ndarray
-    extra_scores: tuple = field(default_factory=tuple)
 
 
 def flagged_rows(part, facts: RowFacts, request: FlagRequest, family_keys) -> np.ndarray:
