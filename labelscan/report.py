@@ -8,7 +8,9 @@ offline, in a mail attachment or from an object store:
 - ``#issue-rate``: share of each class's rows flagged as label issues;
 - ``#quality-histograms``: histogram of ``label_quality`` per class, flagged rows stacked on
   the others (one ``#quality-histogram-<k>`` per class shown);
-- ``#top-issues``: the worst-ranked issues.
+- ``#top-issues``: the worst-ranked issues;
+- ``#health`` (dataset health from ``summary.json``) and, when ``OUT/evaluation.json`` exists,
+  ``#evaluation`` (metrics against verified labels): :mod:`labelscan.report_quality`.
 
 The histograms are computed from ``mask/`` reading one part at a time, so memory stays bounded
 by one part (plus K x bins counters) for any number of rows. They group rows by their given
@@ -30,7 +32,7 @@ import math
 
 import numpy as np
 
-from labelscan import config
+from labelscan import config, report_quality
 
 REPORT_NAME = "report.html"
 
@@ -299,6 +301,7 @@ th{background:#f4f6f8}td.l,th.l{text-align:left}
 svg .tick{font-size:10px;fill:#444}svg .value{font-size:10px;fill:#333}svg .axis{font-size:11px;fill:#555}
 svg .label{font-size:11px;fill:#222}.grid{display:flex;flex-wrap:wrap;gap:4px}
 .legend span{display:inline-block;width:10px;height:10px;margin:0 4px 0 12px}
+h3{font-size:15px;margin-top:20px}.warning{background:#fff3cd;border:1px solid #e0c36c;padding:6px 10px}
 """
 
 
@@ -329,22 +332,24 @@ def _issues_table(frame, names) -> str:
     return f'<table id="top-issues"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
-def render_report(result, *, top=None, max_classes=None, bins=None, input_storage_options=None) -> str:
+def render_report(result, *, top=None, max_classes=None, bins=None, input_storage_options=None,
+                  top_pairs=None) -> str:
     """The HTML of ``report.html`` for a finished scan.
 
     Parameters
     ----------
     result : labelscan.ScanResult
         From :func:`labelscan.open_scan` (verified) or :func:`labelscan.scan`.
-    top, max_classes, bins : int, optional
-        Issues in the table, classes in the plots, histogram bins; default from
-        ``labelscan.report.*`` (:mod:`labelscan.config`).
+    top, max_classes, bins, top_pairs : int, optional
+        Issues in the table, classes in the plots, histogram bins, overlapping class pairs in
+        the health section; default from ``labelscan.report.*`` (:mod:`labelscan.config`).
     input_storage_options : dict, optional
         fsspec options to read the input's labels (default: the result's).
     """
     top = int(config.get("report.top-issues", top))
     max_classes = int(config.get("report.max-classes", max_classes))
     bins = int(config.get("report.histogram-bins", bins))
+    top_pairs = int(config.get("report.top-pairs", top_pairs))
     summary = result.summary
     stats = summary["statistics"]
     names = _class_names(summary)
@@ -400,6 +405,8 @@ whose label is right; bright off-diagonal cells are the confusions in the labels
 <span style="background:#1f78b4"></span>not flagged<span style="background:#d95f02"></span>flagged</p>
 {histogram_note}{subset}
 <div id="quality-histograms" class="grid">{histogram_svgs}</div>
+{report_quality.health_section(summary.get("health"), max_classes, top_pairs)}
+{report_quality.evaluation_section(report_quality.read_evaluation(result.out, result.storage_options), summary)}
 <h2>Top issues</h2>
 <p class="muted">The {min(top, issues):,} worst-ranked of {issues:,} issues (issues/part-00000.parquet first rows).</p>
 {_issues_table(frame, names)}

@@ -8,6 +8,7 @@ temporary directory; it skips when Chromium is absent.
 from __future__ import annotations
 
 import html.parser
+import json
 import os
 import re
 import shutil
@@ -23,6 +24,7 @@ from click.testing import CliRunner
 import labelscan
 from labelscan.cli import cli
 from labelscan.demo_data import make_noisy_dataset
+from labelscan import report_quality
 from labelscan.report import choose_classes, quality_histograms, render_report, write_report
 
 NAMES = ["ant", "bee", "cat", "dog", "eel"]
@@ -38,12 +40,14 @@ def finished_scan(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     data = make_noisy_dataset(ROWS, len(NAMES), noise_rate=0.25, seed=3)
     labels, pred_probs = data["labels"].astype(np.int64), data["pred_probs"]
+    true_labels = data["true_labels"]
     folder = root / "data"
     folder.mkdir()
     for index, (start, stop) in enumerate([(0, 1000), (1000, 2200), (2200, ROWS)]):
         block = pred_probs[start:stop]
         pq.write_table(pa.table({"label": labels[start:stop], "pred_probs": pa.FixedSizeListArray.from_arrays(
-            pa.array(block.reshape(-1)), len(NAMES))}), folder / f"part-{index}.parquet", row_group_size=400)
+            pa.array(block.reshape(-1)), len(NAMES)), "true_label": true_labels[start:stop]}),
+            folder / f"part-{index}.parquet", row_group_size=400)
     out = root / "scan"
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, \
             Client(cluster) as client:
@@ -144,6 +148,79 @@ def test_cli_report_writes_html(finished_scan, tmp_path):
     (copy / "report.html").unlink()
     result = runner.invoke(cli, ["report", str(copy), "--no-html"], catch_exceptions=False)
     assert result.exit_code == 0 and not (copy / "report.html").exists()
+
+
+def _table_rows(text, element_id):
+    table = text[text.index(f'id="{element_id}"'):]
+    return table[:table.index("</table>")].count("<tr><td")
+
+
+def test_report_shows_dataset_health(finished_scan):
+    out, _, _ = finished_scan
+    result = labelscan.open_scan(str(out))
+    text = render_report(result, top=3, top_pairs=4)
+    ids = ids_in(text)
+    assert {"health", "health-score", "class-quality", "class-quality-table", "overlapping-classes"} <= ids
+    assert "evaluation" not in ids   # no evaluation.json yet
+    health = result.summary["health"]
+    assert f'{health["overall_label_health_score"]:.4f}' in text
+    assert _table_rows(text, "class-quality-table") == len(NAMES)
+    assert _table_rows(text, "overlapping-classes") == min(4, len(health["overlapping_classes"]))
+    worst = health["classes_by_label_quality"][0]
+    rows = text[text.index('id="class-quality-table"'):]
+    assert rows.index(f'<td class="l">{worst["class_name"]}</td>') < rows.index("</tr>", rows.index("<tbody>"))
+    svg = text[text.index('id="class-quality"'):]
+    assert svg[:svg.index("</svg>")].count('class="metric"') == len(NAMES)
+
+
+def test_health_section_escapes_text():
+    record = {"class_index": 0, "class_name": "<script>x</script>", "label_issues": 1, "inverse_label_issues": 1,
+              "label_noise": 0.1, "inverse_label_noise": 0.1, "label_quality_score": 0.9}
+    pair = {"class_index_a": 0, "class_name_a": "a&b", "class_index_b": 1, "class_name_b": '"q"',
+            "num_overlapping_examples": 3, "joint_probability": 0.01}
+    text = report_quality.health_section({"overall_label_health_score": 0.9, "num_label_issues": 1,
+                                          "classes_by_label_quality": [record], "overlapping_classes": [pair],
+                                          "num_overlapping_pairs": 1}, 10, 10)
+    assert "<script>" not in text and "&lt;script&gt;x&lt;/script&gt;" in text
+    assert "a&amp;b" in text and "&quot;q&quot;" in text
+
+
+def test_report_shows_the_evaluation(finished_scan, tmp_path):
+    from distributed import Client, LocalCluster
+
+    from labelscan.evaluate import SCORE_VARIANTS, evaluate
+
+    out, _, _ = finished_scan
+    copy = tmp_path / "scan"
+    shutil.copytree(out, copy)
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        evaluation = evaluate(str(copy), "true_label", client=client)
+    result = labelscan.open_scan(str(copy))
+    text = render_report(result, top=3)
+    ids = ids_in(text)
+    assert {"evaluation", "evaluation-mask", "evaluation-precision", "evaluation-recall", "evaluation-f1",
+            "evaluation-scores", "score-auc"} <= ids
+    assert "evaluation-stale" not in ids
+    mask = evaluation["mask"]
+    for key in ("precision", "recall", "f1"):
+        assert f'id="evaluation-{key}">{mask[key]:.4f}</b>' in text
+    assert _table_rows(text, "evaluation-scores") == len(SCORE_VARIANTS)
+    scores = text[text.index('id="evaluation-scores"'):]
+    for entry in evaluation["scores"]:
+        assert f'{entry["auroc"]:.4f}' in scores and f'{entry["lift_at_num_errors"]:.4f}' in scores
+    svg = text[text.index('id="score-auc"'):]
+    assert svg[:svg.index("</svg>")].count('class="metric"') == 2 * len(SCORE_VARIANTS)
+    assert not re.findall(r"https?://(?!www\.w3\.org/2000/svg)", text)
+
+    stored = json.loads((copy / "evaluation.json").read_text())   # an evaluation of another scan
+    (copy / "evaluation.json").write_text(json.dumps({**stored, "scan": {**stored["scan"], "config_hash": "x"}}))
+    assert "evaluation-stale" in ids_in(render_report(result, top=3))
+
+    runner = CliRunner()
+    cli_result = runner.invoke(cli, ["report", str(copy), "--top", "2"], catch_exceptions=False)
+    assert cli_result.exit_code == 0, cli_result.output
+    assert {"health", "evaluation", "score-auc"} <= ids_in((copy / "report.html").read_text())
 
 
 def _chromium(*args, user_data_dir, timeout=60):
