@@ -693,7 +693,7 @@ def _truth(true_labels, plan, storage_options, summary) -> dict:
     import pyarrow.parquet as pq
 
     if isinstance(true_labels, str) and not true_labels.endswith(".npy"):
-        with plan.fs.open(plan.partitions[0].path, "rb") as handle:
+        with plan.fs.open(plan.partitions[0].pieces[0].path, "rb") as handle:
             names = pq.ParquetFile(handle).schema_arrow.names
         if true_labels not in names:
             raise UsageError(f"--true-labels {true_labels!r} is neither a .npy file nor a column of the input "

@@ -272,7 +272,8 @@ def _class_names(given, plan):
 
 def _layout(plan, issues_per_part, backend) -> str:
     """Hash of what besides config and input decides the parts' bytes; resumed parts must match it."""
-    layout = {"partitions": [[spec.path, list(spec.row_groups)] for spec in plan.partitions],
+    layout = {"partitions": [[[piece.path, list(piece.row_groups)] for piece in spec.pieces]
+                             for spec in plan.partitions],
               "issues_per_part": issues_per_part, "backend": str(backend), "versions": _versions()}
     return hashlib.sha256(json.dumps(layout, sort_keys=True).encode()).hexdigest()
 

@@ -28,7 +28,7 @@ from click.testing import CliRunner
 import labelscan
 from labelscan.cli import cli
 from labelscan.errors import InputError, UsageError
-from labelscan.io import PartitionSpec
+from labelscan.io import FilePiece, PartitionSpec
 from labelscan.io.unique import check_unique_ids, merge_buckets, overlapping
 from labelscan.io.validate import rounding_allowance, validate_row_sums
 from labelscan.runner import InProcessRunner
@@ -145,7 +145,7 @@ def _count_reads():
             reads = worker.labelscan_reads = []
 
             def counted(plan, spec, columns):
-                reads.append((spec.path, tuple(spec.row_groups)))
+                reads.extend((piece.path, tuple(piece.row_groups)) for piece in spec.pieces)
                 return self.original(plan, spec, columns)
 
             dataset._read_table = counted
@@ -205,8 +205,8 @@ def test_good_corpus_set_scans_with_every_check_on(tmp_path, cluster):
 
 
 def spec_of(num_rows, row_start=0, path="data/part-0.parquet"):
-    return PartitionSpec(index=0, path=path, row_groups=(0,), row_group_rows=(num_rows,),
-                         row_start=row_start, num_rows=num_rows)
+    piece = FilePiece(path=path, row_groups=(0,), row_group_rows=(num_rows,))
+    return PartitionSpec(index=0, pieces=(piece,), row_start=row_start, num_rows=num_rows)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])

@@ -12,7 +12,7 @@ from cleanlab.internal.validation import assert_valid_inputs
 
 from labelscan.errors import (EXIT_BAD_INPUT, EXIT_USAGE, DestinationError, InputError,
                               LabelscanError, UsageError)
-from labelscan.io import PartitionSpec, locate_row, plan_dataset, read_labels, read_partition
+from labelscan.io import FilePiece, PartitionSpec, locate_row, plan_dataset, read_labels, read_partition
 from labelscan.io.columns import decode_columns, decode_list
 from labelscan.io.validate import validate_pred_probs
 
@@ -52,10 +52,9 @@ def prediction_columns(layout, labels, pred_probs):
 
 
 def sample_spec(row_group_rows=(10, 10, 10), row_start=100):
-    return PartitionSpec(index=0, path="data/part-0.parquet",
-                         row_groups=tuple(range(4, 4 + len(row_group_rows))),
-                         row_group_rows=row_group_rows, row_start=row_start,
-                         num_rows=sum(row_group_rows))
+    piece = FilePiece(path="data/part-0.parquet", row_groups=tuple(range(4, 4 + len(row_group_rows))),
+                      row_group_rows=row_group_rows, file_row_start=40)
+    return PartitionSpec(index=0, pieces=(piece,), row_start=row_start, num_rows=sum(row_group_rows))
 
 
 # -- errors ----------------------------------------------------------------------------------------
@@ -95,14 +94,14 @@ def test_directory_glob_list_and_url_inputs(tmp_path, write_parquet):
     expected = [str(tmp_path / name) for name in ["a.parquet", "b/part-0.parquet",
                                                   "b/part-1.parquet"]]
     as_dir = plan_dataset(str(tmp_path))
-    assert [spec.path for spec in as_dir.partitions] == expected
-    assert as_dir.num_rows == 120 and [spec.row_start for spec in as_dir.partitions] == [0, 40, 80]
+    assert [piece.path for spec in as_dir.partitions for piece in spec.pieces] == expected
+    assert as_dir.num_rows == 120 and [spec.row_start for spec in as_dir.partitions] == [0]
     as_url = plan_dataset(f"file://{tmp_path}/")
-    assert [spec.path for spec in as_url.partitions] == expected
+    assert [piece.path for spec in as_url.partitions for piece in spec.pieces] == expected
     as_glob = plan_dataset(str(tmp_path / "b" / "part-*.parquet"))
-    assert [spec.path for spec in as_glob.partitions] == expected[1:]
+    assert [piece.path for spec in as_glob.partitions for piece in spec.pieces] == expected[1:]
     as_list = plan_dataset([expected[2], str(tmp_path / "a.parquet"), expected[2]])
-    assert [spec.path for spec in as_list.partitions] == [expected[0], expected[2]]
+    assert [piece.path for spec in as_list.partitions for piece in spec.pieces] == [expected[0], expected[2]]
     with pytest.raises(InputError, match="no such file"):
         plan_dataset(str(tmp_path / "missing.parquet"))
     with pytest.raises(InputError, match="no parquet files"):
@@ -117,13 +116,13 @@ def test_partitions_pack_whole_row_groups(memory_url, write_parquet):
     write_parquet(f"{memory_url}/c.parquet", table.slice(75), row_group_rows=5)     # 5,5
 
     plan = plan_dataset(memory_url, rows_per_partition=25)
-    layout = [(os.path.basename(s.path), s.row_groups, s.row_group_rows, s.row_start)
-              for s in plan.partitions]
+    layout = [(s.row_start, [(os.path.basename(p.path), p.row_groups, p.row_group_rows, p.file_row_start)
+                             for p in s.pieces]) for s in plan.partitions]
     assert layout == [
-        ("a.parquet", (0, 1), (10, 10), 0),
-        ("a.parquet", (2, 3, 4), (10, 10, 5), 20),
-        ("b.parquet", (0,), (30,), 45),   # a row group larger than the limit is never split
-        ("c.parquet", (0, 1), (5, 5), 75),
+        (0, [("a.parquet", (0, 1), (10, 10), 0)]),
+        (20, [("a.parquet", (2, 3, 4), (10, 10, 5), 20)]),
+        (45, [("b.parquet", (0,), (30,), 0)]),   # a row group larger than the limit is never split
+        (75, [("c.parquet", (0, 1), (5, 5), 0)]),
     ]
     assert [s.index for s in plan.partitions] == list(range(4))
     assert plan.num_rows == 85
@@ -132,7 +131,33 @@ def test_partitions_pack_whole_row_groups(memory_url, write_parquet):
     np.testing.assert_array_equal(np.concatenate([part.pred_probs for part in got]), pred_probs)
     np.testing.assert_array_equal(np.concatenate([read_labels(plan, s) for s in plan.partitions]),
                                   labels)
-    assert len(plan_dataset(memory_url).partitions) == 3   # default: ~64 MiB, one per file here
+    packed = plan_dataset(memory_url, rows_per_partition=40)   # files share partitions
+    layout = [(s.row_start, s.num_rows, [(os.path.basename(p.path), p.row_groups, p.file_row_start)
+                                         for p in s.pieces]) for s in packed.partitions]
+    assert layout == [
+        (0, 40, [("a.parquet", (0, 1, 2, 3), 0)]),
+        (40, 40, [("a.parquet", (4,), 40), ("b.parquet", (0,), 0), ("c.parquet", (0,), 0)]),
+        (80, 5, [("c.parquet", (1,), 5)]),
+    ]
+    got = [read_partition(packed, spec) for spec in packed.partitions]
+    np.testing.assert_array_equal(np.concatenate([part.pred_probs for part in got]), pred_probs)
+    np.testing.assert_array_equal(np.concatenate([read_labels(packed, s) for s in packed.partitions]),
+                                  labels)
+    (whole,) = plan_dataset(memory_url).partitions   # default: ~64 MiB, the three files in one
+    assert [os.path.basename(p.path) for p in whole.pieces] == ["a.parquet", "b.parquet", "c.parquet"]
+
+
+def test_files_of_other_column_types_start_a_new_partition(memory_url, write_parquet):
+    labels, pred_probs = random_arrays(30)
+    for name, rows, label_type in [("a", slice(0, 10), pa.int64()), ("b", slice(10, 20), pa.int64()),
+                                   ("c", slice(20, 30), pa.int32())]:
+        write_parquet(f"{memory_url}/{name}.parquet", pa.table({
+            "label": pa.array(labels[rows], label_type), "pred_probs": list_array(pred_probs[rows])}))
+    plan = plan_dataset(memory_url)
+    assert [[os.path.basename(p.path) for p in s.pieces] for s in plan.partitions] == [
+        ["a.parquet", "b.parquet"], ["c.parquet"]]
+    got = [read_partition(plan, spec) for spec in plan.partitions]
+    np.testing.assert_array_equal(np.concatenate([part.labels for part in got]), labels)
 
 
 def test_plan_pickles_and_reads_on_another_process_view(memory_url, write_parquet):
@@ -225,11 +250,17 @@ def test_decode_sliced_chunks_honours_offsets():
 
 def test_locate_row():
     spec = sample_spec((10, 5, 20))
-    assert locate_row(spec, 0) == (4, 0)
-    assert locate_row(spec, 9) == (4, 9)
-    assert locate_row(spec, 10) == (5, 0)
-    assert locate_row(spec, 16) == (6, 1)
-    assert locate_row(spec, 34) == (6, 19)
+    path = "data/part-0.parquet"
+    assert locate_row(spec, 0) == (path, 4, 0)
+    assert locate_row(spec, 9) == (path, 4, 9)
+    assert locate_row(spec, 10) == (path, 5, 0)
+    assert locate_row(spec, 16) == (path, 6, 1)
+    assert locate_row(spec, 34) == (path, 6, 19)
+    second = FilePiece(path="data/part-1.parquet", row_groups=(0, 1), row_group_rows=(3, 4))
+    packed = PartitionSpec(index=0, pieces=(*spec.pieces, second), row_start=100, num_rows=42)
+    assert locate_row(packed, 34) == (path, 6, 19)
+    assert locate_row(packed, 35) == ("data/part-1.parquet", 0, 0)
+    assert locate_row(packed, 41) == ("data/part-1.parquet", 1, 3)
 
 
 def _cleanlab_accepts(pred_probs):

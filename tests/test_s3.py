@@ -274,5 +274,6 @@ def test_planning_on_s3_reads_footers_only(s3, monkeypatch):
 
     monkeypatch.setattr(s3fs.core.S3File, "_fetch_range", recording_fetch_range)
     plan = plan_dataset(f"{url}/big/", storage_options=options, rows_per_partition=50_000)
-    assert [spec.row_groups for spec in plan.partitions] == [(0, 1), (2, 3), (4, 5), (6, 7)]
+    assert [[piece.row_groups for piece in spec.pieces] for spec in plan.partitions] == [
+        [(0, 1)], [(2, 3)], [(4, 5)], [(6, 7)]]
     assert fetched and sum(fetched) < 0.02 * size, (sum(fetched), size)

@@ -3,10 +3,13 @@
 Planning reads parquet footers only (plus, for a variable-length ``list``
 column, the first row of the first row group, to learn K), so it is cheap on
 the client even for object stores. A partition is a run of consecutive row
-groups of one file, packed greedily up to ``rows_per_partition`` rows; a row
-group is never split. Partition ``i`` holds the rows
+groups, packed greedily up to ``rows_per_partition`` rows across file
+boundaries (thousands of small files make a handful of partitions, not one
+each); a row group is never split. Partition ``i`` holds the rows
 ``[row_start, row_start + num_rows)`` of the global row order (files sorted by
-path, then rows in file order).
+path, then rows in file order). Consecutive files join one partition only when
+they store the columns read with the same Arrow types, so a partition's pieces
+concatenate without casts.
 """
 
 import contextlib
@@ -33,29 +36,50 @@ FOOTER_READ_THREADS = 32
 
 
 @dataclass(frozen=True)
-class PartitionSpec:
-    """One partition: consecutive row groups of one file.
+class FilePiece:
+    """Consecutive row groups of one file: the part of a partition stored in that file.
 
     Attributes
     ----------
-    index : int
-        Partition number, its position in the global row order.
     path : str
         File path as the plan's fsspec filesystem sees it.
     row_groups : tuple of int
         Consecutive row group indices of that file.
     row_group_rows : tuple of int
         Rows in each of those row groups.
-    row_start : int
-        Global row index of the partition's first row.
-    num_rows : int
-        ``sum(row_group_rows)``.
+    file_row_start : int
+        Row of the file (counted from its first row) where the piece starts.
     """
 
-    index: int
     path: str
     row_groups: tuple[int, ...]
     row_group_rows: tuple[int, ...]
+    file_row_start: int = 0
+
+    @property
+    def num_rows(self) -> int:
+        """``sum(row_group_rows)``."""
+        return sum(self.row_group_rows)
+
+
+@dataclass(frozen=True)
+class PartitionSpec:
+    """One partition: consecutive row groups of one or more consecutive files.
+
+    Attributes
+    ----------
+    index : int
+        Partition number, its position in the global row order.
+    pieces : tuple of FilePiece
+        In global row order; each of another file.
+    row_start : int
+        Global row index of the partition's first row.
+    num_rows : int
+        Rows of all pieces.
+    """
+
+    index: int
+    pieces: tuple[FilePiece, ...]
     row_start: int
     num_rows: int
 
@@ -136,6 +160,7 @@ class _FileFooter:
     layout: PredProbsLayout
     class_names: tuple[str, ...] | None
     id_type: pa.DataType | None = None
+    column_types: tuple = ()
 
 
 def plan_dataset(urlpath, *, storage_options=None, label_column="label",
@@ -239,7 +264,11 @@ def _read_footer(fs, path, label_column, pred_probs_column, id_column):
     id_type = check_id_column(schema, id_column, path)
     layout = resolve_pred_probs(schema, pred_probs_column, path)
     row_group_rows = tuple(metadata.row_group(i).num_rows for i in range(metadata.num_row_groups))
-    return _FileFooter(path, row_group_rows, layout, _stored_class_names(metadata, path), id_type)
+    read = [label_column, *([layout.column] if layout.column else layout.columns),
+            *([id_column] if id_column is not None else [])]
+    column_types = tuple(str(schema.field(name).type) for name in read)
+    return _FileFooter(path, row_group_rows, layout, _stored_class_names(metadata, path), id_type,
+                       column_types)
 
 
 def _stored_class_names(metadata, path):
@@ -300,44 +329,68 @@ def _class_names(footers, num_classes):
 
 
 def _pack_partitions(footers, rows_per_partition):
-    """Greedily pack each file's consecutive row groups into runs of at most ``rows_per_partition``
-    rows (a larger row group forms a run of its own; empty row groups join their neighbour)."""
+    """Greedily pack consecutive row groups, across files, into runs of at most
+    ``rows_per_partition`` rows (a larger row group forms a run of its own; empty row groups
+    join their neighbour). A run ends at a file whose columns have other Arrow types."""
     partitions = []
-    row_start = 0
+    pieces, run_rows, row_start, types = [], 0, 0, None
+
+    def close_run():
+        nonlocal pieces, run_rows, row_start
+        partitions.append(PartitionSpec(index=len(partitions), pieces=tuple(pieces),
+                                        row_start=row_start, num_rows=run_rows))
+        row_start += run_rows
+        pieces, run_rows = [], 0
+
     for footer in footers:
-        run, run_rows = [], 0
+        if pieces and footer.column_types != types:
+            close_run()
+        types = footer.column_types
+        groups, file_row = [], 0
         for row_group, rows in enumerate(footer.row_group_rows):
             if rows and run_rows and run_rows + rows > rows_per_partition:
-                partitions.append(_partition(len(partitions), footer.path, run, row_start))
-                row_start += run_rows
-                run, run_rows = [], 0
-            run.append((row_group, rows))
+                if groups:
+                    pieces.append(_piece(footer.path, groups))
+                close_run()
+                groups = []
+            groups.append((row_group, rows, file_row))
             run_rows += rows
-        partitions.append(_partition(len(partitions), footer.path, run, row_start))
-        row_start += run_rows
+            file_row += rows
+        pieces.append(_piece(footer.path, groups))
+    close_run()
     return tuple(partitions)
 
 
-def _partition(index, path, run, row_start):
-    row_groups, row_group_rows = zip(*run)
-    return PartitionSpec(index=index, path=path, row_groups=row_groups,
-                         row_group_rows=row_group_rows, row_start=row_start,
-                         num_rows=sum(row_group_rows))
+def _piece(path, groups):
+    """A :class:`FilePiece` of ``(row_group, rows, file_row)`` triples."""
+    row_groups, row_group_rows, file_rows = zip(*groups)
+    return FilePiece(path=path, row_groups=row_groups, row_group_rows=row_group_rows,
+                     file_row_start=file_rows[0])
 
 
 def _read_table(plan, spec, columns):
-    with _open_parquet(plan.fs, spec.path) as parquet:
+    """The ``columns`` of a partition's rows: its pieces read and concatenated, in order."""
+    tables = [_read_piece(plan, piece, columns) for piece in spec.pieces]
+    if len(tables) == 1:
+        return tables[0]
+    return pa.table({name: pa.chunked_array([chunk for table in tables for chunk in table.column(name).chunks],
+                                            type=tables[0].schema.field(name).type)
+                     for name in columns})
+
+
+def _read_piece(plan, piece, columns):
+    with _open_parquet(plan.fs, piece.path) as parquet:
         try:
-            table = parquet.read_row_groups(list(spec.row_groups), columns=columns)
+            table = parquet.read_row_groups(list(piece.row_groups), columns=columns)
         except Exception as error:
             if _is_corrupt(error):
-                bad = _first_undecodable(parquet, spec.row_groups, columns)
+                bad = _first_undecodable(parquet, piece.row_groups, columns)
                 raise InputError(f"cannot decode row group {bad} ({error})",
-                                 path=spec.path, row_group=bad) from error
+                                 path=piece.path, row_group=bad) from error
             raise
-    if table.num_rows != spec.num_rows:
-        raise InputError(f"file changed since planning: row groups {list(spec.row_groups)} "
-                         f"hold {table.num_rows} rows, planned {spec.num_rows}", path=spec.path)
+    if table.num_rows != piece.num_rows:
+        raise InputError(f"file changed since planning: row groups {list(piece.row_groups)} "
+                         f"hold {table.num_rows} rows, planned {piece.num_rows}", path=piece.path)
     return table
 
 

@@ -163,6 +163,6 @@ def duplicate_error(plan, repeats: int, first: tuple) -> InputError:
     global_row, value, first_seen = first
     starts = [spec.row_start for spec in plan.partitions]
     spec = plan.partitions[int(np.searchsorted(starts, global_row, side="right")) - 1]
-    row_group, row = locate_row(spec, global_row - spec.row_start)
-    return InputError(f"duplicate id {value!r} (first at global row {first_seen})", path=spec.path,
+    path, row_group, row = locate_row(spec, global_row - spec.row_start)
+    return InputError(f"duplicate id {value!r} (first at global row {first_seen})", path=path,
                       row_group=row_group, row=row, global_row=global_row, num_rows_affected=repeats)

@@ -26,7 +26,7 @@ UPPER_BOUND = 1 + 1e-6
 
 
 def locate_row(spec, local_row):
-    """Map a row of a partition to its row group and its row within that group.
+    """Map a row of a partition to its file, row group and row within that group.
 
     Parameters
     ----------
@@ -36,15 +36,21 @@ def locate_row(spec, local_row):
 
     Returns
     -------
+    path : str
+        The file holding the row.
     row_group : int
-        Row group index within ``spec.path``.
+        Row group index within ``path``.
     row_in_group : int
         Row counted from the start of that row group.
     """
-    ends = list(itertools.accumulate(spec.row_group_rows))
-    position = bisect.bisect_right(ends, local_row)
-    start = ends[position - 1] if position else 0
-    return spec.row_groups[position], local_row - start
+    for piece in spec.pieces:
+        if local_row < piece.num_rows:
+            ends = list(itertools.accumulate(piece.row_group_rows))
+            position = bisect.bisect_right(ends, local_row)
+            start = ends[position - 1] if position else 0
+            return piece.path, piece.row_groups[position], local_row - start
+        local_row -= piece.num_rows
+    raise IndexError("row beyond the partition's last row")
 
 
 def row_error(spec, message, bad_rows):
@@ -64,8 +70,8 @@ def row_error(spec, message, bad_rows):
         row, and ``m`` rows affected.
     """
     first = int(bad_rows[0])
-    row_group, row_in_group = locate_row(spec, first)
-    return InputError(message, path=spec.path, row_group=row_group, row=row_in_group,
+    path, row_group, row_in_group = locate_row(spec, first)
+    return InputError(message, path=path, row_group=row_group, row=row_in_group,
                       global_row=spec.row_start + first, num_rows_affected=len(bad_rows))
 
 
