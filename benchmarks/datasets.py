@@ -33,8 +33,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -261,7 +263,8 @@ def write_file(path: Path, spec: DatasetSpec, groups: range, partners: np.ndarra
     os.replace(temporary, path)
 
 
-def write_dataset(folder, spec: DatasetSpec, *, force: bool = False, verbose: bool = False) -> dict:
+def write_dataset(folder, spec: DatasetSpec, *, force: bool = False, verbose: bool = False,
+                  jobs: int = 1) -> dict:
     """Generate the set ``spec`` under ``folder``, unless it is already there.
 
     Parameters
@@ -273,6 +276,9 @@ def write_dataset(folder, spec: DatasetSpec, *, force: bool = False, verbose: bo
         Regenerate even when ``_DONE`` matches.
     verbose : bool
         Print progress (one line per file).
+    jobs : int
+        Files written at once, each by its own process (the files do not depend on each
+        other, so the set is the same for any ``jobs``). 1 writes in this process.
 
     Returns
     -------
@@ -288,18 +294,33 @@ def write_dataset(folder, spec: DatasetSpec, *, force: bool = False, verbose: bo
         partners = partner_classes(spec.classes, spec.seed)
         groups_per_file = spec.rows_per_file // spec.row_group_rows
         num_groups = math.ceil(spec.rows / spec.row_group_rows)
-        for file_index, first in enumerate(range(0, num_groups, groups_per_file)):
-            write_file(folder / PART_NAME.format(file_index), spec,
-                       range(first, min(num_groups, first + groups_per_file)), partners)
+        files = [(folder / PART_NAME.format(file_index), range(first, min(num_groups, first + groups_per_file)))
+                 for file_index, first in enumerate(range(0, num_groups, groups_per_file))]
+        for path in _write_files(files, spec, partners, jobs):
             if verbose:
-                print(f"  {spec.size}: wrote {folder / PART_NAME.format(file_index)}", flush=True)
+                print(f"  {spec.size}: wrote {path}", flush=True)
         (folder / DONE_MARKER).write_text(json.dumps(spec.params(), indent=1))
     return {"folder": str(folder), "paths": [str(p) for p in list_files(folder)],
             "generated": generated, "seconds": time.perf_counter() - started}
 
 
+def _write_files(files: list, spec: DatasetSpec, partners: np.ndarray, jobs: int):
+    """Write ``(path, groups)`` files, ``jobs`` processes at a time; yield each path when written."""
+    if jobs <= 1:
+        for path, groups in files:
+            write_file(path, spec, groups, partners)
+            yield path
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        written = [pool.submit(write_file, path, spec, groups, partners) for path, groups in files]
+        for (path, _), future in zip(files, written):
+            future.result()
+            yield path
+
+
 def ensure_dataset(data_dir, rows: int, classes: int, *, seed: int = 0, verbose: bool = False,
-                   **spec_options) -> dict:
+                   jobs: int = 1, **spec_options) -> dict:
     """Generate (or find cached) the set of ``rows`` x ``classes`` under ``data_dir``.
 
     Parameters
@@ -310,6 +331,8 @@ def ensure_dataset(data_dir, rows: int, classes: int, *, seed: int = 0, verbose:
         See :class:`DatasetSpec`.
     verbose : bool
         Print progress.
+    jobs : int
+        Processes writing files at once (see :func:`write_dataset`).
     **spec_options
         More :class:`DatasetSpec` fields (``noise_rate``, ``row_group_rows``, ...).
 
@@ -319,7 +342,7 @@ def ensure_dataset(data_dir, rows: int, classes: int, *, seed: int = 0, verbose:
         As :func:`write_dataset`, plus ``spec``.
     """
     spec = DatasetSpec(rows, classes, seed=seed, **spec_options)
-    info = write_dataset(Path(data_dir) / spec.folder_name, spec, verbose=verbose)
+    info = write_dataset(Path(data_dir) / spec.folder_name, spec, verbose=verbose, jobs=jobs)
     return {**info, "spec": spec}
 
 
@@ -379,11 +402,14 @@ def main(argv=None) -> None:
     parser.add_argument("--data-dir", default="/tmp/labelscan-bench")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--force", action="store_true", help="regenerate even if cached")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="files written at once, one process each (default: all CPUs)")
+    parser.add_argument("--rows-per-file", type=int, default=ROWS_PER_FILE)
     args = parser.parse_args(argv)
     for size in args.sizes:
         rows, classes = parse_size(size)
-        spec = DatasetSpec(rows, classes, seed=args.seed)
-        info = write_dataset(Path(args.data_dir) / spec.folder_name, spec, force=args.force)
+        spec = DatasetSpec(rows, classes, seed=args.seed, rows_per_file=args.rows_per_file)
+        info = write_dataset(Path(args.data_dir) / spec.folder_name, spec, force=args.force, jobs=args.jobs)
         state = "generated" if info["generated"] else "cached"
         print(f"{size}: {info['folder']} ({state}, {info['seconds']:.1f} s)")
 
