@@ -18,16 +18,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from labelscan.errors import InputError
 from labelscan.io.columns import (PredProbsLayout, check_id_column, check_label_column,
-                                  decode_columns, decode_ids, decode_labels, decode_list,
-                                  resolve_pred_probs)
+                                  columns_problems, decode_columns, decode_ids, decode_labels,
+                                  decode_list, list_problems, null_problems, resolve_pred_probs)
+from labelscan.io.multilabels import check_multilabel_column
 from labelscan.io.sources import fingerprint, resolve_files
-from labelscan.io.validate import validate_labels, validate_partition
+from labelscan.io.rejects import Rejections, rejections
+from labelscan.io.validate import (validate_labels, validate_partition, validate_unique_ids,
+                                   value_problems)
 
 CLASS_NAMES_KEY = b"labelscan.class_names"
 TARGET_PARTITION_BYTES = 64 * 2**20
@@ -145,12 +149,16 @@ class PartitionData:
         read-only zero-copy view of Arrow memory.
     ids : numpy.ndarray or None
         (n,) the id column, when the plan has one.
+    rejected : Rejections or None
+        With ``on_bad_rows="skip"``: the partition's rows left out of ``labels``,
+        ``pred_probs`` and ``ids`` (:mod:`labelscan.io.rejects`); None otherwise.
     """
 
     row_start: int
     labels: np.ndarray
     pred_probs: np.ndarray
     ids: np.ndarray | None
+    rejected: Rejections | None = None
 
 
 @dataclass(frozen=True)
@@ -164,7 +172,8 @@ class _FileFooter:
 
 
 def plan_dataset(urlpath, *, storage_options=None, label_column="label",
-                 pred_probs_column="pred_probs", id_column=None, rows_per_partition=None):
+                 pred_probs_column="pred_probs", id_column=None, rows_per_partition=None,
+                 multi_label=False):
     """Check a parquet prediction set's schema and split it into partitions.
 
     Parameters
@@ -184,6 +193,9 @@ def plan_dataset(urlpath, *, storage_options=None, label_column="label",
     rows_per_partition : int, optional
         Most rows per partition (a larger row group still makes one partition).
         Default: about 64 MiB of predictions, ``64 MiB // (K * itemsize)``.
+    multi_label : bool
+        ``label_column`` holds each row's class indices (``list<int>``) or a K-wide 0/1
+        vector (:mod:`labelscan.io.multilabels`) instead of one integer.
 
     Returns
     -------
@@ -198,7 +210,7 @@ def plan_dataset(urlpath, *, storage_options=None, label_column="label",
     fs, files = resolve_files(urlpath, storage_options)
     with ThreadPoolExecutor(min(FOOTER_READ_THREADS, len(files))) as pool:
         footers = list(pool.map(
-            lambda path: _read_footer(fs, path, label_column, pred_probs_column, id_column),
+            lambda path: _read_footer(fs, path, label_column, pred_probs_column, id_column, multi_label),
             [path for path, _ in files]))
     first = footers[0].layout
     num_classes = first.num_classes or _first_list_length(fs, footers[0])
@@ -244,7 +256,7 @@ def _open_parquet(fs, path, buffer_size=0):
     Pages written with checksums (``write_page_checksum=True``) are verified while read, so
     flipped bits in them raise :class:`InputError` instead of passing as other numbers.
     """
-    with fs.open(path, "rb") as handle:
+    with _native_or_fsspec(fs, path) as handle:
         try:
             parquet = pq.ParquetFile(handle, buffer_size=buffer_size, page_checksum_verification=True)
         except Exception as error:
@@ -254,13 +266,25 @@ def _open_parquet(fs, path, buffer_size=0):
         yield parquet
 
 
-def _read_footer(fs, path, label_column, pred_probs_column, id_column):
+@contextlib.contextmanager
+def _native_or_fsspec(fs, path):
+    """A local file opened by pyarrow itself (reads release the GIL: threads decode in parallel),
+    any other filesystem's file through fsspec."""
+    if isinstance(fs, LocalFileSystem):
+        with pa.OSFile(path, "rb") as handle:
+            yield handle
+    else:
+        with fs.open(path, "rb") as handle:
+            yield handle
+
+
+def _read_footer(fs, path, label_column, pred_probs_column, id_column, multi_label=False):
     with _open_parquet(fs, path) as parquet:
         metadata = parquet.metadata
         schema = parquet.schema_arrow
     if metadata.num_rows == 0:
         raise InputError("empty file (0 rows)", path=path)
-    check_label_column(schema, label_column, path)
+    (check_multilabel_column if multi_label else check_label_column)(schema, label_column, path)
     id_type = check_id_column(schema, id_column, path)
     layout = resolve_pred_probs(schema, pred_probs_column, path)
     row_group_rows = tuple(metadata.row_group(i).num_rows for i in range(metadata.num_row_groups))
@@ -406,7 +430,7 @@ def _first_undecodable(parquet, row_groups, columns):
     return row_groups[0]
 
 
-def read_partition(plan, spec, row_sum_tolerance=None):
+def read_partition(plan, spec, row_sum_tolerance=None, on_bad_rows="error"):
     """Read, decode and validate one partition.
 
     Parameters
@@ -417,12 +441,15 @@ def read_partition(plan, spec, row_sum_tolerance=None):
     row_sum_tolerance : float, optional
         Also reject rows whose sum differs from 1 by more than this (plus the rounding of
         the stored dtype, :func:`labelscan.io.validate.rounding_allowance`).
+    on_bad_rows : {"error", "skip"}
+        ``"skip"``: drop the rows failing a row-level check instead of raising, and describe
+        them in ``rejected``.
 
     Returns
     -------
     PartitionData
         ``labels`` (n,) int64, ``pred_probs`` (n, K) of ``plan.pred_probs_dtype``,
-        ``ids`` (n,) or None.
+        ``ids`` (n,) or None, of the kept rows; ``rejected`` with ``"skip"``.
 
     Raises
     ------
@@ -433,18 +460,55 @@ def read_partition(plan, spec, row_sum_tolerance=None):
                           else list(plan.pred_probs_columns))
     id_columns = [plan.id_column] if plan.id_column is not None else []
     table = _read_table(plan, spec, [plan.label_column, *prediction_columns, *id_columns])
+    if on_bad_rows == "skip":
+        return _decode_skipping(plan, spec, table, row_sum_tolerance)
+    data = _decode(plan, spec, table)
+    validate_partition(data, plan, spec, row_sum_tolerance)
+    return data
+
+
+def _decode(plan, spec, table):
+    """Decode a partition's table (raising for nulls and list rows of another length)."""
     if plan.pred_probs_column is not None:
         pred_probs = decode_list(table.column(plan.pred_probs_column), plan.num_classes,
                                  plan.pred_probs_dtype, spec)
     else:
         pred_probs = decode_columns(table, plan.pred_probs_columns, plan.pred_probs_dtype, spec)
-    data = PartitionData(
+    return PartitionData(
         row_start=spec.row_start,
         labels=decode_labels(table.column(plan.label_column), spec),
         pred_probs=pred_probs,
         ids=decode_ids(table.column(plan.id_column), spec) if plan.id_column is not None else None,
     )
-    validate_partition(data, plan, spec, row_sum_tolerance)
+
+
+def _decode_skipping(plan, spec, table, row_sum_tolerance):
+    """Decode the rows passing every row-level check; describe the others in ``rejected``.
+
+    Rows failing a check of the Arrow columns (nulls, list lengths) are dropped before
+    decoding, the decoded values are checked next; ids must be unique among the kept rows.
+    """
+    if plan.pred_probs_column is not None:
+        problems = list_problems(table.column(plan.pred_probs_column), plan.num_classes)
+    else:
+        problems = columns_problems(table, plan.pred_probs_columns)
+    problems += null_problems(table.column(plan.label_column), "null_label", "null labels")
+    if plan.id_column is not None:
+        problems += null_problems(table.column(plan.id_column), "null_id", "null ids")
+    positions = np.arange(spec.num_rows)
+    if problems:
+        positions = np.setdiff1d(positions, np.concatenate([problem.rows for problem in problems]))
+        table = table.take(positions)
+    data = _decode(plan, spec, table)
+    problems += [problem.remapped(positions) for problem in value_problems(data, plan.num_classes,
+                                                                          row_sum_tolerance)]
+    data.rejected = rejections(spec, problems)
+    if len(data.rejected.rows):
+        keep = np.isin(positions, data.rejected.rows, invert=True)
+        data.labels, data.pred_probs = data.labels[keep], data.pred_probs[keep]
+        data.ids = data.ids[keep] if data.ids is not None else None
+    if data.ids is not None:
+        validate_unique_ids(data.ids, spec, rows=data.rejected.kept_rows())
     return data
 
 
