@@ -10,6 +10,7 @@ from labelscan import config
 from labelscan.io.commit import read_manifest
 from labelscan.io.redact import redact_url, scrubbed
 from labelscan.options import ScanOptions
+from labelscan.multilabel_scan import run_multilabel_scan
 from labelscan.scan import run_scan
 
 
@@ -72,7 +73,7 @@ def scan(input_path, out_path, *, label_column="label", pred_probs_column="pred_
          client=None, scheduler=None, storage_options=None, rows_per_partition=None,
          overwrite=False, cache=None, retries=None, issues_per_part=None, progress=None,
          tie_break="stable", backend="auto", resume=False, class_names=None, row_sum_tolerance=None,
-         on_bad_rows="error") -> ScanResult:
+         on_bad_rows="error", multi_label=False) -> ScanResult:
     """Find label issues in a parquet prediction set with Confident Learning, on Dask.
 
     Gives exactly cleanlab 2.9's ``find_label_issues`` answer (ties broken by row order) and
@@ -138,6 +139,11 @@ def scan(input_path, out_path, *, label_column="label", pred_probs_column="pred_
         ``"error"`` (default): the first bad row stops the scan with an
         :class:`~labelscan.errors.InputError` (exit code 3) naming its file, row group and
         row; nothing is written. ``"skip"`` is not supported yet (``UsageError``).
+    multi_label : bool
+        The label column holds each row's class indices (``list<int>``) or a K-wide 0/1 vector,
+        and pred_probs one probability per class (rows need not sum to 1): cleanlab's
+        ``find_label_issues(..., multi_label=True)`` answer, one-vs-rest per class
+        (:mod:`labelscan.multilabel_scan`; outputs in ``docs/outputs.md``). CPU only.
 
     Returns
     -------
@@ -154,7 +160,8 @@ def scan(input_path, out_path, *, label_column="label", pred_probs_column="pred_
         tie_break=tie_break)
     urls = [out_path, *([input_path] if isinstance(input_path, str) else list(input_path))]
     with scrubbed(storage_options, urls):   # no credential in a log line or an exception message
-        summary = run_scan(input_path, out_path, options=options, label_column=label_column,
+        run = run_multilabel_scan if multi_label else run_scan
+        summary = run(input_path, out_path, options=options, label_column=label_column,
                            pred_probs_column=pred_probs_column, id_column=id_column,
                            storage_options=storage_options, client=client, scheduler=scheduler,
                            rows_per_partition=rows_per_partition, overwrite=overwrite, cache=cache,

@@ -328,7 +328,7 @@ def _print_summary(summary: dict, out: str, issues=None, top: int = 10) -> None:
                f"pred_probs={summary.get('pred_probs_dtype')}")
     click.echo(f"config:  filter_by={config.get('filter_by')}  rank_by={config.get('rank_by')}")
     click.echo(f"issues:  {issues_found:,} ({share:.2f}% of rows)")
-    click.echo(f"per class: {_per_class(summary.get('num_issues_per_class', []), summary.get('class_names'))}")
+    click.echo(f"per class: {_per_class(summary.get('num_issues_per_class') or [], summary.get('class_names'))}")
     click.echo(f"time per stage (s): {_fmt_seconds(summary.get('timings', {}))}")
     if issues is not None and top and issues_found:
         click.echo(f"top {min(top, issues_found)} issues (lowest label_quality first):")
@@ -405,6 +405,9 @@ def demo(rows, classes, noise_rate, seed, out, workers, quiet, as_json):
               help="A list column, or a column-name prefix; repeat to name K float columns in class "
                    "order [default: pred_probs].")
 @click.option("--id-column", metavar="NAME", help="Column carried into the outputs.")
+@click.option("--multi-label", is_flag=True,
+              help="The label column holds each row's class indices (list<int>) or a K-wide 0/1 vector: "
+                   "cleanlab's multi-label answer (one-vs-rest per class; CPU).")
 @click.option("--filter-by", type=click.Choice(FILTERS), default="prune_by_noise_rate", show_default=True)
 @click.option("--frac-noise", type=click.FloatRange(0, 1), default=1.0, show_default=True)
 @click.option("--num-to-remove-per-class", callback=_int_list, metavar="N0,N1,...",
@@ -444,7 +447,7 @@ def demo(rows, classes, noise_rate, seed, out, workers, quiet, as_json):
 @click.option("--quiet", "-q", is_flag=True, help="No progress; print one result line.")
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json instead of tables.")
 @_observability_flags
-def scan(input_path, out_path, label_column, pred_probs_column, id_column, filter_by, frac_noise,
+def scan(input_path, out_path, label_column, pred_probs_column, id_column, multi_label, filter_by, frac_noise,
          num_to_remove_per_class, min_examples_per_class, rank_by, adjust_pred_probs, scheduler, workers,
          storage_option_pairs, endpoint_url, rows_per_partition, overwrite, resume, cache, retries, backend,
          gpu, tie_break, row_sum_tolerance, on_bad_rows, top, quiet, as_json, performance_report,
@@ -481,7 +484,7 @@ def scan(input_path, out_path, label_column, pred_probs_column, id_column, filte
                 storage_options=storage_options, rows_per_partition=rows_per_partition, overwrite=overwrite,
                 resume=resume, cache=CACHE_CHOICES[cache] if cache else None, retries=retries,
                 progress=progress, backend=backend, tie_break=tie_break,
-                row_sum_tolerance=row_sum_tolerance, on_bad_rows=on_bad_rows)
+                row_sum_tolerance=row_sum_tolerance, on_bad_rows=on_bad_rows, multi_label=multi_label)
         observer.done(result)
     if performance_report:
         observer.note(f"performance report: {performance_report}", event="performance_report",

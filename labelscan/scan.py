@@ -301,7 +301,8 @@ def _should_cache(cache, plan, client) -> bool:
     return limit == 0 or dataset_bytes <= CACHE_FRACTION * limit
 
 
-def _write_issues(runner, written, summaries, commit, per_part) -> list:
+def _write_issues(runner, written, summaries, commit, per_part, write=write_ranked) -> list:
+    """Rank every partition's issues by score ranges and write each range with ``write``."""
     histogram = runner.reduce("rank-histogram-merge", passes.sum_arrays,
                               runner.map("rank-histogram", rank_histogram, written))
     ranges = runner.gather(runner.submit("rank-plan", rank_plan, histogram, per_part))
@@ -310,5 +311,5 @@ def _write_issues(runner, written, summaries, commit, per_part) -> list:
     entries = []
     for index, (low, high) in enumerate(zip(bounds[:-1], bounds[1:])):
         pieces = runner.map("rank-split", issues_in_range, written, low_bin=int(low), high_bin=int(high), shift=shift)
-        entries.append(runner.submit("rank", write_ranked, int(first_ranks[index]), index, commit, *pieces))
+        entries.append(runner.submit("rank", write, int(first_ranks[index]), index, commit, *pieces))
     return runner.gather(entries)
