@@ -19,6 +19,8 @@ key                      type (default)                   meaning
 ``columns.id``           str (null)                       column carried into the outputs as ``id``
 ``class_names``          list of str (null)               K names for ``summary.json`` and the report
                                                           (default: the parquet metadata's)
+``multi_label``          bool (false)                     ``columns.label`` holds class lists (``list<int>``)
+                                                          or K-wide 0/1 vectors: multi-label scan
 ``filter_by``            enum (``prune_by_noise_rate``)   cleanlab's ``filter_by``
 ``rank_by``              enum (``self_confidence``)       score that ranks the issues (``label_quality``)
 ``adjust_pred_probs``    bool (false)                     subtract the confident thresholds before scoring
@@ -307,6 +309,7 @@ SCHEMA = {
     "output": Field("str", None, nullable=False, doc="output directory"),
     "columns": Field("mapping", None, doc="label, pred_probs and id column names"),
     "class_names": Field("str_list", None, doc="K class names"),
+    "multi_label": Field("bool", False, nullable=False, doc="labels are class lists (multi-label scan)"),
     "filter_by": Field("enum", "prune_by_noise_rate", nullable=False, choices=FILTERS, doc="cleanlab filter_by"),
     "rank_by": Field("enum", "self_confidence", nullable=False, choices=RANK_METHODS, doc="ranking score"),
     "adjust_pred_probs": Field("bool", False, nullable=False, doc="subtract thresholds before scoring"),
@@ -398,6 +401,7 @@ class Job:
             "storage_options": self.storage_options(environ), "rows_per_partition": v["rows_per_partition"],
             "overwrite": v["overwrite"], "resume": v["resume"], "cache": v["cache"], "retries": v["retries"],
             "issues_per_part": v["issues_per_part"], "class_names": v["class_names"],
+            "multi_label": v["multi_label"],
         }
 
     def describe(self) -> dict:

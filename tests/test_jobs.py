@@ -80,7 +80,11 @@ def test_minimal_job_gets_defaults():
     assert job["columns"] == {"label": "label", "pred_probs": "pred_probs", "id": None}
     kwargs = job.scan_kwargs(environ={})
     assert kwargs["retries"] is None and kwargs["storage_options"] is None   # None: config default
+    assert kwargs["multi_label"] is False
     assert job.name == "job"
+    multi = parse_job("input: data/\noutput: out/\nmulti_label: true\ncolumns:\n  label: labels\n",
+                      source="jobs/job.yaml", environ={})
+    assert multi.scan_kwargs(environ={})["multi_label"] is True
 
 
 BAD_JOBS = [
