@@ -32,7 +32,7 @@ import math
 
 import numpy as np
 
-from labelscan import config, report_quality
+from labelscan import config, report_multilabel, report_quality
 
 REPORT_NAME = "report.html"
 
@@ -351,6 +351,8 @@ def render_report(result, *, top=None, max_classes=None, bins=None, input_storag
     bins = int(config.get("report.histogram-bins", bins))
     top_pairs = int(config.get("report.top-pairs", top_pairs))
     summary = result.summary
+    if summary.get("multi_label"):
+        return _page(result, report_multilabel.body(result, top, max_classes))
     stats = summary["statistics"]
     names = _class_names(summary)
     shown = choose_classes(summary, max_classes)
@@ -373,17 +375,7 @@ def render_report(result, *, top=None, max_classes=None, bins=None, input_storag
                       f"quality-histogram-{k}") for k in shown)
     histogram_note = (f'<p class="muted">Grouped by {histograms["by"]}'
                       + (f" because {_esc(histograms['note'])}" if histograms["note"] else "") + ".</p>")
-    generated = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    from labelscan.io.redact import redact_url
-
-    out_shown = redact_url(result.out) if isinstance(result.out, str) else result.out
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>labelscan report: {_esc(out_shown)}</title><style>{STYLE}</style></head>
-<body>
-<h1>labelscan report</h1>
-<p class="muted">{_esc(out_shown)} · generated {generated} · labelscan {_esc(summary.get("labelscan_version", ""))}</p>
-<section id="summary">
+    return _page(result, f"""<section id="summary">
 <div class="tiles">
 <div class="tile">rows<b>{rows:,}</b></div>
 <div class="tile">classes (K)<b>{len(names):,}</b></div>
@@ -410,6 +402,22 @@ whose label is right; bright off-diagonal cells are the confusions in the labels
 <h2>Top issues</h2>
 <p class="muted">The {min(top, issues):,} worst-ranked of {issues:,} issues (issues/part-00000.parquet first rows).</p>
 {_issues_table(frame, names)}
+""")
+
+
+def _page(result, content: str) -> str:
+    """The whole HTML document: header, ``content``, end."""
+    from labelscan.io.redact import redact_url
+
+    generated = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    out_shown = redact_url(result.out) if isinstance(result.out, str) else result.out
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>labelscan report: {_esc(out_shown)}</title><style>{STYLE}</style></head>
+<body>
+<h1>labelscan report</h1>
+<p class="muted">{_esc(out_shown)} · generated {generated} · labelscan {_esc(result.summary.get("labelscan_version", ""))}</p>
+{content}
 </body></html>
 """
 

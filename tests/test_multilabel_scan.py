@@ -193,3 +193,20 @@ def test_cli_multi_label_scan(threaded_client, tmp_path):
     expected = oracle_call(ml_filter.find_label_issues, labels, pred_probs, filter_by="both",
                            return_indices_ranked_by="self_confidence")
     np.testing.assert_array_equal(ranked_row_ids(labelscan.open_scan(str(tmp_path / "out"))), expected)
+
+
+def test_report_of_a_multi_label_scan(threaded_client, tmp_path):
+    from labelscan.report import render_report
+
+    labels, pred_probs = dataset("k20_f32_absent")
+    folder = write_set(tmp_path / "data", labels, pred_probs, 3)
+    run_scan(threaded_client, folder, tmp_path / "out", class_names=[f"c<{k}>" for k in range(20)])
+    text = render_report(labelscan.open_scan(str(tmp_path / "out")), top=5)
+    for element in ("summary", "issue-rate", "audioset", "top-issues"):
+        assert f'id="{element}"' in text
+    assert "c&lt;1&gt;" in text and "c<1>" not in text
+    table = text[text.index('id="top-issues"'):]
+    assert table[:table.index("</table>")].count("<tr><td") == 5
+    result = CliRunner().invoke(cli, ["report", str(tmp_path / "out"), "--top", "3"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "report.html").exists()
