@@ -246,20 +246,24 @@ def histogram(keys, *, tasks, intervals: Intervals, active: np.ndarray, bits: in
     """
     position = np.full(len(tasks), -1)
     position[active] = np.arange(len(active))
-    counts = np.zeros((len(active), 1 << bits), dtype=np.int64)
+    counts = None  # accumulated where the images live: one device-to-host copy per partition
     for block in _keys(keys, tasks).blocks:
         keep = position[block.task_ids] >= 0
         if not keep.any():
             continue
+        xp = array_module(block.images)
+        if counts is None:
+            counts = xp.zeros((len(active), 1 << bits), dtype=np.int64)
         task_ids = block.task_ids[keep]
-        images = block.images if keep.all() else block.images[array_module(block.images).asarray(keep)]
-        counts[position[task_ids]] += _block_histogram(images, intervals.lo[task_ids],
-                                                       intervals.width[task_ids], bits)
-    return counts
+        images = block.images if keep.all() else block.images[xp.asarray(keep)]
+        counts[xp.asarray(position[task_ids])] += _block_histogram(images, intervals.lo[task_ids],
+                                                                   intervals.width[task_ids], bits)
+    return np.zeros((len(active), 1 << bits), dtype=np.int64) if counts is None else to_host(counts)
 
 
 def _block_histogram(images, lo, width, bits):
-    """Bin counts of one block's task rows inside their intervals, shape (m, 2**bits), int64.
+    """Bin counts of one block's task rows inside their intervals, shape (m, 2**bits), int64,
+    in the namespace of ``images``.
 
     Rows outside a task's interval land in an overflow bin ``2**bits`` that is dropped.
     """
@@ -273,12 +277,11 @@ def _block_histogram(images, lo, width, bits):
     if bins.dtype.itemsize < 4:  # room for the overflow bin 2**16
         bins = bins.astype(np.uint32)
     xp.minimum(bins, bins.dtype.type(num_bins), out=bins)
-    outside = xp.asarray(last + 1 < num_bins)  # narrow intervals: offsets beyond `last` are outside
-    if bool(outside.any()):
+    if (last + 1 < num_bins).any():  # narrow intervals: offsets beyond `last` are outside
         beyond = offset > xp.asarray(_last_offsets(width, images.dtype))[:, None]
         bins[beyond] = num_bins
     flat = bins.astype(np.intp) + xp.asarray(np.arange(len(lo)) * (num_bins + 1))[:, None]
-    counts = to_host(xp.bincount(flat.ravel(), minlength=len(lo) * (num_bins + 1)))
+    counts = xp.bincount(flat.ravel(), minlength=len(lo) * (num_bins + 1))
     return counts.reshape(len(lo), num_bins + 1)[:, :num_bins]
 
 
