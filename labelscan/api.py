@@ -135,10 +135,14 @@ def scan(input_path, out_path, *, label_column="label", pred_probs_column="pred_
         Reject rows whose ``pred_probs`` sum differs from 1 by more than this (plus the
         rounding of the stored dtype: float16 input passes with any tolerance >= 0).
         Default None: rows are not required to sum to 1, as in cleanlab.
-    on_bad_rows : {"error"}
+    on_bad_rows : {"error", "skip"}
         ``"error"`` (default): the first bad row stops the scan with an
         :class:`~labelscan.errors.InputError` (exit code 3) naming its file, row group and
-        row; nothing is written. ``"skip"`` is not supported yet (``UsageError``).
+        row; nothing is written. ``"skip"``: rows failing a row-level check (nulls, NaN/inf,
+        values outside [0, 1], labels outside [0, K), row sums with ``row_sum_tolerance``) are
+        left out, exactly as if deleted from the arrays given to cleanlab, and listed in
+        ``OUT/rejected/``; ``mask/`` keeps a row for each (``docs/outputs.md``). Bad files,
+        repeated ids, and a set with no good row still raise ``InputError``.
     multi_label : bool
         The label column holds each row's class indices (``list<int>``) or a K-wide 0/1 vector,
         and pred_probs one probability per class (rows need not sum to 1): cleanlab's

@@ -441,7 +441,9 @@ def demo(rows, classes, noise_rate, seed, out, workers, quiet, as_json):
                    "stored dtype's rounding) [default: no check, as cleanlab].")
 @click.option("--on-bad-rows", type=click.Choice(["error", "skip"]), default="error", show_default=True,
               help="error: the first bad row stops the scan (exit 3), nothing is written. "
-                   "skip: not supported yet (exit 2).")
+                   "skip: rows with nulls, NaN/inf, values outside [0, 1], labels outside [0, K) or "
+                   "(with --row-sum-tolerance) sums off 1 are left out and listed in OUT/rejected/; "
+                   "bad files still stop the scan.")
 @click.option("--top", type=click.IntRange(min=0), default=10, show_default=True,
               help="Issues shown in the table.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress; print one result line.")

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from labelscan import passes, plan, selection
+from labelscan.errors import InputError
 from labelscan.options import LOW_SCORE_FILTERS, ScanOptions
 
 
@@ -65,7 +66,7 @@ class Stopwatch:
             self.report(stage, self.timings[stage])
 
 
-def analyse(runner, sources, row_starts, num_rows: int, num_classes: int, dtype, options: ScanOptions,
+def analyse(runner, sources, row_starts, num_classes: int, dtype, options: ScanOptions,
             report=None, cache: bool = True) -> Analysis:
     """Run every pass up to the flag pass.
 
@@ -76,7 +77,6 @@ def analyse(runner, sources, row_starts, num_rows: int, num_classes: int, dtype,
         Partition sources in global row order (objects with ``load()``).
     row_starts : numpy.ndarray, shape (P,)
         Global index of each partition's first row.
-    num_rows : int
     num_classes : int
     dtype : numpy.dtype
         Dtype of pred_probs.
@@ -101,6 +101,10 @@ def analyse(runner, sources, row_starts, num_rows: int, num_classes: int, dtype,
         raise failures[0].error
     per_partition_counts = np.asarray(per_partition_counts).reshape(len(sources), num_classes)
     class_totals = per_partition_counts.sum(axis=0)
+    num_rows = int(class_totals.sum())   # the rows scanned: skipped bad rows are not counted
+    if not num_rows:
+        runner.release(parts)
+        raise InputError("no rows to scan: every row of the input was skipped as bad input")
     class_offsets = np.cumsum(per_partition_counts, axis=0) - per_partition_counts
     clock.lap("read")
 

@@ -28,6 +28,9 @@ key                      type (default)                   meaning
 ``num_to_remove_per_class`` list of int (null)            K integers; pruning filters only
 ``min_examples_per_class`` int >= 0 (1)                   pruning filters only
 ``tie_break``            ``stable`` | ``numpy``           rounding ties of the calibrated joint
+``row_sum_tolerance``    number >= 0 (null)               reject rows whose sum is further from 1
+``on_bad_rows``          ``error`` | ``skip``             bad rows stop the scan, or are skipped (listed in
+                                                          ``rejected/``)
 ``backend``              ``auto`` | ``numpy`` | ``cupy``  per-partition work on CPU or GPU
 ``cluster``              see below (``local``)            where the scan runs
 ``resources``            mapping (local clusters only)    ``workers``, ``threads_per_worker``,
@@ -317,6 +320,8 @@ SCHEMA = {
     "num_to_remove_per_class": Field("int_list", None, doc="K integers"),
     "min_examples_per_class": Field("int", 1, nullable=False, low=0, doc="rows kept per class"),
     "tie_break": Field("enum", "stable", nullable=False, choices=("stable", "numpy"), doc="rounding ties"),
+    "row_sum_tolerance": Field("number", None, low=0.0, doc="largest accepted |row sum - 1|"),
+    "on_bad_rows": Field("enum", "error", nullable=False, choices=("error", "skip"), doc="stop at or skip bad rows"),
     "backend": Field("enum", "auto", nullable=False, choices=BACKENDS, doc="CPU (numpy) or GPU (cupy)"),
     "cluster": Field("cluster", "local", nullable=False, doc="local | {scheduler} | {scheduler_file} | {gateway}"),
     "resources": Field("mapping", None, doc="local cluster size"),
@@ -402,6 +407,7 @@ class Job:
             "overwrite": v["overwrite"], "resume": v["resume"], "cache": v["cache"], "retries": v["retries"],
             "issues_per_part": v["issues_per_part"], "class_names": v["class_names"],
             "multi_label": v["multi_label"],
+            "row_sum_tolerance": v["row_sum_tolerance"], "on_bad_rows": v["on_bad_rows"],
         }
 
     def describe(self) -> dict:

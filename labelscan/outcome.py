@@ -29,6 +29,8 @@ class PartitionOutcome:
     row_ids, given_label, predicted_label, is_label_issue, label_quality : numpy.ndarray, shape (n,)
         Row order (as in the input).
     ids : numpy.ndarray or None, shape (n,)
+    rejected : labelscan.io.rejects.Rejections or None
+        The partition's input rows left out (skipped bad rows); the arrays above hold the others.
     issues : dict[str, numpy.ndarray]
         Flagged rows sorted by (label_quality, row_id): ``row_id``, ``given_label``,
         ``predicted_label``, ``label_quality``, ``image`` (order image of label_quality),
@@ -42,6 +44,7 @@ class PartitionOutcome:
     is_label_issue: np.ndarray
     label_quality: np.ndarray
     ids: np.ndarray | None
+    rejected: object | None
     issues: dict
     issues_per_class: np.ndarray
 
@@ -61,12 +64,13 @@ def partition_outcome(part: grouped.GroupedPartition, facts: passes.RowFacts, re
     flagged = passes.flagged_rows(part, facts, request, family_keys)
     quality = grouped.label_quality_scores(part, request.rank_by, request.adjust_pred_probs, request.thresholds)
     result = PartitionOutcome(  # row-order results on the host, whatever the partition's device
-        row_ids=np.arange(part.row_start, part.row_start + part.num_rows, dtype=np.int64),
+        row_ids=to_host(part.to_row_order(part.row_ids)),
         given_label=to_host(part.to_row_order(part.labels)),
         predicted_label=to_host(part.to_row_order(facts.predicted.astype(np.int64))),
         is_label_issue=to_host(part.to_row_order(flagged)),
         label_quality=to_host(part.to_row_order(quality)),
         ids=part.ids,
+        rejected=part.rejected,
         issues={},
         issues_per_class=to_host(part.xp.bincount(part.labels[flagged], minlength=part.num_classes)).astype(np.int64),
     )

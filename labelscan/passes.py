@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from labelscan.errors import InputError
+from labelscan.io.rejects import kept_row_ids
 from labelscan.kernels import grouped
 from labelscan.stats.pairwise import PairwiseSumState, partial_sums
 from labelscan.xp import to_host
@@ -54,23 +55,27 @@ def prepare(source):
 
     Parameters
     ----------
-    source : object with ``load()`` returning ``(row_start, labels, pred_probs, ids)``
-        Its optional ``backend`` attribute (``"numpy"`` or ``"cupy"``) says where the partition
-        lives: ``"cupy"`` copies it to the GPU (through pinned host memory) before grouping.
+    source : object with ``load()`` returning ``(row_start, labels, pred_probs, ids[, rejected])``
+        ``rejected`` (:class:`labelscan.io.rejects.Rejections` or None): rows of the partition
+        left out of the others, which then hold the kept rows only. Its optional ``backend``
+        attribute (``"numpy"`` or ``"cupy"``) says where the partition lives: ``"cupy"`` copies
+        it to the GPU (through pinned host memory) before grouping.
 
     Returns
     -------
     GroupedPartition or InputFailure
     """
     try:
-        row_start, labels, pred_probs, ids = source.load()
+        row_start, labels, pred_probs, ids, *rejected = source.load()
     except InputError as error:
         return InputFailure(error)
+    rejected = rejected[0] if rejected else None
     if getattr(source, "backend", "numpy") == "cupy":
         from labelscan.kernels.device import to_device
 
         labels, pred_probs = to_device(labels), to_device(pred_probs)
-    return grouped.group_by_label(row_start, labels, pred_probs, ids)
+    return grouped.group_by_label(row_start, labels, pred_probs, ids, rejected=rejected,
+                                  row_ids=kept_row_ids(row_start, len(labels), rejected))
 
 
 def as_partition(part) -> grouped.GroupedPartition:

@@ -2,6 +2,7 @@
 
 Outputs (``DESIGN.md`` §3): ``mask/part-NNNNN.parquet`` (one per input partition, row
 aligned), ``issues/part-NNNNN.parquet`` (ranked; parts in name order give rank order),
+``rejected/part-NNNNN.parquet`` (one per input partition, with ``on_bad_rows="skip"`` only),
 ``summary.json``, and ``_SUCCESS`` (the manifest) last.
 """
 
@@ -22,6 +23,7 @@ from labelscan.cluster import get_client, worker_memory_limit, worker_threads
 from labelscan.errors import UsageError
 from labelscan.io.commit import OutputCommit
 from labelscan.io.dataset import plan_dataset, read_ids, read_partition
+from labelscan.io.rejects import kept_row_ids, rejected_per_reason, with_rejected_rows
 from labelscan.io.unique import check_unique_ids
 from labelscan.io.redact import protect_workers, redact
 from labelscan.options import ScanOptions
@@ -46,61 +48,69 @@ class ParquetSource:
     spec: object
     backend: str = "numpy"
     row_sum_tolerance: float | None = None
+    on_bad_rows: str = "error"
 
     def load(self):
-        data = read_partition(self.plan, self.spec, self.row_sum_tolerance)
-        return data.row_start, data.labels, data.pred_probs, data.ids
+        data = read_partition(self.plan, self.spec, self.row_sum_tolerance, self.on_bad_rows)
+        return data.row_start, data.labels, data.pred_probs, data.ids, data.rejected
 
     def load_ids(self):
-        """``(row_start, ids)``: the id column alone (global duplicate check of uncached scans)."""
-        return self.spec.row_start, read_ids(self.plan, self.spec)
+        """``(global rows, ids)`` of the kept rows (global duplicate check of uncached scans): the id
+        column alone, or the whole partition when bad rows are skipped (which rows are is decided
+        by every column)."""
+        if self.on_bad_rows == "skip":
+            data = self.load()
+            return kept_row_ids(self.spec.row_start, len(data[1]), data[4]), data[3]
+        return kept_row_ids(self.spec.row_start, self.spec.num_rows, None), read_ids(self.plan, self.spec)
 
 
 ON_BAD_ROWS = ("error", "skip")
 
 
 def check_validation_options(row_sum_tolerance, on_bad_rows) -> None:
-    """Raise :class:`UsageError` for a bad ``row_sum_tolerance`` or ``on_bad_rows``.
-
-    ``on_bad_rows="skip"`` is refused: skipping rows needs the engine to carry the
-    surviving rows' global positions and the rejected rows to the write pass
-    (``docs/reliability.md``, "Skipping bad rows").
-    """
+    """Raise :class:`UsageError` for a bad ``row_sum_tolerance`` or ``on_bad_rows``."""
     if on_bad_rows not in ON_BAD_ROWS:
         raise UsageError(f"on_bad_rows must be one of {', '.join(ON_BAD_ROWS)}; got {on_bad_rows!r}")
-    if on_bad_rows == "skip":
-        raise UsageError("on_bad_rows='skip' is not supported yet: bad rows stop the scan "
-                         "(on_bad_rows='error'); see docs/reliability.md")
     if row_sum_tolerance is not None and not (float(row_sum_tolerance) >= 0):
         raise UsageError(f"row_sum_tolerance must be >= 0; got {row_sum_tolerance}")
 
 
 @dataclass
 class WrittenPartition:
-    """Flag-pass result kept on the worker: the manifest entry and the partition's sorted issues."""
+    """Flag-pass result kept on the worker: the manifest entries, the partition's sorted issues and
+    its rejected rows per reason (skipped bad rows)."""
 
-    entry: dict
+    entries: list
     issues: dict
     issues_per_class: np.ndarray
     rank_shift: int
+    rejected: dict
 
 
 def mask_table(result: outcome.PartitionOutcome) -> pa.Table:
-    """Row-aligned mask part: row_id, [id], is_label_issue, label_quality, predicted_label."""
+    """Row-aligned mask part: row_id, [id], is_label_issue, label_quality, predicted_label.
+
+    One row per input row, skipped bad rows included (see :func:`labelscan.io.rejects.with_rejected_rows`).
+    """
     columns = {"row_id": result.row_ids}
     if result.ids is not None:
         columns["id"] = result.ids
     columns.update(is_label_issue=result.is_label_issue, label_quality=result.label_quality,
                    predicted_label=result.predicted_label)
-    return pa.table(columns)
+    table = pa.table(columns)
+    return table if result.rejected is None else with_rejected_rows(table, result.rejected)
 
 
 def write_partition(part, facts, request, family_keys, index: int, *, commit: OutputCommit) -> WrittenPartition:
-    """Flag one partition, write its mask part, keep its sorted issues."""
+    """Flag one partition, write its mask part (and rejected part, when bad rows are skipped), keep
+    its sorted issues."""
     result = outcome.partition_outcome(part, facts, request, family_keys)
-    entry = commit.write_table(f"mask/part-{index:05d}.parquet", mask_table(result))
-    return WrittenPartition(entry=entry, issues=result.issues, issues_per_class=result.issues_per_class,
-                            rank_shift=_image_shift(result.label_quality.dtype))
+    entries = [commit.write_table(f"mask/part-{index:05d}.parquet", mask_table(result))]
+    if result.rejected is not None:
+        entries.append(commit.write_table(f"rejected/part-{index:05d}.parquet", result.rejected.table))
+    return WrittenPartition(entries=entries, issues=result.issues, issues_per_class=result.issues_per_class,
+                            rank_shift=_image_shift(result.label_quality.dtype),
+                            rejected=result.rejected.counts() if result.rejected is not None else {})
 
 
 def _image_shift(dtype) -> int:
@@ -109,8 +119,8 @@ def _image_shift(dtype) -> int:
 
 def written_summary(written: WrittenPartition) -> dict:
     """The small part of a written partition the driver needs."""
-    return {"entry": written.entry, "issues_per_class": written.issues_per_class,
-            "rank_shift": written.rank_shift}
+    return {"entries": written.entries, "issues_per_class": written.issues_per_class,
+            "rank_shift": written.rank_shift, "rejected": written.rejected}
 
 
 def rank_histogram(written: WrittenPartition) -> np.ndarray:
@@ -209,15 +219,15 @@ def run_scan(input_path, out_path, *, options: ScanOptions, label_column="label"
         commit = OutputCommit(out_path, storage_options=storage_options, overwrite=overwrite,
                               config_hash=config_hash(options, columns), input_fingerprint=plan.fingerprint,
                               track_progress=True, resume=resume,
-                              layout=_layout(plan, issues_per_part, backend))
+                              layout=_layout(plan, issues_per_part, backend, [row_sum_tolerance, on_bad_rows]))
         reader = plan.reader()   # not the whole plan in every task: it grows with the number of files
-        sources = [ParquetSource(reader, spec, backend, row_sum_tolerance) for spec in plan.partitions]
+        sources = [ParquetSource(reader, spec, backend, row_sum_tolerance, on_bad_rows) for spec in plan.partitions]
         row_starts = np.asarray([spec.row_start for spec in plan.partitions], dtype=np.int64)
         timings["plan"] = round(time.perf_counter() - started - timings["cluster"], 6)
         runner = DaskRunner(dask_client, retries=retries)
         keep_cached = _should_cache(cache, plan, dask_client)
-        analysis = engine.analyse(runner, sources, row_starts, plan.num_rows, plan.num_classes,
-                                  plan.pred_probs_dtype, options, report=report, cache=keep_cached)
+        analysis = engine.analyse(runner, sources, row_starts, plan.num_classes, plan.pred_probs_dtype, options,
+                                  report=report, cache=keep_cached)
         timings.update(analysis.timings)
         clock = engine.Stopwatch(report)
         if id_column is not None:   # before anything is written: a bad input leaves OUT untouched
@@ -229,12 +239,13 @@ def run_scan(input_path, out_path, *, options: ScanOptions, label_column="label"
         runner.release(analysis.parts)
         summaries = runner.gather(runner.map("flag-summary", written_summary, written))
         clock.lap("flag")
-        entries = [s["entry"] for s in summaries]
+        entries = [entry for s in summaries for entry in s["entries"]]
         entries += _write_issues(runner, written, summaries, commit, issues_per_part)
         runner.release(written)
         clock.lap("rank")
         timings.update(clock.timings)
     issues_per_class = np.sum([s["issues_per_class"] for s in summaries], axis=0).astype(np.int64)
+    num_rows_scanned = int(analysis.stats.label_counts.sum())
     summary = {
         "labelscan_version": __version__,
         "versions": _versions(),
@@ -243,6 +254,11 @@ def run_scan(input_path, out_path, *, options: ScanOptions, label_column="label"
         "input": {"path": redact(input_path if isinstance(input_path, str) else list(input_path)),
                   "fingerprint": plan.fingerprint},
         "num_rows": plan.num_rows,
+        "num_rows_scanned": num_rows_scanned,
+        "num_rows_rejected": plan.num_rows - num_rows_scanned,
+        "num_rows_rejected_per_reason": rejected_per_reason([s["rejected"] for s in summaries]),
+        "on_bad_rows": on_bad_rows,
+        "row_sum_tolerance": row_sum_tolerance,
         "num_classes": plan.num_classes,
         "num_partitions": len(sources),
         "pred_probs_dtype": np.dtype(plan.pred_probs_dtype).name,
@@ -252,7 +268,7 @@ def run_scan(input_path, out_path, *, options: ScanOptions, label_column="label"
         "statistics": analysis.stats.as_dict(),
         "num_issues": int(issues_per_class.sum()),
         "num_issues_per_class": issues_per_class.tolist(),
-        "health": health.summary_section(analysis.stats, plan.num_rows, class_names=class_names),
+        "health": health.summary_section(analysis.stats, num_rows_scanned, class_names=class_names),
         "timings": {**timings, "total": round(time.perf_counter() - started, 6)},
     }
     entries.append(commit.write_json("summary.json", summary))
@@ -270,11 +286,12 @@ def _class_names(given, plan):
     return names
 
 
-def _layout(plan, issues_per_part, backend) -> str:
+def _layout(plan, issues_per_part, backend, validation) -> str:
     """Hash of what besides config and input decides the parts' bytes; resumed parts must match it."""
     layout = {"partitions": [[[piece.path, list(piece.row_groups)] for piece in spec.pieces]
                              for spec in plan.partitions],
-              "issues_per_part": issues_per_part, "backend": str(backend), "versions": _versions()}
+              "issues_per_part": issues_per_part, "backend": str(backend), "versions": _versions(),
+              "validation": validation}
     return hashlib.sha256(json.dumps(layout, sort_keys=True).encode()).hexdigest()
 
 

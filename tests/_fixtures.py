@@ -5,12 +5,30 @@
 - ``mismatch(expected, got, labels, P)``: '' when ``got`` is exactly ``expected`` (type, dtype,
   shape, values), else a precise description (first differing index, values, the row's data).
 - ``OracleCache``: memoises oracle answers per (dataset, arguments) for the whole session.
+- ``load_bad_corpus()``: the bad-input corpus generator ``tests/data/bad/make_corpus.py`` as a module.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
+
+CORPUS_SCRIPT = Path(__file__).resolve().parent / "data" / "bad" / "make_corpus.py"
+
+
+def load_bad_corpus():
+    """``tests/data/bad/make_corpus.py`` imported once (a script, not a package module)."""
+    name = "labelscan_bad_corpus"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, CORPUS_SCRIPT)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module   # dataclasses look their module up
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def labelscan_api(name: str):

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from labelscan.errors import InputError
-from labelscan.io.validate import row_error
+from labelscan.io.validate import RowProblem, raise_first
 
 FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
@@ -153,7 +153,7 @@ def decode_ids(chunked, spec):
     numpy.ndarray
         (n,) of the column's numpy type (object for strings).
     """
-    _reject_nulls(chunked, spec, "null ids")
+    raise_first(spec, null_problems(chunked, "null_id", "null ids"))
     return chunked.to_numpy()
 
 
@@ -172,7 +172,7 @@ def decode_labels(chunked, spec):
     numpy.ndarray
         (n,) int64.
     """
-    _reject_nulls(chunked, spec, "null labels")
+    raise_first(spec, null_problems(chunked, "null_label", "null labels"))
     return chunked.to_numpy().astype(np.int64, copy=False)
 
 
@@ -195,23 +195,9 @@ def decode_list(chunked, num_classes, dtype, spec):
     numpy.ndarray
         (n, K) of ``dtype``; a zero-copy (read-only) view when ``chunked`` has one chunk.
     """
-    _reject_nulls(chunked, spec, "null pred_probs rows")
-    blocks = []
-    offset = 0
-    for chunk in chunked.chunks:
-        if not pa.types.is_fixed_size_list(chunk.type):
-            lengths = pc.list_value_length(chunk).to_numpy()
-            wrong = np.flatnonzero(lengths != num_classes)
-            if len(wrong):
-                raise row_error(spec, f"pred_probs row holds {lengths[wrong[0]]} values, "
-                                      f"expected {num_classes}", offset + wrong)
-        values = chunk.flatten()
-        if values.null_count:
-            null_rows = np.unique(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))
-                                  // num_classes)
-            raise row_error(spec, "null values inside pred_probs rows", offset + null_rows)
-        blocks.append(values.to_numpy(zero_copy_only=False).reshape(-1, num_classes))
-        offset += len(chunk)
+    raise_first(spec, list_problems(chunked, num_classes))
+    blocks = [chunk.flatten().to_numpy(zero_copy_only=False).reshape(-1, num_classes)
+              for chunk in chunked.chunks]
     if len(blocks) == 1:
         return blocks[0]
     if not blocks:
@@ -237,10 +223,10 @@ def decode_columns(table, names, dtype, spec):
     numpy.ndarray
         (n, K) of ``dtype``.
     """
+    raise_first(spec, columns_problems(table, names))
     pred_probs = np.empty((table.num_rows, len(names)), dtype)
     for k, name in enumerate(names):
         column = table.column(name)
-        _reject_nulls(column, spec, f"null values in pred_probs column {name!r}")
         start = 0
         for chunk in column.chunks:
             pred_probs[start:start + len(chunk), k] = chunk.to_numpy()
@@ -248,7 +234,79 @@ def decode_columns(table, names, dtype, spec):
     return pred_probs
 
 
-def _reject_nulls(chunked, spec, message):
-    if chunked.null_count:
-        null_rows = np.flatnonzero(chunked.is_null().to_numpy())
-        raise row_error(spec, message, null_rows)
+def null_problems(chunked, reason, message):
+    """Null rows of a column.
+
+    Parameters
+    ----------
+    chunked : pyarrow.ChunkedArray
+        (n,)
+    reason : str
+        One of :data:`labelscan.io.validate.REASONS`.
+    message : str
+
+    Returns
+    -------
+    list of RowProblem
+        Empty, or the null rows.
+    """
+    if not chunked.null_count:
+        return []
+    return [RowProblem(reason, message, np.flatnonzero(chunked.is_null().to_numpy()))]
+
+
+def list_problems(chunked, num_classes):
+    """Rows of a list column that do not hold K non-null values.
+
+    Parameters
+    ----------
+    chunked : pyarrow.ChunkedArray
+        (n,) ``fixed_size_list``, ``list`` or ``large_list`` of floats.
+    num_classes : int
+        K.
+
+    Returns
+    -------
+    list of RowProblem
+        ``null_pred_probs`` (null rows), ``pred_probs_length`` (another number of values),
+        ``null_in_pred_probs`` (null values inside a row), each when found.
+    """
+    problems = null_problems(chunked, "null_pred_probs", "null pred_probs rows")
+    wrong_length, null_inside, offset = [], [], 0
+    for chunk in chunked.chunks:
+        if not pa.types.is_fixed_size_list(chunk.type):
+            lengths = pc.list_value_length(chunk).to_numpy(zero_copy_only=False)
+            wrong = np.flatnonzero(chunk.is_valid().to_numpy(zero_copy_only=False) & (lengths != num_classes))
+            wrong_length += [(offset + row, int(lengths[row])) for row in wrong]
+        values = chunk.flatten()
+        if values.null_count:
+            parents = pc.list_parent_indices(chunk).to_numpy()
+            null_inside.append(offset + np.unique(parents[values.is_null().to_numpy(zero_copy_only=False)]))
+        offset += len(chunk)
+    if wrong_length:
+        problems.append(RowProblem("pred_probs_length", f"pred_probs row holds {wrong_length[0][1]} values, "
+                                                        f"expected {num_classes}",
+                                   np.asarray([row for row, _ in wrong_length])))
+    if null_inside:
+        problems.append(RowProblem("null_in_pred_probs", "null values inside pred_probs rows",
+                                   np.concatenate(null_inside)))
+    return problems
+
+
+def columns_problems(table, names):
+    """Rows with a null in one of the K prediction columns (one problem per column holding nulls).
+
+    Parameters
+    ----------
+    table : pyarrow.Table
+        (n rows) holding ``names``.
+    names : tuple of str
+
+    Returns
+    -------
+    list of RowProblem
+        ``null_in_pred_probs`` problems.
+    """
+    return [problem for name in names
+            for problem in null_problems(table.column(name), "null_in_pred_probs",
+                                         f"null values in pred_probs column {name!r}")]

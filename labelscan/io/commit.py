@@ -5,7 +5,7 @@ two runs, also on object stores where there is no rename. So:
 
 1. :meth:`OutputCommit.begin` refuses a destination holding another scan's
    outputs (unless ``overwrite``), removes a stale ``_SUCCESS`` first, then
-   every old output (``issues/``, ``mask/``, ``summary.json``,
+   every old output (``issues/``, ``mask/``, ``rejected/``, ``summary.json``,
    ``report.html``), so no part of an earlier run (which may have had more
    parts) survives next to the new ones.
 2. Workers write every object under a deterministic name, whole, in one put
@@ -40,9 +40,9 @@ from labelscan.io.redact import redact_url
 
 SUCCESS_NAME = "_SUCCESS"
 SUMMARY_NAME = "summary.json"
-OUTPUT_NAMES = ("issues", "mask", SUMMARY_NAME, "report.html", "evaluation.json")
+OUTPUT_NAMES = ("issues", "mask", "rejected", SUMMARY_NAME, "report.html", "evaluation.json")
 PROGRESS_NAME = "_progress"
-RESUMABLE_FOLDERS = ("mask", "issues")
+RESUMABLE_FOLDERS = ("mask", "issues", "rejected")
 MANIFEST_KEYS = ("files", "config_hash", "input_fingerprint")
 
 
@@ -177,7 +177,7 @@ class OutputCommit(_Destination):
 
         A part is kept when its progress entry (or, for a finished run, its manifest
         entry) names this scan's ``config_hash`` and input sha256 and the object
-        exists with the recorded size. Every other object under ``mask/`` and
+        exists with the recorded size. Every other object under ``mask/``, ``rejected/`` and
         ``issues/`` (staging files included) and every other progress entry is
         removed, after the stale ``_SUCCESS``, so nothing of another run survives.
         """

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from labelscan.errors import InputError
+from labelscan.io.rejects import kept_row_ids
 from labelscan.io.validate import locate_row
 
 BUCKET_ROWS = 1 << 22
@@ -34,24 +35,25 @@ BUCKET_ROWS = 1 << 22
 
 
 def partition_ids(part):
-    """``(row_start, ids)`` of a cached partition (``row_start``, ``ids`` attributes) or of a
-    source with ``load_ids()``."""
+    """``(global rows, ids)`` of the kept rows of a cached partition (``row_start``, ``ids`` and
+    optional ``rejected`` attributes) or of a source with ``load_ids()``."""
     if hasattr(part, "load_ids"):
         return part.load_ids()
-    return part.row_start, part.ids
+    return kept_row_ids(part.row_start, len(part.ids), getattr(part, "rejected", None)), part.ids
 
 
-def id_range(part) -> tuple:
-    """``(min id, max id)`` of one partition (Python scalars)."""
+def id_range(part) -> tuple | None:
+    """``(min id, max id)`` of one partition (Python scalars); None when it kept no row."""
     _, ids = partition_ids(part)
+    if not len(ids):
+        return None
     values = pd.Series(ids)
     return values.min(), values.max()
 
 
 def bucket_ids(part, bucket: int, num_buckets: int) -> dict:
     """This partition's ids falling in hash bucket ``bucket``, with their global rows."""
-    row_start, ids = partition_ids(part)
-    rows = np.arange(row_start, row_start + len(ids), dtype=np.int64)
+    rows, ids = partition_ids(part)
     if num_buckets > 1:
         keep = pd.util.hash_array(np.asarray(ids)) % np.uint64(num_buckets) == np.uint64(bucket)
         ids, rows = np.asarray(ids)[keep], rows[keep]
@@ -92,8 +94,8 @@ def _plain(value):
 
 
 def overlapping(ranges) -> np.ndarray:
-    """Indices of the partitions whose ``(min, max)`` range overlaps another partition's."""
-    order = sorted(range(len(ranges)), key=lambda i: ranges[i][0])
+    """Indices of the partitions whose ``(min, max)`` range (None: no ids) overlaps another partition's."""
+    order = sorted((i for i in range(len(ranges)) if ranges[i] is not None), key=lambda i: ranges[i][0])
     flagged = np.zeros(len(ranges), dtype=bool)
     cluster, cluster_max = [], None
     for i in order:

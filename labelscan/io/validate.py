@@ -11,10 +11,14 @@ from 1 by more than the tolerance plus :func:`rounding_allowance` (what storing
 exact probabilities in the file's dtype can cost, about 4.9e-4 for float16) is
 rejected. With an id column, ids must be non-null and unique (within a
 partition here; across partitions :mod:`labelscan.io.unique`).
+
+Each check returns the rows it finds as :class:`RowProblem` values; ``validate_*`` raise the
+first, and a skipping read (:mod:`labelscan.io.rejects`) drops them all.
 """
 
 import bisect
 import itertools
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -23,6 +27,11 @@ from labelscan.errors import InputError
 
 LOWER_BOUND = 0 - 1e-6
 UPPER_BOUND = 1 + 1e-6
+
+REASONS = ("null_pred_probs", "pred_probs_length", "null_in_pred_probs", "null_label", "null_id",
+           "label_out_of_range", "non_finite", "out_of_bounds", "row_sum")
+"""Why a row fails (``rejected/``'s ``reason``), in the order the checks run: a row failing several
+gets the first. The first five are found in the Arrow columns, the others in the decoded values."""
 
 
 def locate_row(spec, local_row):
@@ -75,8 +84,88 @@ def row_error(spec, message, bad_rows):
                       global_row=spec.row_start + first, num_rows_affected=len(bad_rows))
 
 
+@dataclass
+class RowProblem:
+    """Rows of a partition failing one check.
+
+    Attributes
+    ----------
+    reason : str
+        One of :data:`REASONS`.
+    message : str
+        What is wrong, as the error of ``on_bad_rows="error"`` says it.
+    rows : numpy.ndarray
+        (m,) sorted row indices, ``m >= 1``, in the frame the check ran on.
+    """
+
+    reason: str
+    message: str
+    rows: np.ndarray
+
+    def remapped(self, positions):
+        """This problem with ``rows`` mapped through ``positions`` (a subset's local rows)."""
+        return RowProblem(self.reason, self.message, np.asarray(positions)[self.rows])
+
+
+def raise_first(spec, problems):
+    """Raise the :class:`InputError` of the first of ``problems`` (local rows of ``spec``), if any."""
+    if problems:
+        raise row_error(spec, problems[0].message, problems[0].rows)
+
+
+def label_problems(labels, num_classes):
+    """Rows whose label is not a class index.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        (n,) int64 given labels.
+    num_classes : int
+        K.
+
+    Returns
+    -------
+    list of RowProblem
+        Empty or ``label_out_of_range``.
+    """
+    bad = (labels < 0) | (labels >= num_classes)
+    if not bad.any():
+        return []
+    return [RowProblem("label_out_of_range", f"label values outside [0, {num_classes})", np.flatnonzero(bad))]
+
+
+def pred_probs_problems(pred_probs):
+    """Rows with a probability that is not finite, or finite but outside cleanlab's bounds.
+
+    Parameters
+    ----------
+    pred_probs : numpy.ndarray
+        (n, K) float16, float32 or float64 predicted probabilities.
+
+    Returns
+    -------
+    list of RowProblem
+        ``non_finite`` and ``out_of_bounds`` (finite rows only), each when found.
+    """
+    if pred_probs.size == 0:
+        return []
+    # Fast path: min/max propagate NaN, which fails both comparisons.
+    if np.min(pred_probs) >= LOWER_BOUND and np.max(pred_probs) <= UPPER_BOUND:
+        return []
+    problems = []
+    non_finite = ~np.isfinite(pred_probs).all(axis=1)
+    if non_finite.any():
+        problems.append(RowProblem("non_finite", "pred_probs values are NaN or infinite",
+                                   np.flatnonzero(non_finite)))
+    out_of_bounds = ((pred_probs < LOWER_BOUND) | (pred_probs > UPPER_BOUND)).any(axis=1) & ~non_finite
+    if out_of_bounds.any():
+        problems.append(RowProblem("out_of_bounds", "pred_probs values outside [0, 1]",
+                                   np.flatnonzero(out_of_bounds)))
+    return problems
+
+
 def validate_labels(labels, num_classes, spec):
-    """Raise :class:`InputError` unless every label is a class index.
+    """Raise :class:`InputError` unless every label is a class index (:func:`label_problems`).
 
     Parameters
     ----------
@@ -87,9 +176,7 @@ def validate_labels(labels, num_classes, spec):
     spec : PartitionSpec
         Where ``labels`` came from, to name the offending rows.
     """
-    bad = (labels < 0) | (labels >= num_classes)
-    if bad.any():
-        raise row_error(spec, f"label values outside [0, {num_classes})", np.flatnonzero(bad))
+    raise_first(spec, label_problems(labels, num_classes))
 
 
 def validate_pred_probs(pred_probs, spec):
@@ -102,16 +189,7 @@ def validate_pred_probs(pred_probs, spec):
     spec : PartitionSpec
         Where ``pred_probs`` came from, to name the offending rows.
     """
-    if pred_probs.size == 0:
-        return
-    # Fast path: min/max propagate NaN, which fails both comparisons.
-    if np.min(pred_probs) >= LOWER_BOUND and np.max(pred_probs) <= UPPER_BOUND:
-        return
-    non_finite = ~np.isfinite(pred_probs).all(axis=1)
-    if non_finite.any():
-        raise row_error(spec, "pred_probs values are NaN or infinite", np.flatnonzero(non_finite))
-    out_of_bounds = ((pred_probs < LOWER_BOUND) | (pred_probs > UPPER_BOUND)).any(axis=1)
-    raise row_error(spec, "pred_probs values outside [0, 1]", np.flatnonzero(out_of_bounds))
+    raise_first(spec, pred_probs_problems(pred_probs))
 
 
 def rounding_allowance(dtype, num_classes):
@@ -137,6 +215,33 @@ def rounding_allowance(dtype, num_classes):
     return float(info.eps / 2 + num_classes * (info.smallest_subnormal / 2 + np.finfo(np.float64).eps))
 
 
+def row_sum_problems(pred_probs, tolerance):
+    """Rows whose sum is further from 1 than ``tolerance`` allows.
+
+    Parameters
+    ----------
+    pred_probs : numpy.ndarray
+        (n, K) predicted probabilities (non-finite rows count as not summing to 1).
+    tolerance : float
+        Accepted ``|sum - 1|`` beyond :func:`rounding_allowance` of the dtype.
+
+    Returns
+    -------
+    list of RowProblem
+        Empty or ``row_sum``.
+    """
+    if pred_probs.size == 0:
+        return []
+    limit = float(tolerance) + rounding_allowance(pred_probs.dtype, pred_probs.shape[1])
+    sums = pred_probs.sum(axis=1, dtype=np.float64)
+    bad = ~(np.abs(sums - 1.0) <= limit)
+    if not bad.any():
+        return []
+    rows = np.flatnonzero(bad)
+    return [RowProblem("row_sum", f"pred_probs rows do not sum to 1 (first sums to {sums[rows[0]]:.9g}; "
+                                  f"row_sum_tolerance {tolerance:g})", rows)]
+
+
 def validate_row_sums(pred_probs, tolerance, spec):
     """Raise :class:`InputError` for rows whose sum is further from 1 than ``tolerance`` allows.
 
@@ -149,18 +254,32 @@ def validate_row_sums(pred_probs, tolerance, spec):
     spec : PartitionSpec
         Where ``pred_probs`` came from, to name the offending rows.
     """
-    if pred_probs.size == 0:
-        return
-    limit = float(tolerance) + rounding_allowance(pred_probs.dtype, pred_probs.shape[1])
-    sums = pred_probs.sum(axis=1, dtype=np.float64)
-    bad = ~(np.abs(sums - 1.0) <= limit)
-    if bad.any():
-        rows = np.flatnonzero(bad)
-        raise row_error(spec, f"pred_probs rows do not sum to 1 (first sums to "
-                              f"{sums[rows[0]]:.9g}; row_sum_tolerance {tolerance:g})", rows)
+    raise_first(spec, row_sum_problems(pred_probs, tolerance))
 
 
-def validate_unique_ids(ids, spec):
+def value_problems(data, num_classes, row_sum_tolerance=None):
+    """Every check of decoded values, in order: labels, probabilities, row sums (with a tolerance).
+
+    Parameters
+    ----------
+    data : PartitionData
+        ``labels`` (n,) and ``pred_probs`` (n, K).
+    num_classes : int
+        K.
+    row_sum_tolerance : float, optional
+
+    Returns
+    -------
+    list of RowProblem
+        Rows counted in ``data``'s frame.
+    """
+    problems = label_problems(data.labels, num_classes) + pred_probs_problems(data.pred_probs)
+    if row_sum_tolerance is not None:
+        problems += row_sum_problems(data.pred_probs, row_sum_tolerance)
+    return problems
+
+
+def validate_unique_ids(ids, spec, rows=None):
     """Raise :class:`InputError` when an id repeats an earlier id of the partition.
 
     Parameters
@@ -169,15 +288,18 @@ def validate_unique_ids(ids, spec):
         (n,) non-null ids.
     spec : PartitionSpec
         Where ``ids`` came from; the error names the first row repeating an id.
+    rows : numpy.ndarray, optional
+        (n,) local row of each id, when ``ids`` are a subset of the partition's rows (skipped
+        rows); default ``arange(n)``.
     """
     repeated = pd.Series(ids).duplicated(keep="first").to_numpy()
     if repeated.any():
-        rows = np.flatnonzero(repeated)
-        value = ids[rows[0]]
-        first = int(np.flatnonzero(pd.Series(ids) == value)[0])
+        rows = np.arange(len(ids)) if rows is None else np.asarray(rows)
+        value = ids[np.flatnonzero(repeated)[0]]
+        first = int(rows[np.flatnonzero(pd.Series(ids) == value)[0]])
         value = value.item() if isinstance(value, np.generic) else value
         raise row_error(spec, f"duplicate id {value!r} (first at global row "
-                              f"{spec.row_start + first})", rows)
+                              f"{spec.row_start + first})", rows[repeated])
 
 
 def validate_partition(data, plan, spec, row_sum_tolerance=None):
@@ -192,9 +314,6 @@ def validate_partition(data, plan, spec, row_sum_tolerance=None):
     row_sum_tolerance : float, optional
         Also reject rows whose sum is further from 1 (see :func:`validate_row_sums`).
     """
-    validate_labels(data.labels, plan.num_classes, spec)
-    validate_pred_probs(data.pred_probs, spec)
-    if row_sum_tolerance is not None:
-        validate_row_sums(data.pred_probs, row_sum_tolerance, spec)
+    raise_first(spec, value_problems(data, plan.num_classes, row_sum_tolerance))
     if data.ids is not None:
         validate_unique_ids(data.ids, spec)

@@ -61,6 +61,8 @@ class GroupedPartition:
         User ids in original (not grouped) order.
     has_nan : bool
         Whether any prediction is NaN (cleanlab accepts NaN; scans reject it).
+    rejected : labelscan.io.rejects.Rejections or None
+        Input rows of the partition left out (skipped bad rows): ``row_ids`` then skip them.
     """
 
     row_start: int
@@ -72,6 +74,7 @@ class GroupedPartition:
     row_ids: np.ndarray
     ids: np.ndarray | None = None
     has_nan: bool = True
+    rejected: object | None = None
 
     @property
     def num_classes(self) -> int:
@@ -107,7 +110,7 @@ class GroupedPartition:
         return xp.take(grouped_values, self._inverse)
 
 
-def group_by_label(row_start: int, labels, pred_probs, ids=None) -> GroupedPartition:
+def group_by_label(row_start: int, labels, pred_probs, ids=None, rejected=None, row_ids=None) -> GroupedPartition:
     """Group a partition's rows by given label (stable) and store its predictions column-major.
 
     Parameters
@@ -117,6 +120,10 @@ def group_by_label(row_start: int, labels, pred_probs, ids=None) -> GroupedParti
     pred_probs : array, shape (n, K)
         NumPy (the partition stays on the host) or CuPy (it lives on the device).
     ids : numpy.ndarray or None, shape (n,)
+    rejected : labelscan.io.rejects.Rejections or None
+        Input rows left out of ``labels`` and ``pred_probs`` (kept with the partition).
+    row_ids : numpy.ndarray or None, shape (n,), int64
+        Global row of each row, increasing; default ``row_start + arange(n)``.
 
     Returns
     -------
@@ -136,9 +143,10 @@ def group_by_label(row_start: int, labels, pred_probs, ids=None) -> GroupedParti
         class_starts=class_starts,
         labels=xp.ascontiguousarray(labels[order], dtype=np.int64),
         columns=_grouped_columns(pred_probs, order),
-        row_ids=(row_start + order).astype(np.int64),
+        row_ids=(row_start + order).astype(np.int64) if row_ids is None else xp.asarray(row_ids)[order],
         ids=ids,
-        has_nan=bool(xp.isnan(pred_probs.max())),
+        has_nan=bool(pred_probs.size and xp.isnan(pred_probs.max())),
+        rejected=rejected,
     )
 
 

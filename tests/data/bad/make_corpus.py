@@ -277,8 +277,6 @@ CASES = {case.name: case for case in [
     Case("truncated_file", "not a readable parquet file"),
     Case("no_parquet_files", "no parquet files", file=None),
     # usage errors: exit 2
-    Case("skip_not_supported", "on_bad_rows='skip' is not supported yet", exit_code=2, file=None,
-         args=["--on-bad-rows", "skip"]),
     Case("negative_row_sum_tolerance", "Invalid value for '--row-sum-tolerance'", exit_code=2, file=None,
          args=["--row-sum-tolerance", "-0.5"]),
 ]}
@@ -321,6 +319,26 @@ DAMAGE = {
     "garbage_file": damaged("garbage"),
     "truncated_file": damaged("truncated"),
 }
+
+SKIP_REASONS = {
+    "nan_prob": "non_finite", "inf_prob": "non_finite", "negative_prob": "out_of_bounds",
+    "prob_above_one": "out_of_bounds", "row_sum_off": "row_sum", "label_out_of_range": "label_out_of_range",
+    "negative_label": "label_out_of_range", "null_label": "null_label", "null_pred_probs_row": "null_pred_probs",
+    "null_in_list": "null_in_pred_probs", "null_in_k_columns": "null_in_pred_probs",
+    "k_differs_between_rows": "pred_probs_length", "k_differs_between_row_groups": "pred_probs_length",
+    "null_ids": "null_id",
+}
+"""Row-level cases: what ``--on-bad-rows skip`` gives as the ``reason`` of the rows it leaves out
+(:func:`skipped_rows`); every other case stops a skipping scan too."""
+
+
+def skipped_rows(name: str) -> list:
+    """Global rows a skipping scan leaves out for row-level case ``name``."""
+    if name == "k_differs_between_row_groups":
+        start = BAD_FILE * ROWS_PER_FILE + BAD_ROW_GROUP * ROW_GROUP_ROWS
+        return list(range(start, start + ROW_GROUP_ROWS))
+    return [BAD_FILE * ROWS_PER_FILE + row for row in BAD_FILE_ROWS]
+
 
 LAYOUTS = {"null_pred_probs_row": "list", "null_in_list": "list", "k_differs_between_rows": "list",
            "k_differs_between_row_groups": "list", "null_in_k_columns": "columns"}
