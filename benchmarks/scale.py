@@ -8,8 +8,18 @@ partitioning (``--rows-per-partition``), so every GPU count writes the same file
 every output part is compared across GPU counts. The bare parquet read of the same files is
 the floor.
 
+Two read floors are recorded: ``read_floor`` (:func:`benchmarks.cpu.read_floor_once`, files one
+after another, pyarrow's own threads inside each) and ``read_floor_parallel`` (every file read the
+same way, ``os.cpu_count()`` files at a time: what the host's cores can decode at best).
+
+Large sets: ``--jobs`` processes generate the files (default all CPUs), ``--rows-per-file``
+sets the file size (10M rows keeps a 1B-row set at 100 files), and each GPU count's outputs are
+deleted once hashed unless ``--keep-outputs`` (a 1B×10 set is ~43 GB on disk, its outputs ~10 GB).
+
 Run: ``python -m benchmarks.scale --sizes 100Mx10 --gpus 1,2 --out benchmarks/results/scale.json``
-(tidy JSON records as in :mod:`benchmarks.cpu`).
+(tidy JSON records as in :mod:`benchmarks.cpu`);
+``python -m benchmarks.scale --sizes 1Bx10 --gpus 1 --rows-per-file 10000000 --repeat 1`` for
+the billion-row run.
 """
 
 from __future__ import annotations
@@ -17,12 +27,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from benchmarks.cpu import Recorder, add_timing, labelscan_once, machine_info, read_floor_once, timed_runs
-from benchmarks.datasets import ensure_dataset, list_files, parse_size
+from benchmarks.datasets import ROWS_PER_FILE, ensure_dataset, list_files, parse_size
 from benchmarks.gpu import gpu_versions, print_records
 
 
@@ -30,6 +42,12 @@ def output_digests(folder: Path) -> dict:
     """sha256 of every parquet part of a scan's outputs, by relative path."""
     return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
             for path in sorted(folder.rglob("*.parquet"))}
+
+
+def read_floor_parallel(paths) -> int:
+    """:func:`read_floor_once` of every file, ``os.cpu_count()`` files at a time; rows read."""
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        return sum(pool.map(lambda path: read_floor_once([path]), paths))
 
 
 def gpu_cluster(count: int):
@@ -49,9 +67,15 @@ def gpu_cluster(count: int):
 def bench_size(recorder: Recorder, size: str, args) -> None:
     """Every GPU count on one size; outputs must be byte-identical across counts."""
     rows, classes = parse_size(size)
-    folder = Path(args.data_dir) / ensure_dataset(args.data_dir, rows, classes)["spec"].folder_name
+    dataset = ensure_dataset(args.data_dir, rows, classes, jobs=args.jobs, rows_per_file=args.rows_per_file)
+    if dataset["generated"]:
+        recorder.add("dataset", size, "generate_seconds", dataset["seconds"], "s")
+    folder = Path(dataset["folder"])
     paths = list_files(folder)
+    recorder.add("dataset", size, "bytes_on_disk", sum(path.stat().st_size for path in paths), "B")
     floor = add_timing(recorder, "read_floor", size, timed_runs(lambda: read_floor_once(paths), 1)[0])
+    parallel_floor = add_timing(recorder, "read_floor_parallel", size,
+                                timed_runs(lambda: read_floor_parallel(paths), 1)[0])
     digests = {}
     for count in args.gpus:
         cluster, client, started = gpu_cluster(count)
@@ -66,9 +90,12 @@ def bench_size(recorder: Recorder, size: str, args) -> None:
         median = add_timing(recorder, benchmark, size, seconds)
         recorder.add(benchmark, size, "rows_per_second", rows / median, "rows/s")
         recorder.add(benchmark, size, "vs_read_floor", median / floor, "ratio")
+        recorder.add(benchmark, size, "vs_read_floor_parallel", median / parallel_floor, "ratio")
         for stage, value in summaries[-1]["timings"].items():
             recorder.add(benchmark, size, f"stage_{stage}", value, "s")
         digests[count] = output_digests(out)
+        if not args.keep_outputs:
+            shutil.rmtree(out)
         client.close()
         cluster.close()
     first = args.gpus[0]
@@ -90,6 +117,9 @@ def main(argv=None) -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "labelscan-bench"))
     parser.add_argument("--out", default="benchmarks/results/scale.json")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes generating files")
+    parser.add_argument("--rows-per-file", type=int, default=ROWS_PER_FILE)
+    parser.add_argument("--keep-outputs", action="store_true", help="keep each GPU count's scan outputs")
     args = parser.parse_args(argv)
     args.gpus = [int(count) for count in args.gpus.split(",")]
     recorder = Recorder(machine_info(), gpu_versions())
