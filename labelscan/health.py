@@ -343,7 +343,8 @@ def from_summary(summary: dict, *, asymmetric=False) -> dict:
     summary : dict
         ``ScanResult.summary`` or the parsed ``summary.json``.
     """
-    return from_statistics(summary["statistics"], summary.get("num_rows"), asymmetric=asymmetric,
+    return from_statistics(summary["statistics"], summary.get("num_rows_scanned", summary.get("num_rows")),
+                           asymmetric=asymmetric,
                            class_names=summary.get("class_names"))
 
 

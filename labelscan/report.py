@@ -100,7 +100,8 @@ class _LabelStream:
             with self.fs.open(entry["path"], "rb") as handle:
                 reader = pq.ParquetFile(handle)
                 for group in range(reader.num_row_groups):
-                    yield reader.read_row_group(group, columns=[self.column]).column(0).to_numpy()
+                    column = reader.read_row_group(group, columns=[self.column]).column(0)
+                    yield column.fill_null(0).to_numpy()   # null: a row skipped as bad input, not shown
 
     def take(self, count: int) -> np.ndarray:
         pieces, have = [self._buffer], len(self._buffer)
@@ -143,16 +144,17 @@ def quality_histograms(out, summary, storage_options=None, bins=20, input_storag
     for path in parts:
         with fs.open(path, "rb") as handle:
             table = pq.read_table(handle, columns=["label_quality", "predicted_label", "is_label_issue"])
-        quality = table.column("label_quality").to_numpy()
-        issue = table.column("is_label_issue").to_numpy(zero_copy_only=False)
+        scanned = _scanned(table)
+        quality = table.column("label_quality").to_numpy()[scanned]
+        issue = table.column("is_label_issue").to_numpy(zero_copy_only=False)[scanned]
         classes = None
         if labels is not None:
             try:
-                classes = labels.take(len(quality))
+                classes = labels.take(len(scanned))[scanned]
             except Exception as error:  # noqa: BLE001
                 labels, note = None, f"the scan's input could not be read here ({type(error).__name__}: {error})"
         if classes is None:
-            classes = table.column("predicted_label").to_numpy()
+            classes = table.column("predicted_label").to_numpy()[scanned]
         bin_index = np.clip(((quality - low) / (high - low) * bins).astype(np.int64), 0, bins - 1)
         cell = classes.astype(np.int64) * bins + bin_index
         flagged += np.bincount(cell[issue], minlength=num_classes * bins).reshape(num_classes, bins)
@@ -161,6 +163,12 @@ def quality_histograms(out, summary, storage_options=None, bins=20, input_storag
     if note is not None:   # a partial stream must not mix given and predicted labels
         return _histograms_by_prediction(fs, parts, num_classes, edges, note)
     return {"edges": edges, "flagged": flagged, "clean": clean, "by": "given label", "note": None}
+
+
+def _scanned(table) -> np.ndarray:
+    """Which rows of a mask part were scanned, shape (n,), bool (rows skipped as bad input have no
+    ``label_quality``)."""
+    return table.column("label_quality").is_valid().to_numpy(zero_copy_only=False)
 
 
 def _histograms_by_prediction(fs, parts, num_classes, edges, note):
@@ -173,10 +181,11 @@ def _histograms_by_prediction(fs, parts, num_classes, edges, note):
     for path in parts:
         with fs.open(path, "rb") as handle:
             table = pq.read_table(handle, columns=["label_quality", "predicted_label", "is_label_issue"])
-        quality = table.column("label_quality").to_numpy()
-        issue = table.column("is_label_issue").to_numpy(zero_copy_only=False)
+        scanned = _scanned(table)
+        quality = table.column("label_quality").to_numpy()[scanned]
+        issue = table.column("is_label_issue").to_numpy(zero_copy_only=False)[scanned]
         bin_index = np.clip(((quality - low) / (high - low) * bins).astype(np.int64), 0, bins - 1)
-        cell = table.column("predicted_label").to_numpy().astype(np.int64) * bins + bin_index
+        cell = table.column("predicted_label").to_numpy()[scanned].astype(np.int64) * bins + bin_index
         flagged += np.bincount(cell[issue], minlength=num_classes * bins).reshape(num_classes, bins)
         clean += np.bincount(cell[~issue], minlength=num_classes * bins).reshape(num_classes, bins)
     return {"edges": edges, "flagged": flagged, "clean": clean, "by": "predicted label", "note": note}

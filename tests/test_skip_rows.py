@@ -180,6 +180,8 @@ def test_rejected_rows_are_listed_counted_and_committed(damaged, cluster, tmp_pa
     assert parts and parts <= listed
     assert len(parts) == summary["num_partitions"]           # one part per partition, empty ones too
     assert labelscan.open_scan(str(out)).issues(5) is not None   # every checksum verifies
+    health = labelscan.health.from_summary(summary)
+    assert health["overall_label_health_score"] == summary["health"]["overall_label_health_score"]
 
 
 def test_resume_keeps_rejected_parts(damaged, cluster, tmp_path):
@@ -230,6 +232,8 @@ def test_row_level_corpus_cases_are_skipped(name, cluster, tmp_path):
     kept = np.setdiff1d(np.arange(len(labels)), skipped)
     issues = read_parts(out, "issues")
     np.testing.assert_array_equal(issues["row_id"].to_numpy(), expected_issues(labels, pred_probs, kept))
+    report = CliRunner().invoke(cli, ["report", str(out)])   # skipped rows have no score to plot
+    assert report.exit_code == 0, report.output
 
 
 @pytest.mark.parametrize("name", [name for name, case in corpus.CASES.items()
