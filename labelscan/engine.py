@@ -67,7 +67,7 @@ class Stopwatch:
 
 
 def analyse(runner, sources, row_starts, num_classes: int, dtype, options: ScanOptions,
-            report=None, cache: bool = True) -> Analysis:
+            report=None, cache: bool = True, cache_keys: bool = True) -> Analysis:
     """Run every pass up to the flag pass.
 
     Parameters
@@ -86,6 +86,10 @@ def analyse(runner, sources, row_starts, num_classes: int, dtype, options: ScanO
     cache : bool
         Keep decoded partitions in worker memory between passes; otherwise every pass
         re-reads its partition (memory bounded by the partitions in flight).
+    cache_keys : bool
+        With ``cache``, also keep each partition's selection key images (``(K - 1)`` per row
+        for the noise-rate filters) between the cutoff rounds; otherwise each round recomputes
+        them from the cached partition (GPU workers: a few kernels, and no device memory held).
 
     Returns
     -------
@@ -130,7 +134,7 @@ def analyse(runner, sources, row_starts, num_classes: int, dtype, options: ScanO
             runner.submit("score-dtype", _dtype_of, filter_scores[0]))).dtype if len(sources) else dtype
     families = plan.selection_families(stats, options, dtype, num_rows, score_dtype)
     keys_per_family = [
-        runner.map("keys", selection.partition_keys, parts, filter_scores, tasks=tasks) if cache
+        runner.map("keys", selection.partition_keys, parts, filter_scores, tasks=tasks) if cache and cache_keys
         else list(zip(parts, filter_scores))
         for tasks in families
     ]

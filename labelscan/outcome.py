@@ -14,7 +14,7 @@ import numpy as np
 from labelscan import passes
 from labelscan.kernels import grouped
 from labelscan.stats.order import float_images
-from labelscan.xp import to_host
+from labelscan.xp import stable_argsort, to_host
 
 RANK_BITS = 16
 """Bits of the score image used to split the ranking into ranges."""
@@ -63,31 +63,30 @@ def partition_outcome(part: grouped.GroupedPartition, facts: passes.RowFacts, re
     family_keys = [(part, keys[1]) if isinstance(keys, tuple) else keys for keys in family_keys]
     flagged = passes.flagged_rows(part, facts, request, family_keys)
     quality = grouped.label_quality_scores(part, request.rank_by, request.adjust_pred_probs, request.thresholds)
-    result = PartitionOutcome(  # row-order results on the host, whatever the partition's device
-        row_ids=to_host(part.to_row_order(part.row_ids)),
-        given_label=to_host(part.to_row_order(part.labels)),
-        predicted_label=to_host(part.to_row_order(facts.predicted.astype(np.int64))),
-        is_label_issue=to_host(part.to_row_order(flagged)),
-        label_quality=to_host(part.to_row_order(quality)),
+    row_order = {"row_id": part.to_row_order(part.row_ids), "given_label": part.to_row_order(part.labels),
+                 "predicted_label": part.to_row_order(facts.predicted.astype(np.int64)),
+                 "label_quality": part.to_row_order(quality)}
+    is_label_issue = part.to_row_order(flagged)
+    # the issues are ranked where the partition lives (ties stay in row order)
+    issue_rows = part.xp.flatnonzero(is_label_issue)
+    images = float_images(row_order["label_quality"][issue_rows]).astype(np.uint64)
+    ranked = stable_argsort(images)
+    issue_rows = issue_rows[ranked]
+    issues = {name: to_host(values[issue_rows]) for name, values in row_order.items()}
+    issues["image"] = to_host(images[ranked])
+    if part.ids is not None:
+        issues["id"] = part.ids[to_host(issue_rows)]
+    return PartitionOutcome(  # row-order results on the host, whatever the partition's device
+        row_ids=to_host(row_order["row_id"]),
+        given_label=to_host(row_order["given_label"]),
+        predicted_label=to_host(row_order["predicted_label"]),
+        is_label_issue=to_host(is_label_issue),
+        label_quality=to_host(row_order["label_quality"]),
         ids=part.ids,
         rejected=part.rejected,
-        issues={},
+        issues=issues,
         issues_per_class=to_host(part.xp.bincount(part.labels[flagged], minlength=part.num_classes)).astype(np.int64),
     )
-    issue_rows = np.flatnonzero(result.is_label_issue)  # row order
-    images = float_images(result.label_quality[issue_rows]).astype(np.uint64)
-    ranked = np.argsort(images, kind="stable")  # ties stay in row order
-    issue_rows = issue_rows[ranked]
-    result.issues = {
-        "row_id": result.row_ids[issue_rows],
-        "given_label": result.given_label[issue_rows],
-        "predicted_label": result.predicted_label[issue_rows],
-        "label_quality": result.label_quality[issue_rows],
-        "image": images[ranked],
-    }
-    if part.ids is not None:
-        result.issues["id"] = part.ids[issue_rows]
-    return result
 
 
 def merge_ranked(issue_sets: list) -> dict:

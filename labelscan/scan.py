@@ -227,7 +227,7 @@ def run_scan(input_path, out_path, *, options: ScanOptions, label_column="label"
         runner = DaskRunner(dask_client, retries=retries)
         keep_cached = _should_cache(cache, plan, dask_client)
         analysis = engine.analyse(runner, sources, row_starts, plan.num_classes, plan.pred_probs_dtype, options,
-                                  report=report, cache=keep_cached)
+                                  report=report, cache=keep_cached, cache_keys=backend != "cupy")
         timings.update(analysis.timings)
         clock = engine.Stopwatch(report)
         if id_column is not None:   # before anything is written: a bad input leaves OUT untouched

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from labelscan.stats.order import float_images, image_bits
-from labelscan.xp import array_module, to_host
+from labelscan.xp import array_module, stable_argsort, to_host
 
 MAX_HISTOGRAM_CELLS = 1 << 22
 """Bound on tasks × bins of one refine round's histogram (32 MiB; merged on the workers)."""
@@ -340,8 +340,7 @@ def select_rows(keys, tasks, cutoffs: PartitionCutoffs, xp=np):
         for task_row in np.flatnonzero((cutoffs.quota[task_ids] > 0) & ~everything):
             tied = xp.flatnonzero(images[task_row] == limit[task_row])
             # grouped order is row order inside a class block, not across blocks: sort by row
-            tied = tied[xp.argsort(block.row_ids[tied])] if xp is not np else \
-                tied[np.argsort(block.row_ids[tied], kind="stable")]
+            tied = tied[stable_argsort(block.row_ids[tied])]
             chosen[task_row, tied[: int(cutoffs.quota[task_ids[task_row]])]] = True
         selected[block.rows] |= chosen.any(axis=0)
     return xp.zeros(keys.num_rows, dtype=bool) if selected is None else selected

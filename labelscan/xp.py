@@ -40,3 +40,10 @@ def to_host(array):
 def like(array, values):
     """``values`` (NumPy or scalars) as an array of ``array``'s namespace."""
     return array_module(array).asarray(values)
+
+
+def stable_argsort(values):
+    """Indices sorting a 1-d array, equal values kept in their order, in the array's namespace
+    (CuPy's argsort is always stable and takes no ``kind``)."""
+    xp = array_module(values)
+    return np.argsort(values, kind="stable") if xp is np else xp.argsort(values)
