@@ -101,6 +101,17 @@ def worker_memory_limit(client) -> int:
     return int(sum(info.get("memory_limit") or 0 for info in workers.values()))
 
 
+def worker_device_memory(client) -> int:
+    """Sum over the workers of their current GPU's total memory in bytes (0 without CuPy/GPU)."""
+    def device_memory() -> int:
+        from labelscan.xp import cupy_or_none
+
+        cupy = cupy_or_none()
+        return int(cupy.cuda.Device().mem_info[1]) if cupy is not None else 0
+
+    return int(sum(client.run(device_memory).values()))
+
+
 def worker_threads(client) -> int:
     """Total worker threads of the cluster (at least 1)."""
     workers = client.scheduler_info().get("workers", {})

@@ -19,10 +19,10 @@ import pyarrow as pa
 
 from labelscan import __version__, engine, health, outcome, passes
 from labelscan.backend import cluster_backend, resolve_backend
-from labelscan.cluster import get_client, worker_memory_limit, worker_threads
+from labelscan.cluster import get_client, worker_device_memory, worker_memory_limit, worker_threads
 from labelscan.errors import UsageError
 from labelscan.io.commit import OutputCommit
-from labelscan.io.dataset import plan_dataset, read_ids, read_partition
+from labelscan.io.dataset import TARGET_PARTITION_BYTES, plan_dataset, read_ids, read_partition
 from labelscan.io.rejects import kept_row_ids, rejected_per_reason, with_rejected_rows
 from labelscan.io.unique import check_unique_ids
 from labelscan.io.redact import protect_workers, redact
@@ -38,6 +38,15 @@ PARTITIONS_PER_THREAD = 2
 
 CACHE_FRACTION = 0.4
 """Cache decoded partitions when they take at most this fraction of the workers' memory."""
+
+GPU_CACHE_FRACTION = 0.6
+"""The same fraction of the GPUs' memory, for partitions cached on the device."""
+
+GPU_PARTITION_BYTES = 512 * 2**20
+"""Predictions per partition of a GPU scan (fewer, larger tasks: per-task host work dominates)."""
+
+GROUPED_ROW_BYTES = 24
+"""Device bytes per row of a grouped partition besides its predictions (labels, order, row ids)."""
 
 
 @dataclass
@@ -213,7 +222,8 @@ def run_scan(input_path, out_path, *, options: ScanOptions, label_column="label"
         backend = cluster_backend(dask_client, backend)
         timings = {"cluster": round(time.perf_counter() - started, 6)}
         protect_workers(dask_client, storage_options, [out_path, *_paths(input_path)])   # mask worker logs
-        plan = _plan(input_path, columns, storage_options, rows_per_partition, worker_threads(dask_client))
+        plan = _plan(input_path, columns, storage_options, rows_per_partition, worker_threads(dask_client),
+                     backend)
         options.check_classes(plan.num_classes)
         class_names = _class_names(class_names, plan)
         commit = OutputCommit(out_path, storage_options=storage_options, overwrite=overwrite,
@@ -225,7 +235,7 @@ def run_scan(input_path, out_path, *, options: ScanOptions, label_column="label"
         row_starts = np.asarray([spec.row_start for spec in plan.partitions], dtype=np.int64)
         timings["plan"] = round(time.perf_counter() - started - timings["cluster"], 6)
         runner = DaskRunner(dask_client, retries=retries)
-        keep_cached = _should_cache(cache, plan, dask_client)
+        keep_cached = _should_cache(cache, plan, dask_client, backend)
         analysis = engine.analyse(runner, sources, row_starts, plan.num_classes, plan.pred_probs_dtype, options,
                                   report=report, cache=keep_cached, cache_keys=backend != "cupy")
         timings.update(analysis.timings)
@@ -299,10 +309,12 @@ def _paths(input_path) -> list:
     return [input_path] if isinstance(input_path, str) else list(input_path)
 
 
-def _plan(input_path, columns, storage_options, rows_per_partition, threads: int):
-    """Plan the partitions; by default at least two per worker thread when row groups allow."""
+def _plan(input_path, columns, storage_options, rows_per_partition, threads: int, backend: str = "numpy"):
+    """Plan the partitions; by default at least two per worker thread when row groups allow
+    (GPU scans: partitions of :data:`GPU_PARTITION_BYTES`, fewer tasks of more rows)."""
+    partition_bytes = GPU_PARTITION_BYTES if backend == "cupy" else TARGET_PARTITION_BYTES
     plan = plan_dataset(input_path, storage_options=storage_options, rows_per_partition=rows_per_partition,
-                        **columns)
+                        partition_bytes=partition_bytes, **columns)
     wanted = PARTITIONS_PER_THREAD * threads
     if rows_per_partition is None and len(plan.partitions) < wanted:
         plan = plan_dataset(input_path, storage_options=storage_options,
@@ -310,12 +322,20 @@ def _plan(input_path, columns, storage_options, rows_per_partition, threads: int
     return plan
 
 
-def _should_cache(cache, plan, client) -> bool:
+def _should_cache(cache, plan, client, backend: str = "numpy") -> bool:
+    """Whether partitions stay decoded on the workers between passes: ``cache`` unless "auto";
+    then whether the dataset takes at most :data:`CACHE_FRACTION` of the workers' memory (on
+    GPU workers, of the devices' memory, counting the grouped copy's per-row indices)."""
     if cache != "auto":
         return bool(cache)
-    dataset_bytes = plan.num_rows * plan.num_classes * np.dtype(plan.pred_probs_dtype).itemsize
-    limit = worker_memory_limit(client)
-    return limit == 0 or dataset_bytes <= CACHE_FRACTION * limit
+    row_bytes = plan.num_classes * np.dtype(plan.pred_probs_dtype).itemsize
+    if backend == "cupy":
+        row_bytes += GROUPED_ROW_BYTES
+        limit = worker_device_memory(client)
+    else:
+        limit = worker_memory_limit(client)
+    fraction = GPU_CACHE_FRACTION if backend == "cupy" else CACHE_FRACTION
+    return limit == 0 or plan.num_rows * row_bytes <= fraction * limit
 
 
 def _write_issues(runner, written, summaries, commit, per_part, write=write_ranked) -> list:

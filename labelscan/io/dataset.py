@@ -173,6 +173,7 @@ class _FileFooter:
 
 def plan_dataset(urlpath, *, storage_options=None, label_column="label",
                  pred_probs_column="pred_probs", id_column=None, rows_per_partition=None,
+                 partition_bytes=TARGET_PARTITION_BYTES,
                  multi_label=False):
     """Check a parquet prediction set's schema and split it into partitions.
 
@@ -192,7 +193,10 @@ def plan_dataset(urlpath, *, storage_options=None, label_column="label",
         Column carried to the outputs as the example id.
     rows_per_partition : int, optional
         Most rows per partition (a larger row group still makes one partition).
-        Default: about 64 MiB of predictions, ``64 MiB // (K * itemsize)``.
+        Default: about ``partition_bytes`` of predictions, ``partition_bytes // (K * itemsize)``.
+    partition_bytes : int
+        Target bytes of predictions per partition when ``rows_per_partition`` is not given
+        (64 MiB; GPU scans ask for more, see :data:`labelscan.scan.GPU_PARTITION_BYTES`).
     multi_label : bool
         ``label_column`` holds each row's class indices (``list<int>``) or a K-wide 0/1
         vector (:mod:`labelscan.io.multilabels`) instead of one integer.
@@ -221,7 +225,7 @@ def plan_dataset(urlpath, *, storage_options=None, label_column="label",
                              f"file's has type {footers[0].id_type}", path=footer.path)
     class_names = _class_names(footers, num_classes)
     if rows_per_partition is None:
-        rows_per_partition = max(1, TARGET_PARTITION_BYTES // (num_classes * first.dtype.itemsize))
+        rows_per_partition = max(1, partition_bytes // (num_classes * first.dtype.itemsize))
     partitions = _pack_partitions(footers, rows_per_partition)
     rows_per_file = [sum(footer.row_group_rows) for footer in footers]
     return DatasetPlan(
