@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -120,6 +120,9 @@ class ScanEvalSource:
     out_fs : fsspec.AbstractFileSystem
     with_scores : bool
         Read pred_probs (scores are evaluated).
+    validation : dict
+        The scan's ``on_bad_rows`` and ``row_sum_tolerance``: with ``on_bad_rows="skip"`` the
+        rows the scan skipped are left out of the evaluation too.
     """
 
     plan: object
@@ -128,17 +131,24 @@ class ScanEvalSource:
     mask_parts: list
     out_fs: object
     with_scores: bool = True
+    validation: dict = field(default_factory=dict)
 
     def load(self):
         from labelscan.io.dataset import read_labels, read_partition
 
+        start, stop = self.spec.row_start, self.spec.row_start + self.spec.num_rows
+        true_labels, mask = self._true_labels(start, stop), self._mask(start, stop)
+        if self.validation.get("on_bad_rows") == "skip":
+            data = read_partition(self.plan, self.spec, self.validation.get("row_sum_tolerance"), "skip")
+            kept = data.rejected.kept_rows()
+            pred_probs = data.pred_probs if self.with_scores else None
+            return start, data.labels, pred_probs, np.asarray(true_labels)[kept], mask[kept]
         if self.with_scores:
             data = read_partition(self.plan, self.spec)
             labels, pred_probs = data.labels, data.pred_probs
         else:
             labels, pred_probs = read_labels(self.plan, self.spec), None
-        start, stop = self.spec.row_start, self.spec.row_start + self.spec.num_rows
-        return start, labels, pred_probs, self._true_labels(start, stop), self._mask(start, stop)
+        return start, labels, pred_probs, true_labels, mask
 
     def _true_labels(self, start, stop):
         from labelscan.io.columns import decode_labels
@@ -742,7 +752,8 @@ def evaluate_scan(out, true_labels, *, variants=SCORE_VARIANTS, input_path=None,
         out_fs, root, parts = _mask_parts(out, manifest, storage_options)
         with_scores = bool(len(variants))
         thresholds = _thresholds_from_summary(summary) if with_scores else None
-        sources = [ScanEvalSource(plan, spec, _partition_truth(truth, spec), parts, out_fs, with_scores)
+        validation = {key: summary.get(key) for key in ("on_bad_rows", "row_sum_tolerance")}
+        sources = [ScanEvalSource(plan, spec, _partition_truth(truth, spec), parts, out_fs, with_scores, validation)
                    for spec in plan.partitions]
         with get_client(client, scheduler) as dask_client:
             result = evaluate_sources(DaskRunner(dask_client), sources, variants=variants, thresholds=thresholds,

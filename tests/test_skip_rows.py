@@ -200,6 +200,24 @@ def test_resume_keeps_rejected_parts(damaged, cluster, tmp_path):
     assert parts() == first
 
 
+def test_evaluation_leaves_the_skipped_rows_out(damaged, cluster, tmp_path):
+    folder, labels, pred_probs, ids, bad = damaged
+    out = tmp_path / "out"
+    labelscan.scan(str(folder), str(out), client=cluster[1], on_bad_rows="skip", rows_per_partition=300)
+    truth = labels.copy()
+    truth[::7] = (truth[::7] + 1) % K                       # "verified" labels disagreeing on every 7th row
+    np.save(tmp_path / "truth.npy", truth)
+    got = labelscan.evaluate.evaluate(str(out), str(tmp_path / "truth.npy"), client=cluster[1], write=False)
+    skipped = [rows for reason, rows in bad.items() if reason != "null_id"]   # no id column here
+    kept = np.setdiff1d(np.arange(len(labels)), np.concatenate(skipped))
+    expected = labelscan.evaluate.evaluate(read_parts(out, "mask")["is_label_issue"].to_numpy()[kept], truth[kept],
+                                           labels=labels[kept], pred_probs=pred_probs[kept])
+    assert got["num_rows"] == len(kept)
+    assert got["num_true_errors"] == expected["num_true_errors"]
+    assert got["mask"] == expected["mask"]
+    assert got["scores"] == expected["scores"]
+
+
 def test_error_mode_writes_no_rejected_parts(cluster, tmp_path):
     data = corpus.build_good(tmp_path / "in")
     result = labelscan.scan(str(data), str(tmp_path / "out"), client=cluster[1])
