@@ -19,9 +19,7 @@ from __future__ import annotations
 import html
 import json
 
-import numpy as np
-
-EVALUATION_NAME = "evaluation.json"
+from labelscan.evaluate import EVALUATION_NAME
 
 CLASS_COLUMNS = (("class_index", "class", "d"), ("class_name", "name", "s"),
                  ("label_issues", "label issues", "d"), ("inverse_label_issues", "inverse label issues", "d"),
