@@ -16,6 +16,7 @@ import posixpath
 import uuid
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
@@ -23,7 +24,8 @@ PARQUET_COMPRESSION = "zstd"
 
 
 def parquet_bytes(tables, row_group_rows=None):
-    """Serialise tables with one schema, in order, into one zstd parquet file in memory.
+    """Serialise tables with one schema, in order, into one zstd parquet file in memory
+    (integer columns delta-encoded, no dictionaries).
 
     Parameters
     ----------
@@ -43,12 +45,19 @@ def parquet_bytes(tables, row_group_rows=None):
     writer = None
     for table in tables:
         if writer is None:
-            writer = pq.ParquetWriter(buffer, table.schema, compression=PARQUET_COMPRESSION)
+            writer = pq.ParquetWriter(buffer, table.schema, compression=PARQUET_COMPRESSION, use_dictionary=False,
+                                      column_encoding=_integer_encodings(table.schema))
         writer.write_table(table, row_group_size=row_group_rows)
     if writer is None:
         raise ValueError("parquet_bytes needs at least one table")
     writer.close()
     return buffer.getvalue()
+
+
+def _integer_encodings(schema) -> dict:
+    """Delta encoding for every integer column (row numbers, class indices): 2-3x faster to
+    write than dictionary encoding and smaller; other columns stay plain (then zstd)."""
+    return {field.name: "DELTA_BINARY_PACKED" for field in schema if pa.types.is_integer(field.type)}
 
 
 def json_bytes(obj):
