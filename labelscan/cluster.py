@@ -11,6 +11,7 @@ import os
 import psutil
 
 from labelscan.errors import UsageError
+from labelscan.io.threads import available_cores
 
 GPU_WORKER_THREADS = 8
 """Most threads per GPU worker of a started LocalCUDACluster."""
@@ -24,10 +25,9 @@ def default_local_cluster_kwargs() -> dict:
     dict
         Keyword arguments for ``distributed.LocalCluster``.
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "n_workers": 1,
-        "threads_per_worker": max(1, cores or 1),
+        "threads_per_worker": available_cores(),
         "processes": True,
         "memory_limit": int(psutil.virtual_memory().total * 0.8),
         "dashboard_address": ":0",
@@ -90,8 +90,7 @@ def local_cuda_cluster(**kwargs):
         raise UsageError("a GPU scan without a client needs dask-cuda: pip install 'labelscan[gpu]'") from error
     # several threads per GPU worker: parquet decoding and output encoding run on the host and
     # overlap with the device work of other partitions
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = max(1, min(GPU_WORKER_THREADS, cores // max(get_n_gpus(), 1)))
+    threads = max(1, min(GPU_WORKER_THREADS, available_cores() // max(get_n_gpus(), 1)))
     return LocalCUDACluster(**{"dashboard_address": ":0", "threads_per_worker": threads, **kwargs})
 
 

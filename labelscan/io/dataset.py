@@ -29,6 +29,7 @@ from labelscan.io.columns import (PredProbsLayout, check_id_column, check_label_
                                   decode_list, list_problems, null_problems, resolve_pred_probs)
 from labelscan.io.multilabels import check_multilabel_column
 from labelscan.io.sources import fingerprint, resolve_files
+from labelscan.io.threads import ensure_decode_threads
 from labelscan.io.rejects import Rejections, rejections
 from labelscan.io.validate import (validate_labels, validate_partition, validate_unique_ids,
                                    value_problems)
@@ -398,6 +399,7 @@ def _piece(path, groups):
 
 def _read_table(plan, spec, columns):
     """The ``columns`` of a partition's rows: its pieces read and concatenated, in order."""
+    ensure_decode_threads()
     tables = [_read_piece(plan, piece, columns) for piece in spec.pieces]
     if len(tables) == 1:
         return tables[0]
