@@ -55,20 +55,60 @@ def _mask_parts(fs, root):
     return sorted(fs.glob(f"{root.rstrip('/')}/mask/part-*.parquet"))
 
 
-def quality_range(fs, parts) -> tuple:
-    """Smallest and largest ``label_quality`` from the parts' footer statistics (no data read)."""
+def _footer_range(statistics):
+    """``(min, max)`` of a column chunk's footer statistics as floats, or None when absent or
+    undecodable (pyarrow gives a float16 column's as 2 raw little-endian bytes each)."""
+    if statistics is None or not statistics.has_min_max:
+        return None
+    low, high = statistics.min, statistics.max
+    if isinstance(low, bytes) or isinstance(high, bytes):
+        if statistics.logical_type.type != "FLOAT16" or len(low) != 2 or len(high) != 2:
+            return None
+        low, high = np.frombuffer(low + high, dtype="<f2")
+    try:
+        return float(low), float(high)
+    except (TypeError, ValueError):
+        return None
+
+
+def _data_range(fs, path):
+    """``(min, max)`` of the finite ``label_quality`` values of one mask part, read from its data,
+    or None when it has none."""
     import pyarrow.parquet as pq
 
+    with fs.open(path, "rb") as handle:
+        column = pq.read_table(handle, columns=["label_quality"]).column(0).drop_null()
+    values = column.to_numpy().astype(np.float64)
+    values = values[np.isfinite(values)]
+    return (float(values.min()), float(values.max())) if len(values) else None
+
+
+def _part_range(fs, path):
+    """``(min, max)`` of ``label_quality`` in one mask part: from the footer statistics, or from
+    the data when a row group's are missing or undecodable; None for a part without values."""
+    import pyarrow.parquet as pq
+
+    with fs.open(path, "rb") as handle:
+        metadata = pq.ParquetFile(handle).metadata
+    index = metadata.schema.names.index("label_quality")
+    ranges = [_footer_range(metadata.row_group(group).column(index).statistics)
+              for group in range(metadata.num_row_groups)]
+    if not ranges or None in ranges:
+        return _data_range(fs, path)
+    return min(low for low, _ in ranges), max(high for _, high in ranges)
+
+
+def quality_range(fs, parts) -> tuple:
+    """Smallest and largest ``label_quality`` of the mask parts.
+
+    From the parts' footer statistics (no data read; float16 ones decoded), else from a part's
+    data. ``(0, 1)`` when there is no finite value; a single value ``v`` gives ``(v, v + 1)``.
+    """
     low, high = math.inf, -math.inf
     for path in parts:
-        with fs.open(path, "rb") as handle:
-            metadata = pq.ParquetFile(handle).metadata
-        index = metadata.schema.names.index("label_quality")
-        for group in range(metadata.num_row_groups):
-            stats = metadata.row_group(group).column(index).statistics
-            if stats is None or not stats.has_min_max:
-                return 0.0, 1.0
-            low, high = min(low, float(stats.min)), max(high, float(stats.max))
+        found = _part_range(fs, path)
+        if found is not None:
+            low, high = min(low, found[0]), max(high, found[1])
     if not math.isfinite(low) or not math.isfinite(high):
         return 0.0, 1.0
     if high <= low:
@@ -155,8 +195,7 @@ def quality_histograms(out, summary, storage_options=None, bins=20, input_storag
                 labels, note = None, f"the scan's input could not be read here ({type(error).__name__}: {error})"
         if classes is None:
             classes = table.column("predicted_label").to_numpy()[scanned]
-        bin_index = np.clip(((quality - low) / (high - low) * bins).astype(np.int64), 0, bins - 1)
-        cell = classes.astype(np.int64) * bins + bin_index
+        cell = _cells(quality, classes, low, high, bins)
         flagged += np.bincount(cell[issue], minlength=num_classes * bins).reshape(num_classes, bins)
         clean += np.bincount(cell[~issue], minlength=num_classes * bins).reshape(num_classes, bins)
         del table, quality, issue, classes, cell
@@ -169,6 +208,13 @@ def _scanned(table) -> np.ndarray:
     """Which rows of a mask part were scanned, shape (n,), bool (rows skipped as bad input have no
     ``label_quality``)."""
     return table.column("label_quality").is_valid().to_numpy(zero_copy_only=False)
+
+
+def _cells(quality, classes, low, high, bins) -> np.ndarray:
+    """Histogram cell ``class * bins + bin`` of each row, shape (n,), int64, from its quality and
+    class, shapes (n,) (the bin computed in float64 whatever the quality's float type)."""
+    position = (np.asarray(quality, dtype=np.float64) - low) / (high - low) * bins
+    return classes.astype(np.int64) * bins + np.clip(position.astype(np.int64), 0, bins - 1)
 
 
 def _histograms_by_prediction(fs, parts, num_classes, edges, note):
@@ -184,8 +230,7 @@ def _histograms_by_prediction(fs, parts, num_classes, edges, note):
         scanned = _scanned(table)
         quality = table.column("label_quality").to_numpy()[scanned]
         issue = table.column("is_label_issue").to_numpy(zero_copy_only=False)[scanned]
-        bin_index = np.clip(((quality - low) / (high - low) * bins).astype(np.int64), 0, bins - 1)
-        cell = table.column("predicted_label").to_numpy()[scanned].astype(np.int64) * bins + bin_index
+        cell = _cells(quality, table.column("predicted_label").to_numpy()[scanned], low, high, bins)
         flagged += np.bincount(cell[issue], minlength=num_classes * bins).reshape(num_classes, bins)
         clean += np.bincount(cell[~issue], minlength=num_classes * bins).reshape(num_classes, bins)
     return {"edges": edges, "flagged": flagged, "clean": clean, "by": "predicted label", "note": note}

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -25,7 +26,7 @@ import labelscan
 from labelscan.cli import cli
 from labelscan.demo_data import make_noisy_dataset
 from labelscan import report_quality
-from labelscan.report import choose_classes, quality_histograms, render_report, write_report
+from labelscan.report import choose_classes, quality_histograms, quality_range, render_report, write_report
 
 NAMES = ["ant", "bee", "cat", "dog", "eel"]
 ROWS = 3000
@@ -124,6 +125,39 @@ def test_report_outside_the_manifest_keeps_the_scan_verifiable(finished_scan, tm
     assert Path(written) == copy / "report.html" and (copy / "report.html").stat().st_size > 1000
     labelscan.open_scan(str(copy))   # verifies every manifest file; report.html is not one
     assert "report.html" not in (copy / "_SUCCESS").read_text()
+
+
+def test_report_of_a_float16_scan(tmp_path):
+    """float16 ``label_quality``: pyarrow gives its footer statistics as raw bytes, decoded here."""
+    from distributed import Client, LocalCluster
+
+    data = make_noisy_dataset(900, 4, noise_rate=0.25, seed=5)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    pq.write_table(pa.table({"label": data["labels"].astype(np.int64), "pred_probs": pa.FixedSizeListArray.from_arrays(
+        pa.array(data["pred_probs"].astype(np.float16).reshape(-1)), 4)}), folder / "a.parquet", row_group_size=300)
+    out = tmp_path / "scan"
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        labelscan.scan(str(folder), str(out), client=client, rows_per_partition=300)
+    result = labelscan.open_scan(str(out))
+    assert result.summary["pred_probs_dtype"] == "float16"
+    quality = result.mask(columns=["label_quality"])["label_quality"].to_numpy()
+    assert quality.dtype == np.float16
+    histograms = quality_histograms(result.out, result.summary, bins=10)
+    assert (histograms["edges"][0], histograms["edges"][-1]) == (float(quality.min()), float(quality.max()))
+    assert int(histograms["clean"].sum() + histograms["flagged"].sum()) == len(quality)
+    cli_result = CliRunner().invoke(cli, ["report", str(out)], catch_exceptions=False)
+    assert cli_result.exit_code == 0, cli_result.output
+    assert {"noise-matrix", "quality-histograms"} <= ids_in((out / "report.html").read_text())
+
+
+def test_quality_range_without_footer_statistics(tmp_path):
+    values = pa.array([0.5, None, 0.25, 0.75], type=pa.float16())
+    pq.write_table(pa.table({"label_quality": values}), tmp_path / "a.parquet", write_statistics=False)
+    pq.write_table(pa.table({"label_quality": pa.array([None], type=pa.float16())}), tmp_path / "b.parquet")
+    fs = fsspec.filesystem("file")
+    assert quality_range(fs, [str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")]) == (0.25, 0.75)
 
 
 def test_many_classes_show_those_with_most_issues():
