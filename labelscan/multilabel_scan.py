@@ -11,7 +11,8 @@ cleanlab reduces a multi-label set to K one-vs-rest binary problems (``CLEANLAB_
          ─▶ key images of every class's selections ──▶ selection rounds of all classes at
             once (the engine's histogram refinement, :func:`labelscan.engine.find_cutoffs`)
          ─▶ flag pass: per class the engine's flag rule, OR over classes; multi-label score;
-            mask parts ─▶ ranked issues parts (by score ranges) ─▶ summary.json, _SUCCESS
+            mask parts ─▶ ranked issues parts (by score ranges; ``low_*`` filters: cleanlab's
+            order, :mod:`labelscan.multilabel_order`) ─▶ summary.json, _SUCCESS
 
 Passes over the data: read, thresholds, joint, keys (one per selection family), the
 refinement rounds (over cached key images: 2–4 rounds), flag. With ``cache=False`` the read,
@@ -43,6 +44,7 @@ from labelscan.errors import InputError, UsageError
 from labelscan.io.commit import OutputCommit
 from labelscan.io.multilabels import read_multilabel_partition
 from labelscan.io.redact import protect_workers, redact
+from labelscan.multilabel_order import write_low_score_ranked
 from labelscan.io.unique import check_unique_ids
 from labelscan.options import LOW_SCORE_FILTERS, PRUNING_FILTERS, ScanOptions
 from labelscan.runner import DaskRunner
@@ -198,7 +200,11 @@ class WrittenPartition:
         Manifest entry of the mask part.
     issues : dict[str, numpy.ndarray]
         Flagged rows sorted by (label_quality, row_id): ``row_id``, [``id``], ``given_labels``,
-        [``issue_classes``], ``label_quality``, ``image``.
+        [``issue_classes``], ``label_quality``, ``image`` (the order image of label_quality).
+        ``low_*`` filters: only ``image``, in row order (:mod:`labelscan.multilabel_order`).
+    default_order : dict[str, numpy.ndarray] or None
+        ``low_*`` filters: the flagged rows sorted by (default multi-label score, row_id), the
+        columns of ``issues`` with ``image`` the default score's; else None.
     issues_per_class : numpy.ndarray, shape (K,), int64
         Rows flagged by each class's binary problem.
     rank_shift : int
@@ -209,6 +215,7 @@ class WrittenPartition:
     issues: dict
     issues_per_class: np.ndarray
     rank_shift: int
+    default_order: dict | None = None
 
 
 def _lists(matrix: np.ndarray) -> np.ndarray:
@@ -219,7 +226,8 @@ def _lists(matrix: np.ndarray) -> np.ndarray:
 
 
 def write_partition(part, request: mlp.MultiLabelRequest, index: int, *, commit: OutputCommit):
-    """Flag one partition, write its mask part, keep its issues sorted by (score, row).
+    """Flag one partition, write its mask part, keep its issues sorted by (score, row) (``low_*``
+    filters: by default score, and the row-order score images, :mod:`labelscan.multilabel_order`).
 
     Returns
     -------
@@ -234,24 +242,38 @@ def write_partition(part, request: mlp.MultiLabelRequest, index: int, *, commit:
     columns.update(is_label_issue=flagged, label_quality=quality)
     entry = commit.write_table(f"mask/part-{index:05d}.parquet", pa.table(columns))
     rows = np.flatnonzero(flagged)
-    images = float_images(quality[rows]).astype(np.uint64)
+    shift = scan._image_shift(quality.dtype)
+    counts = np.count_nonzero(per_class, axis=0).astype(np.int64)
+    if request.low_score is not None:
+        default = quality if (request.rank_by, request.adjust_pred_probs) == ("self_confidence", False) else \
+            mlp.quality_scores(part, "self_confidence", False, [None] * part.num_classes)
+        images = float_images(quality[rows]).astype(np.uint64)   # row order: the pairing keys
+        return WrittenPartition(entry=entry, issues={"image": images}, issues_per_class=counts, rank_shift=shift,
+                                default_order=_issue_columns(part, rows, quality, None, default))
+    return WrittenPartition(entry=entry, issues=_issue_columns(part, rows, quality, per_class, quality),
+                            issues_per_class=counts, rank_shift=shift)
+
+
+def _issue_columns(part, rows, quality, per_class, key) -> dict:
+    """The issues columns of ``rows`` sorted by (``key``, row): ``row_id``, ``given_labels``,
+    [``issue_classes``, unless ``per_class`` is None], ``label_quality``, [``id``] and ``image``
+    (of ``key``); ``quality`` and ``key`` have shape (n,), ``per_class`` (n, K)."""
+    images = float_images(key[rows]).astype(np.uint64)
     ranked = np.argsort(images, kind="stable")
     rows = rows[ranked]
-    issues = {"row_id": row_ids[rows], "given_labels": _lists(part.multi_hot[rows]),
-              "label_quality": quality[rows], "image": images[ranked]}
-    if request.low_score is None:
-        issues["issue_classes"] = _lists(per_class[rows])
+    columns = {"row_id": part.row_ids[rows], "given_labels": _lists(part.multi_hot[rows]),
+               "label_quality": quality[rows], "image": images[ranked]}
+    if per_class is not None:
+        columns["issue_classes"] = _lists(per_class[rows])
     if part.ids is not None:
-        issues["id"] = part.ids[rows]
-    return WrittenPartition(entry=entry, issues=issues,
-                            issues_per_class=np.count_nonzero(per_class, axis=0).astype(np.int64),
-                            rank_shift=scan._image_shift(quality.dtype))
+        columns["id"] = part.ids[rows]
+    return columns
 
 
 def written_summary(written: WrittenPartition) -> dict:
     """The small part of a written partition the driver needs."""
     return {"entry": written.entry, "issues_per_class": written.issues_per_class,
-            "rank_shift": written.rank_shift, "num_issues": len(written.issues["row_id"])}
+            "rank_shift": written.rank_shift, "num_issues": len(written.issues["image"])}
 
 
 def write_ranked(first_rank: int, index: int, commit: OutputCommit, *issue_sets) -> dict:
@@ -336,7 +358,10 @@ def run_multilabel_scan(input_path, out_path, *, options: ScanOptions, label_col
         summaries = runner.gather(runner.map("flag-summary", written_summary, written))
         clock.lap("flag")
         entries = [s["entry"] for s in summaries]
-        entries += scan._write_issues(runner, written, summaries, commit, issues_per_part, write=write_ranked)
+        if options.filter_by in LOW_SCORE_FILTERS:
+            entries += write_low_score_ranked(runner, written, summaries, commit, issues_per_part, write_ranked)
+        else:
+            entries += scan._write_issues(runner, written, summaries, commit, issues_per_part, write=write_ranked)
         runner.release(written)
         clock.lap("rank")
         timings.update(clock.timings)

@@ -351,13 +351,39 @@ def _should_cache(cache, plan, client, backend: str = "numpy") -> bool:
 
 def _write_issues(runner, written, summaries, commit, per_part, write=write_ranked) -> list:
     """Rank every partition's issues by score ranges and write each range with ``write``."""
+    handles, _ = rank_by_ranges(runner, written, summaries[0]["rank_shift"], per_part, write, commit)
+    return runner.gather(handles)
+
+
+def rank_by_ranges(runner, written, shift: int, per_part: int, combine, *args) -> tuple:
+    """Split every partition's sorted issues into global score ranges; one task per range.
+
+    Parameters
+    ----------
+    written : list
+        Per partition (in partition order), a handle to an object with ``issues`` (dict of
+        arrays sorted by ``issues["image"]``) and ``rank_shift``.
+    shift : int
+        Bits dropped from the images to get the ranking's top bits.
+    per_part : int
+        About this many issues per range.
+    combine : callable
+        ``combine(first_rank, index, *args, *pieces)``: range ``index``, whose first global rank
+        is ``first_rank``, from its piece of every partition (in partition order).
+
+    Returns
+    -------
+    handles : list
+        ``combine``'s result per range (left on the workers).
+    first_ranks : numpy.ndarray, shape (R,)
+        The first global rank of each range.
+    """
     histogram = runner.reduce("rank-histogram-merge", passes.sum_arrays,
                               runner.map("rank-histogram", rank_histogram, written))
     ranges = runner.gather(runner.submit("rank-plan", rank_plan, histogram, per_part))
     bounds, first_ranks = ranges["bounds"], ranges["first_ranks"]
-    shift = summaries[0]["rank_shift"]
-    entries = []
+    handles = []
     for index, (low, high) in enumerate(zip(bounds[:-1], bounds[1:])):
         pieces = runner.map("rank-split", issues_in_range, written, low_bin=int(low), high_bin=int(high), shift=shift)
-        entries.append(runner.submit("rank", write, int(first_ranks[index]), index, commit, *pieces))
-    return runner.gather(entries)
+        handles.append(runner.submit("rank", combine, int(first_ranks[index]), index, *args, *pieces))
+    return handles, np.asarray(first_ranks, dtype=np.int64)

@@ -36,9 +36,6 @@ from labelscan.compat import split_rows
 from labelscan.errors import InputError
 from labelscan.multilabel import AUDIOSET_THRESHOLDS, onehot, threshold_counts
 
-RANKED = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given")
-"""Filters whose ranked order is (score, row); for the ``low_*`` filters only the mask is compared
-(cleanlab pairs a row-ordered score list with a score-ordered index list there, see docs)."""
 
 SETS = {
     "k3_f64": lambda: make_multilabel(300, 3, 0, absent=False),
@@ -97,7 +94,6 @@ def test_scan_matches_cleanlab(name, threaded_client, tmp_path):
     labels, pred_probs = dataset(name)
     expected_scores = oracle_call(ml_rank.get_label_quality_scores, labels, pred_probs)
     for filter_by in oracle.FILTERS:
-        rank_by = "self_confidence" if filter_by in RANKED else None
         try:
             expected_mask = oracle_call(ml_filter.find_label_issues, labels, pred_probs, filter_by=filter_by)
         except ValueError as error:   # predicted_neq_given with a class given to no row
@@ -106,8 +102,8 @@ def test_scan_matches_cleanlab(name, threaded_client, tmp_path):
                 run_scan(threaded_client, folder, tmp_path / f"scan-{filter_by}", filter_by=filter_by)
             assert "at least 2 classes" in str(error)
             continue
-        expected_order = (oracle_call(ml_filter.find_label_issues, labels, pred_probs, filter_by=filter_by,
-                                      return_indices_ranked_by=rank_by) if rank_by else None)
+        expected_order = oracle_call(ml_filter.find_label_issues, labels, pred_probs, filter_by=filter_by,
+                                     return_indices_ranked_by="self_confidence")
         assert 0 < expected_mask.sum() < len(labels) or filter_by == "predicted_neq_given"
         for partitions in (1, 3, 7):
             folder = tmp_path / f"data-{partitions}"
@@ -122,8 +118,7 @@ def test_scan_matches_cleanlab(name, threaded_client, tmp_path):
             np.testing.assert_array_equal(mask["is_label_issue"], expected_mask, err_msg=context)
             np.testing.assert_array_equal(mask["label_quality"], expected_scores, err_msg=context)
             assert result.num_issues == int(expected_mask.sum()), context
-            if rank_by:
-                np.testing.assert_array_equal(ranked_row_ids(result), expected_order, err_msg=context)
+            np.testing.assert_array_equal(ranked_row_ids(result), expected_order, err_msg=context)
 
 
 def test_rankings_options_and_statistics(threaded_client, tmp_path):
@@ -133,7 +128,10 @@ def test_rankings_options_and_statistics(threaded_client, tmp_path):
              dict(filter_by="prune_by_noise_rate", rank_by="confidence_weighted_entropy"),
              dict(filter_by="prune_by_class", rank_by="self_confidence", adjust_pred_probs=True, frac_noise=0.5),
              dict(filter_by="prune_by_noise_rate", rank_by="self_confidence", num_to_remove_per_class=list(range(20)),
-                  min_examples_per_class=3)]
+                  min_examples_per_class=3),
+             dict(filter_by="low_self_confidence", rank_by="normalized_margin", issues_per_part=7),
+             dict(filter_by="low_normalized_margin", rank_by="confidence_weighted_entropy", issues_per_part=5),
+             dict(filter_by="low_self_confidence", rank_by="self_confidence", issues_per_part=3)]
     for index, case in enumerate(cases):
         kwargs = {"filter_by": case["filter_by"], "return_indices_ranked_by": case["rank_by"],
                   "rank_by_kwargs": {"adjust_pred_probs": case.get("adjust_pred_probs", False)}}
