@@ -30,7 +30,7 @@ from labelscan.options import ScanOptions
 from labelscan.runner import DaskRunner
 from labelscan.stats.order import float_images
 
-ISSUES_PER_PART = 1_000_000
+ISSUES_PER_PART = 4_000_000
 """Target rows per ranked issues part."""
 
 PARTITIONS_PER_THREAD = 2
