@@ -14,7 +14,7 @@ import numpy as np
 from labelscan import passes
 from labelscan.kernels import grouped
 from labelscan.stats.order import float_images
-from labelscan.xp import stable_argsort, to_host
+from labelscan.xp import bincount, stable_argsort, to_host
 
 RANK_BITS = 16
 """Bits of the score image used to split the ranking into ranges."""
@@ -85,7 +85,7 @@ def partition_outcome(part: grouped.GroupedPartition, facts: passes.RowFacts, re
         ids=part.ids,
         rejected=part.rejected,
         issues=issues,
-        issues_per_class=to_host(part.xp.bincount(part.labels[flagged], minlength=part.num_classes)).astype(np.int64),
+        issues_per_class=to_host(bincount(part.labels[flagged], part.num_classes)).astype(np.int64),
     )
 
 

@@ -14,7 +14,7 @@ from labelscan.errors import InputError
 from labelscan.io.rejects import kept_row_ids
 from labelscan.kernels import grouped
 from labelscan.stats.pairwise import PairwiseSumState, partial_sums
-from labelscan.xp import to_host
+from labelscan.xp import bincount, to_host
 
 
 @dataclass
@@ -153,7 +153,7 @@ def row_facts(part: grouped.GroupedPartition, thresholds: np.ndarray) -> RowFact
         predicted = grouped.argmax_rows(part)
         confident, guess = grouped.confident_guesses(part, thresholds, predicted)
         cells = part.labels[confident] * num_classes + guess[confident]
-        joint = to_host(xp.bincount(cells, minlength=num_classes * num_classes)).reshape(num_classes, num_classes)
+        joint = to_host(bincount(cells, num_classes * num_classes)).reshape(num_classes, num_classes)
         off_diagonal = confident & (guess != part.labels)
         given_is_argmax = grouped.given_label_is_argmax(part)
         predicted = predicted.astype(predicted_dtype)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from labelscan.stats.order import float_images, image_bits
-from labelscan.xp import array_module, stable_argsort, to_host
+from labelscan.xp import array_module, bincount, stable_argsort, to_host
 
 MAX_HISTOGRAM_CELLS = 1 << 22
 """Bound on tasks × bins of one refine round's histogram (32 MiB; merged on the workers)."""
@@ -281,7 +281,7 @@ def _block_histogram(images, lo, width, bits):
         beyond = offset > xp.asarray(_last_offsets(width, images.dtype))[:, None]
         bins[beyond] = num_bins
     flat = bins.astype(np.intp) + xp.asarray(np.arange(len(lo)) * (num_bins + 1))[:, None]
-    counts = xp.bincount(flat.ravel(), minlength=len(lo) * (num_bins + 1))
+    counts = bincount(flat.ravel(), len(lo) * (num_bins + 1))
     return counts.reshape(len(lo), num_bins + 1)[:, :num_bins]
 
 

@@ -42,6 +42,18 @@ def like(array, values):
     return array_module(array).asarray(values)
 
 
+def bincount(values, minlength: int):
+    """``bincount(values, minlength=minlength)`` in the array's namespace, shape (>= minlength,).
+
+    An empty ``values`` gives ``minlength`` zeros: CuPy before 14 takes ``max(values)`` first
+    and raises on it (a partition whose rows were all skipped as bad input is empty).
+    """
+    xp = array_module(values)
+    if not values.size:
+        return xp.zeros(minlength, dtype=np.intp)
+    return xp.bincount(values, minlength=minlength)
+
+
 def stable_argsort(values):
     """Indices sorting a 1-d array, equal values kept in their order, in the array's namespace
     (CuPy's argsort is always stable and takes no ``kind``)."""

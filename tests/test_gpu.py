@@ -19,6 +19,7 @@ import pytest
 import labelscan
 import synthetic
 from labelscan.xp import cupy_or_none
+from test_skip_rows import damaged_set
 
 pytestmark = [
     pytest.mark.gpu,
@@ -152,3 +153,31 @@ def test_scan_outputs_identical_on_cuda_cluster(tmp_path):
     assert gpu.summary["num_partitions"] == cpu.summary["num_partitions"] == 8
     assert _digests(tmp_path / "gpu") == _digests(tmp_path / "cpu")
     assert gpu.summary["statistics"] == cpu.summary["statistics"]
+
+
+@pytest.mark.parametrize("filter_by,rank_by", [("prune_by_noise_rate", "self_confidence"),
+                                               ("both", "normalized_margin"),
+                                               ("low_normalized_margin", "confidence_weighted_entropy")])
+def test_skipped_bad_rows_give_identical_outputs_on_cuda_cluster(tmp_path, filter_by, rank_by):
+    """``on_bad_rows="skip"`` on the damaged set of ``test_skip_rows.py``: every bad-row kind, and
+    a whole file of bad rows, so some partitions keep no row at all."""
+    from distributed import Client, LocalCluster
+
+    from labelscan.cluster import local_cuda_cluster
+
+    labels, _, _, bad = damaged_set(tmp_path / "in")
+    options = dict(on_bad_rows="skip", id_column="id", rows_per_partition=125, filter_by=filter_by,
+                   rank_by=rank_by)
+    with local_cuda_cluster() as cluster, Client(cluster) as client:
+        gpu = labelscan.scan(str(tmp_path / "in"), str(tmp_path / "gpu"), client=client, backend="cupy", **options)
+    with LocalCluster(n_workers=1, threads_per_worker=2) as cluster, Client(cluster) as client:
+        cpu = labelscan.scan(str(tmp_path / "in"), str(tmp_path / "cpu"), client=client, backend="numpy", **options)
+    assert gpu.summary["backend"] == "cupy" and cpu.summary["backend"] == "numpy"
+    digests = _digests(tmp_path / "cpu")
+    assert {path.split("/")[0] for path in digests} == {"issues", "mask", "rejected"}
+    assert _digests(tmp_path / "gpu") == digests
+    rejected = sum(len(rows) for rows in bad.values())
+    assert cpu.summary["num_rows_rejected"] == rejected and cpu.summary["num_rows_scanned"] == len(labels) - rejected
+    for key in ("num_partitions", "num_rows", "num_rows_scanned", "num_rows_rejected", "num_rows_rejected_per_reason",
+                "num_issues", "num_issues_per_class", "statistics", "health"):
+        assert gpu.summary[key] == cpu.summary[key], key

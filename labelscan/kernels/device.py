@@ -40,6 +40,8 @@ def to_device(array: np.ndarray):
     import cupy
 
     array = np.ascontiguousarray(array)
+    if not array.size:   # a partition whose rows were all skipped: nothing to copy
+        return cupy.empty(array.shape, dtype=array.dtype)
     staging = _pinned_buffer(array.nbytes).view(array.dtype).reshape(array.shape)
     np.copyto(staging, array)
     device = cupy.empty(array.shape, dtype=array.dtype)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from labelscan.xp import array_module, to_host
+from labelscan.xp import array_module, bincount, to_host
 
 FLOATING_POINT_COMPARISON = 1e-6
 """Tolerance cleanlab adds to thresholds and to the given label's probability."""
@@ -133,7 +133,7 @@ def group_by_label(row_start: int, labels, pred_probs, ids=None, rejected=None, 
     num_classes = pred_probs.shape[1]
     small = labels.astype(np.uint16 if num_classes <= np.iinfo(np.uint16).max else np.int64)
     order = xp.argsort(small, kind="stable") if xp is np else xp.argsort(small)  # CuPy sorts stably
-    counts = to_host(xp.bincount(labels, minlength=num_classes))
+    counts = to_host(bincount(labels, num_classes))
     class_starts = np.zeros(num_classes + 1, dtype=np.intp)
     np.cumsum(counts, out=class_starts[1:])
     return GroupedPartition(
