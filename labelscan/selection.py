@@ -21,6 +21,7 @@ rounds), and the driver only ever holds histograms and at most ``collect_budget`
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,8 +29,13 @@ import numpy as np
 from labelscan.stats.order import float_images, image_bits
 from labelscan.xp import array_module, bincount, stable_argsort, to_host
 
-MAX_HISTOGRAM_CELLS = 1 << 22
-"""Bound on tasks × bins of one refine round's histogram (32 MiB; merged on the workers)."""
+MAX_HISTOGRAM_CELLS = 1 << 23
+"""Bound on tasks × bins of one refine round's histogram (32 MiB of uint32 per partition;
+merged on the workers)."""
+
+TOP_BITS_FAST = (8, 16)
+"""Bits per round read straight from a narrower view of the images when an interval is the
+whole image range (the first round): no shifted, offset or widened copy of the keys."""
 
 MAX_BITS_PER_ROUND = 16
 """At most 65536 bins per task and round."""
@@ -246,19 +252,21 @@ def histogram(keys, *, tasks, intervals: Intervals, active: np.ndarray, bits: in
     """
     position = np.full(len(tasks), -1)
     position[active] = np.arange(len(active))
-    counts = None  # accumulated where the images live: one device-to-host copy per partition
+    # accumulated where the images live, one device-to-host copy per partition; uint32 holds
+    # a partition's counts (the driver's merge widens them to int64)
+    counts = None
     for block in _keys(keys, tasks).blocks:
         keep = position[block.task_ids] >= 0
         if not keep.any():
             continue
         xp = array_module(block.images)
         if counts is None:
-            counts = xp.zeros((len(active), 1 << bits), dtype=np.int64)
+            counts = xp.zeros((len(active), 1 << bits), dtype=np.uint32)
         task_ids = block.task_ids[keep]
         images = block.images if keep.all() else block.images[xp.asarray(keep)]
-        counts[xp.asarray(position[task_ids])] += _block_histogram(images, intervals.lo[task_ids],
-                                                                   intervals.width[task_ids], bits)
-    return np.zeros((len(active), 1 << bits), dtype=np.int64) if counts is None else to_host(counts)
+        block_counts = _block_histogram(images, intervals.lo[task_ids], intervals.width[task_ids], bits)
+        counts[xp.asarray(position[task_ids])] += block_counts.astype(np.uint32)
+    return np.zeros((len(active), 1 << bits), dtype=np.uint32) if counts is None else to_host(counts)
 
 
 def _block_histogram(images, lo, width, bits):
@@ -267,6 +275,8 @@ def _block_histogram(images, lo, width, bits):
 
     Rows outside a task's interval land in an overflow bin ``2**bits`` that is dropped.
     """
+    if _whole_range(images, lo, width, bits):
+        return _top_bits_histogram(images, bits)
     xp = array_module(images)
     num_bins = 1 << bits
     offset = _offsets(images, lo)
@@ -283,6 +293,26 @@ def _block_histogram(images, lo, width, bits):
     flat = bins.astype(np.intp) + xp.asarray(np.arange(len(lo)) * (num_bins + 1))[:, None]
     counts = bincount(flat.ravel(), len(lo) * (num_bins + 1))
     return counts.reshape(len(lo), num_bins + 1)[:, :num_bins]
+
+
+def _whole_range(images, lo, width, bits) -> bool:
+    """Whether every task's interval is the whole image range and ``bits`` is a byte width
+    :func:`_top_bits_histogram` can read (little-endian memory, C-contiguous rows)."""
+    full = images.dtype.itemsize * 8
+    return (bits in TOP_BITS_FAST and full % bits == 0 and sys.byteorder == "little"
+            and images.flags.c_contiguous and not lo.any() and bool((width == full).all()))
+
+
+def _top_bits_histogram(images, bits):
+    """Counts of the top ``bits`` bits of each task row's images, shape (m, 2**bits), int64.
+
+    The top bits are the last ``bits // 8`` bytes of each little-endian image: a strided view
+    of narrower unsigned integers, counted row by row.
+    """
+    xp = array_module(images)
+    per_image = images.dtype.itemsize * 8 // bits
+    top = images.view(np.dtype(f"u{bits // 8}"))[:, per_image - 1::per_image]
+    return xp.stack([bincount(row, minlength=1 << bits) for row in top])
 
 
 def resolve_pieces(keys, *, tasks, intervals: Intervals, collect: np.ndarray, ties: np.ndarray):
@@ -400,6 +430,10 @@ class SelectionPlanner:
         if not len(active):
             return None
         bits = int(np.clip(np.log2(max(MAX_HISTOGRAM_CELLS // len(active), 2)), 1, MAX_BITS_PER_ROUND))
+        whole_range = not self.intervals.lo[active].any() and \
+            bool((self.intervals.width[active] == image_bits(self.tasks.key_dtype)).all())
+        if whole_range and bits >= min(TOP_BITS_FAST):   # the first round: a byte width reads fastest
+            bits = max(b for b in TOP_BITS_FAST if b <= bits)
         return active, bits
 
     def needs(self, active: np.ndarray) -> np.ndarray:
