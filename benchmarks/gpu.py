@@ -143,7 +143,7 @@ def bench_kernels(recorder: Recorder, rows: int, classes: int) -> None:
 def warm_up(client, args) -> float:
     """One small scan per worker thread's first use: CuPy compiles its kernels once per process
     (cached on disk after), which must not be charged to the first measured size."""
-    folder = Path(args.data_dir) / ensure_dataset(args.data_dir, *parse_size(WARMUP_SIZE))["spec"].folder_name
+    folder = ensure_dataset(args.data_dir, *parse_size(WARMUP_SIZE), jobs=os.cpu_count() or 1)["folder"]
     started = time.perf_counter()
     for filter_by in ("prune_by_noise_rate", "low_self_confidence"):
         labelscan_once(folder, Path(args.data_dir) / "out" / "warmup", client, backend="cupy",
@@ -154,7 +154,7 @@ def warm_up(client, args) -> float:
 def bench_size(recorder: Recorder, size: str, clients: dict, args) -> None:
     """Read floor, GPU scan, optional CPU scan and cleanlab for one size."""
     rows, classes = parse_size(size)
-    folder = Path(args.data_dir) / ensure_dataset(args.data_dir, rows, classes)["spec"].folder_name
+    folder = Path(ensure_dataset(args.data_dir, rows, classes, jobs=os.cpu_count() or 1)["folder"])
     paths = list_files(folder)
     floor = add_timing(recorder, "read_floor", size, timed_runs(lambda: read_floor_once(paths), args.repeat)[0])
     out = Path(args.data_dir) / "out" / size
