@@ -4,7 +4,7 @@
 
     read+group ─▶ label counts ──(gather K per partition)──▶ class offsets
                ─▶ threshold pieces ──tree merge──▶ exact confident thresholds
-               ─▶ row facts (confident joint, argmax, reduce mask) ──tree sum──▶ plan (O(K²))
+               ─▶ row facts (sparse confident joint, argmax, reduce mask) ──tree merge──▶ plan (O(K²))
                ─▶ selection rounds (histogram refine / resolve) ──▶ per-partition cutoffs
                ─▶ flag pass (caller: in-memory results or written outputs)
 
@@ -121,7 +121,7 @@ def analyse(runner, sources, row_starts, num_classes: int, dtype, options: ScanO
     facts = runner.map("joint", passes.row_facts, parts, thresholds=thresholds)
     summaries = runner.map("joint-summary", passes.joint_summary, facts)
     joint = runner.gather(runner.reduce("joint-merge", passes.merge_joint_summaries, summaries))
-    stats = plan.noise_statistics(class_totals, thresholds, joint["joint_counts"],
+    stats = plan.noise_statistics(class_totals, thresholds, joint["joint_counts"].dense(),
                                   joint["num_off_diagonal_issues"], options)
     clock.lap("joint")
 

@@ -193,7 +193,7 @@ def joint_summary(part, thresholds: list, audioset_thresholds: np.ndarray) -> di
     for c in range(num_classes):
         binary = part.binary(c)
         facts = passes.row_facts(binary, thresholds[c])
-        joint[c] = facts.joint_counts
+        joint[c] = facts.joint_counts.dense()
         off[c] = facts.num_off_diagonal_issues
         any_issue |= binary.to_row_order(facts.off_diagonal & ~facts.given_is_argmax)
     return {"joint_counts": joint, "num_off_diagonal_issues": off,

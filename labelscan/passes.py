@@ -13,8 +13,9 @@ import numpy as np
 from labelscan.errors import InputError
 from labelscan.io.rejects import kept_row_ids
 from labelscan.kernels import grouped
+from labelscan.stats.joint import DENSE_COUNT_CELLS, JointCounts
 from labelscan.stats.pairwise import PairwiseSumState, partial_sums
-from labelscan.xp import bincount, to_host
+from labelscan.xp import to_host
 
 
 @dataclass
@@ -29,8 +30,9 @@ class RowFacts:
         Confident and counted in a class other than the given label.
     given_is_argmax : numpy.ndarray, shape (n,), bool
         ``argmax(P[i] + 1e-6·e_y) == y`` (unflagged by cleanlab's ``_reduce_issues``).
-    joint_counts : numpy.ndarray, shape (K, K), int64
-        Confident-joint counts ``[given, guess]`` of this partition (no diagonal clip).
+    joint_counts : labelscan.stats.joint.JointCounts
+        Confident-joint counts ``[given, guess]`` of this partition (no diagonal clip), sparse:
+        O(rows) whatever K.
     num_off_diagonal_issues : int
         ``Σ off_diagonal & ~given_is_argmax``.
     """
@@ -38,7 +40,7 @@ class RowFacts:
     predicted: np.ndarray
     off_diagonal: np.ndarray
     given_is_argmax: np.ndarray
-    joint_counts: np.ndarray
+    joint_counts: JointCounts
     num_off_diagonal_issues: int
 
 
@@ -141,19 +143,24 @@ def merge_threshold_pieces(*piece_dicts) -> dict:
 
 
 def row_facts(part: grouped.GroupedPartition, thresholds: np.ndarray) -> RowFacts:
-    """Confident-joint pass: per-row facts and this partition's joint counts."""
+    """Confident-joint pass: per-row facts and this partition's joint counts.
+
+    GPU partitions use the fused kernel while its dense K x K device counts are small
+    (:data:`~labelscan.stats.joint.DENSE_COUNT_CELLS`); wider ones run the array code on the device.
+    """
     part = as_partition(part)
     num_classes, xp = part.num_classes, part.xp
     predicted_dtype = np.dtype(np.int16 if num_classes <= np.iinfo(np.int16).max else np.int32)
-    if xp is not np and not part.has_nan:
+    if xp is not np and not part.has_nan and num_classes * num_classes <= DENSE_COUNT_CELLS:
         from labelscan.kernels.cuda import fused_row_facts
 
-        predicted, off_diagonal, given_is_argmax, joint = fused_row_facts(part, thresholds, predicted_dtype)
+        predicted, off_diagonal, given_is_argmax, dense = fused_row_facts(part, thresholds, predicted_dtype)
+        given, guess = np.nonzero(dense)
+        joint = JointCounts(num_classes, given * num_classes + guess, dense[given, guess])
     else:
         predicted = grouped.argmax_rows(part)
         confident, guess = grouped.confident_guesses(part, thresholds, predicted)
-        cells = part.labels[confident] * num_classes + guess[confident]
-        joint = to_host(bincount(cells, num_classes * num_classes)).reshape(num_classes, num_classes)
+        joint = JointCounts.from_rows(part.labels[confident], guess[confident], num_classes)
         off_diagonal = confident & (guess != part.labels)
         given_is_argmax = grouped.given_label_is_argmax(part)
         predicted = predicted.astype(predicted_dtype)
@@ -161,7 +168,7 @@ def row_facts(part: grouped.GroupedPartition, thresholds: np.ndarray) -> RowFact
         predicted=predicted,
         off_diagonal=off_diagonal,
         given_is_argmax=given_is_argmax,
-        joint_counts=joint.astype(np.int64),
+        joint_counts=joint,
         num_off_diagonal_issues=int(xp.count_nonzero(off_diagonal & ~given_is_argmax)),
     )
 
@@ -174,7 +181,7 @@ def joint_summary(facts: RowFacts) -> dict:
 def merge_joint_summaries(*summaries) -> dict:
     """Sum joint summaries (a tree-reduce step)."""
     return {
-        "joint_counts": sum_arrays(*[s["joint_counts"] for s in summaries]),
+        "joint_counts": JointCounts.merge(*[s["joint_counts"] for s in summaries]),
         "num_off_diagonal_issues": sum(s["num_off_diagonal_issues"] for s in summaries),
     }
 
