@@ -297,10 +297,15 @@ def _block_histogram(images, lo, width, bits):
 
 def _whole_range(images, lo, width, bits) -> bool:
     """Whether every task's interval is the whole image range and ``bits`` is a byte width
-    :func:`_top_bits_histogram` can read (little-endian memory, C-contiguous rows)."""
+    :func:`_top_bits_histogram` can read (little-endian host memory, C-contiguous rows).
+
+    Host arrays only: on a GPU the one ``bincount`` of the general path (a CUB histogram) beats
+    one per task row, each of which synchronises the device.
+    """
     full = images.dtype.itemsize * 8
-    return (bits in TOP_BITS_FAST and full % bits == 0 and sys.byteorder == "little"
-            and images.flags.c_contiguous and not lo.any() and bool((width == full).all()))
+    return (array_module(images) is np and bits in TOP_BITS_FAST and full % bits == 0
+            and sys.byteorder == "little" and images.flags.c_contiguous and not lo.any()
+            and bool((width == full).all()))
 
 
 def _top_bits_histogram(images, bits):
