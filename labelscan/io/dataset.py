@@ -415,13 +415,25 @@ def _read_piece(plan, piece, columns):
         except Exception as error:
             if _is_corrupt(error):
                 bad = _first_undecodable(parquet, piece.row_groups, columns)
-                raise InputError(f"cannot decode row group {bad} ({error})",
+                raise InputError(f"cannot decode row group {bad} ({error}){_decode_hint(error)}",
                                  path=piece.path, row_group=bad) from error
             raise
     if table.num_rows != piece.num_rows:
         raise InputError(f"file changed since planning: row groups {list(piece.row_groups)} "
                          f"hold {table.num_rows} rows, planned {piece.num_rows}", path=piece.path)
     return table
+
+
+NULL_FIXED_SIZE_LIST_MESSAGE = "Expected all lists to be of size"
+"""How pyarrow releases without the fix of apache/arrow#35692 fail on null fixed_size_list rows."""
+
+
+def _decode_hint(error) -> str:
+    """What a person can do about a decoding error pyarrow is known to raise on valid files."""
+    if NULL_FIXED_SIZE_LIST_MESSAGE in str(error):
+        return ("; the file may hold null pred_probs rows, which this pyarrow cannot read back "
+                "(apache/arrow#35692): upgrade pyarrow, or store the rows as non-null lists")
+    return ""
 
 
 def _first_undecodable(parquet, row_groups, columns):
