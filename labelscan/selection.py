@@ -291,8 +291,22 @@ def _block_histogram(images, lo, width, bits):
         beyond = offset > xp.asarray(_last_offsets(width, images.dtype))[:, None]
         bins[beyond] = num_bins
     flat = bins.astype(np.intp) + xp.asarray(np.arange(len(lo)) * (num_bins + 1))[:, None]
-    counts = bincount(flat.ravel(), len(lo) * (num_bins + 1))
+    counts = _count_cells(flat.ravel(), len(lo) * (num_bins + 1))
     return counts.reshape(len(lo), num_bins + 1)[:, :num_bins]
+
+
+def _count_cells(cells, num_cells: int):
+    """Occurrences of each of ``0 .. num_cells - 1`` in ``cells``, shape (num_cells,).
+
+    On a GPU by sorting and binary search: ``bincount``'s atomic additions serialise on the few
+    bins most keys fall in (margins are far from uniform), and with many bins CUB cannot keep
+    the histogram in shared memory.
+    """
+    xp = array_module(cells)
+    if xp is np:
+        return bincount(cells, num_cells)
+    ordered = xp.sort(cells.astype(np.int32 if num_cells < 2**31 else np.int64))
+    return xp.diff(xp.searchsorted(ordered, xp.arange(num_cells + 1, dtype=ordered.dtype)))
 
 
 def _whole_range(images, lo, width, bits) -> bool:
