@@ -104,7 +104,7 @@ def noise_statistics(label_counts, thresholds, joint_counts, num_off_diagonal_is
     stats = NoiseStatistics(
         label_counts=np.asarray(label_counts, dtype=np.int64),
         confident_thresholds=thresholds,
-        confident_joint=np.ascontiguousarray(confident_joint),
+        confident_joint=confident_joint,
         calibrated_confident_joint=calibrated,
         joint=latent.estimate_joint(calibrated),
         noise_matrix=noise_matrix,

@@ -101,8 +101,15 @@ def round_preserving_row_totals(matrix: np.ndarray, tie_break: str = "stable") -
     Returns
     -------
     numpy.ndarray, shape (K, K), int64, C-contiguous
+        Integer input and all-zero rows are returned as they are (nothing to round), without
+        the per-row steps.
     """
-    return np.apply_along_axis(round_preserving_sum, 1, matrix, tie_break).astype(np.int64)
+    if np.asarray(matrix).dtype.kind in "iu":   # integers round to themselves
+        return np.ascontiguousarray(matrix, dtype=np.int64)
+    rounded = np.empty(matrix.shape, dtype=np.int64)
+    for row, values in enumerate(matrix):
+        rounded[row] = round_preserving_sum(values, tie_break) if values.any() else 0
+    return rounded
 
 
 def calibrate_confident_joint(confident_joint: np.ndarray, label_counts: np.ndarray,
@@ -124,8 +131,13 @@ def calibrate_confident_joint(confident_joint: np.ndarray, label_counts: np.ndar
     numpy.ndarray, shape (K, K), int64
     """
     row_totals = np.clip(confident_joint.sum(axis=1), a_min=TINY_VALUE, a_max=None)
-    scaled = (confident_joint.T / row_totals * label_counts).T
-    scaled = scaled / np.clip(np.sum(scaled), a_min=TINY_VALUE, a_max=None) * sum(label_counts)
+    # one K x K float buffer, scaled in place: the same operations, values and layout as
+    # cleanlab's ((cj.T / totals * counts).T / sum * N) without its temporaries
+    transposed = confident_joint.T / row_totals
+    transposed *= label_counts
+    scaled = transposed.T
+    scaled /= np.clip(np.sum(scaled), a_min=TINY_VALUE, a_max=None)
+    scaled *= sum(label_counts)
     return round_preserving_row_totals(scaled, tie_break)
 
 
@@ -152,12 +164,14 @@ def keep_at_least_n_per_class(prune_counts: np.ndarray, min_examples: int, frac_
     # cleanlab assumes the diagonal is non-zero when counting the off-diagonal noise rates.
     noise_rates_per_column = np.maximum(np.count_nonzero(prune_counts, axis=0) - 1.0, 1.0)
     reduced = prune_counts - increase_per_column / noise_rates_per_column
-    reduced[reduced < 0] = 0
+    np.maximum(reduced, 0, out=reduced)
     np.fill_diagonal(reduced, new_diagonal)
-    scaled = reduced * frac_noise
-    np.fill_diagonal(scaled, np.diagonal(reduced))  # only off-diagonal counts are scaled
-    np.fill_diagonal(scaled, np.diagonal(reduced) + np.sum(reduced - scaled, axis=0))
-    return round_preserving_row_totals(scaled.astype(int))
+    if frac_noise != 1:   # otherwise scaling changes nothing and nothing moves to the diagonal
+        scaled = reduced * frac_noise
+        np.fill_diagonal(scaled, np.diagonal(reduced))  # only off-diagonal counts are scaled
+        np.fill_diagonal(scaled, np.diagonal(reduced) + np.sum(reduced - scaled, axis=0))
+        reduced = scaled
+    return round_preserving_row_totals(reduced.astype(int))
 
 
 def prune_counts_for_removal(prune_counts: np.ndarray, num_to_remove_per_class, label_counts,

@@ -33,16 +33,18 @@ def clip_noise_rates(noise_matrix: np.ndarray) -> np.ndarray:
 
     Parameters
     ----------
-    noise_matrix : numpy.ndarray, shape (K, K)
+    noise_matrix : numpy.ndarray, shape (K, K), float64
+        Overwritten: the result is computed in its memory.
 
     Returns
     -------
-    numpy.ndarray, shape (K, K), columns summing to 1
+    numpy.ndarray, shape (K, K), columns summing to 1 (``noise_matrix`` itself)
     """
-    diagonal = np.diagonal(noise_matrix)
-    clipped = np.clip(noise_matrix, 0, MAX_NOISE_RATE)
+    diagonal = np.diagonal(noise_matrix).copy()
+    clipped = np.clip(noise_matrix, 0, MAX_NOISE_RATE, out=noise_matrix)
     np.fill_diagonal(clipped, diagonal)
-    return clipped / np.clip(clipped.sum(axis=0), a_min=TINY_VALUE, a_max=None)
+    clipped /= np.clip(clipped.sum(axis=0), a_min=TINY_VALUE, a_max=None)
+    return clipped
 
 
 def clip_prior(prior: np.ndarray) -> np.ndarray:
@@ -88,5 +90,5 @@ def estimate_latent(calibrated_joint: np.ndarray, label_counts: np.ndarray):
         inverse_noise_matrix.diagonal()
         / np.clip(noise_matrix.diagonal(), a_min=TINY_VALUE, a_max=None)
         * given_prior
-    )
+    )   # before the matrices are clipped in place
     return clip_prior(py), clip_noise_rates(noise_matrix), clip_noise_rates(inverse_noise_matrix)
