@@ -62,6 +62,20 @@ class ScanResult:
         """The ``n`` worst-ranked issues (all of them with ``n=None``), as a DataFrame."""
         return self._read_parts("issues", limit=n)
 
+    def statistics(self) -> dict:
+        """``summary["statistics"]`` with every statistic as a NumPy array (scalars as they are).
+
+        The K x K matrices of a scan of more than 1,000 classes are made dense from their
+        ``statistics/<name>.parquet`` tables (800 MB each at K = 10,000: mind the size);
+        :func:`labelscan.summary_statistics.read_statistic` gives a submatrix.
+        """
+        from labelscan.summary_statistics import is_reference, read_statistic
+
+        with scrubbed(self.storage_options, [self.out]):
+            return {name: (read_statistic(self.out, self.summary, name, self.storage_options)
+                           if is_reference(value) or isinstance(value, list) else value)
+                    for name, value in self.summary["statistics"].items()}
+
     def mask(self, columns=None) -> pd.DataFrame:
         """The row-aligned mask of the whole dataset (loads every mask part: mind the size)."""
         return self._read_parts("mask", columns=columns)

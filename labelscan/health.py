@@ -325,7 +325,7 @@ def from_statistics(statistics, num_examples=None, *, asymmetric=False, class_na
         As :func:`health_summary` (equal to cleanlab's on the same data).
     """
     if hasattr(statistics, "as_dict"):
-        statistics = statistics.as_dict()
+        statistics = vars(statistics)   # arrays, not lists
     joint = np.asarray(statistics["joint"], dtype=float)
     if num_examples is None:
         num_examples = int(np.sum(statistics["label_counts"]))
@@ -335,17 +335,60 @@ def from_statistics(statistics, num_examples=None, *, asymmetric=False, class_na
             "overlapping_classes": overlapping_pairs(joint, num_examples, asymmetric, class_names)}
 
 
-def from_summary(summary: dict, *, asymmetric=False) -> dict:
+def from_summary(summary: dict, *, asymmetric=False, out=None, storage_options=None) -> dict:
     """:func:`health_summary` of a finished scan, from its ``summary.json`` contents.
 
     Parameters
     ----------
     summary : dict
         ``ScanResult.summary`` or the parsed ``summary.json``.
+    out : str, optional
+        The scan's directory: needed when its joint is stored as ``statistics/joint.parquet``
+        (scans of more than 1,000 classes, :mod:`labelscan.summary_statistics`).
+    storage_options : dict, optional
+        fsspec options for ``out``.
     """
-    return from_statistics(summary["statistics"], summary.get("num_rows_scanned", summary.get("num_rows")),
+    from labelscan.summary_statistics import is_reference, read_statistic
+
+    statistics = summary["statistics"]
+    if is_reference(statistics["joint"]):
+        if out is None:
+            raise ValueError("this scan's joint is stored in statistics/joint.parquet: pass out=<the scan's directory>")
+        statistics = {**statistics, "joint": read_statistic(out, summary, "joint", storage_options)}
+    return from_statistics(statistics, summary.get("num_rows_scanned", summary.get("num_rows")),
                            asymmetric=asymmetric,
                            class_names=summary.get("class_names"))
+
+
+def symmetric_pairs(joint: np.ndarray):
+    """The class pairs ``A < B`` with ``p(A, B) + p(B, A) > 0``, in row-major order.
+
+    From the joint's non-zero cells only: O(K²) to find them, O(non-zero cells) memory (no
+    K x K float temporaries). Each value is ``joint[A, B] + joint[B, A]``, the same float
+    addition as ``np.triu(joint, 1) + np.tril(joint, -1).T``.
+
+    Parameters
+    ----------
+    joint : numpy.ndarray, shape (K, K), float
+
+    Returns
+    -------
+    first, second : numpy.ndarray, shape (m,), intp
+        ``A`` and ``B`` of each pair.
+    values : numpy.ndarray, shape (m,), float
+    """
+    size = len(joint)
+    given, true = np.nonzero(joint)
+    off_diagonal = given != true
+    given, true = given[off_diagonal], true[off_diagonal]
+    cells = np.minimum(given, true).astype(np.int64) * size + np.maximum(given, true)
+    order = np.argsort(cells, kind="stable")
+    cells, values = cells[order], joint[given[order], true[order]]
+    starts = np.flatnonzero(np.diff(cells, prepend=-1))
+    values = np.add.reduceat(values, starts) if len(cells) else values
+    cells = cells[starts]
+    positive = values > 0
+    return (cells // size)[positive], (cells % size)[positive], values[positive]
 
 
 def summary_section(statistics, num_examples=None, *, class_names=None,
@@ -370,14 +413,12 @@ def summary_section(statistics, num_examples=None, *, class_names=None,
         :func:`find_overlapping_classes` order) and ``num_overlapping_pairs`` (all pairs with a
         non-zero joint probability). O(K²) time, O(non-zero pairs) extra memory.
     """
-    stats = statistics.as_dict() if hasattr(statistics, "as_dict") else statistics
+    stats = vars(statistics) if hasattr(statistics, "as_dict") else statistics   # arrays, not lists
     joint = np.asarray(stats["joint"], dtype=float)
     if num_examples is None:
         num_examples = int(np.sum(stats["label_counts"]))
     num_issues = int(stats["num_label_issues"])
-    symmetric = np.triu(joint, k=1) + np.tril(joint, k=-1).T
-    first, second = np.nonzero(symmetric > 0)           # row-major order: cleanlab's pair order
-    values = symmetric[first, second]
+    first, second, values = symmetric_pairs(joint)
     top = np.argsort(-values, kind="stable")[:max_pairs]
     pairs = pd.DataFrame({"Class Index A": first[top].astype(int), "Class Index B": second[top].astype(int),
                           "Num Overlapping Examples": (values[top] * num_examples).round().astype(int),

@@ -17,7 +17,8 @@ by one part (plus K x bins counters) for any number of rows. They group rows by 
 label, read from the scan's input (label column only, one row group at a time) when it is
 still there unchanged (same files and sizes as the fingerprint in ``summary.json``); otherwise
 by predicted label, and the report says so. With more than ``labelscan.report.max-classes``
-classes (default 40), the plots show the classes with the most issues.
+classes (default 40), the plots show the classes with the most issues (of a scan of more than
+1,000 classes, only their cells of the noise matrix are made dense).
 
 ``report.html`` is written next to the outputs after the scan and is not listed in the
 ``_SUCCESS`` manifest, so writing it does not change what :func:`labelscan.open_scan`
@@ -33,6 +34,7 @@ import math
 import numpy as np
 
 from labelscan import config, report_multilabel, report_quality
+from labelscan.summary_statistics import read_statistic
 
 REPORT_NAME = "report.html"
 
@@ -415,7 +417,7 @@ def render_report(result, *, top=None, max_classes=None, bins=None, input_storag
     label_counts = np.asarray(stats.get("label_counts") or np.zeros(len(names)), dtype=np.int64)
     per_class = np.asarray(summary.get("num_issues_per_class") or np.zeros(len(names)), dtype=np.int64)
     rates = np.divide(per_class, label_counts, out=np.zeros(len(names)), where=label_counts > 0)
-    noise = np.asarray(stats["noise_matrix"], dtype=np.float64)[np.ix_(shown, shown)]
+    noise = read_statistic(result.out, summary, "noise_matrix", result.storage_options, rows=shown, columns=shown)
     histograms = quality_histograms(result.out, summary, result.storage_options, bins, input_storage_options)
     frame = result.issues(top) if top else None
     config_used = summary.get("config", {})

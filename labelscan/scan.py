@@ -3,7 +3,8 @@
 Outputs (``DESIGN.md`` §3): ``mask/part-NNNNN.parquet`` (one per input partition, row
 aligned), ``issues/part-NNNNN.parquet`` (ranked; parts in name order give rank order),
 ``rejected/part-NNNNN.parquet`` (one per input partition, with ``on_bad_rows="skip"`` only),
-``summary.json``, and ``_SUCCESS`` (the manifest) last.
+``statistics/<name>.parquet`` (the K x K statistics of scans of more than 1,000 classes,
+:mod:`labelscan.summary_statistics`), ``summary.json``, and ``_SUCCESS`` (the manifest) last.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from labelscan.io.redact import protect_workers, redact
 from labelscan.options import ScanOptions
 from labelscan.runner import DaskRunner
 from labelscan.stats.order import float_images
+from labelscan.summary_statistics import summary_statistics
 
 ISSUES_PER_PART = 4_000_000
 """Target rows per ranked issues part."""
@@ -267,6 +269,8 @@ def run_scan(input_path, out_path, *, options: ScanOptions, label_column="label"
         timings.update(clock.timings)
     issues_per_class = np.sum([s["issues_per_class"] for s in summaries], axis=0).astype(np.int64)
     num_rows_scanned = int(analysis.stats.label_counts.sum())
+    statistics, statistics_entries = summary_statistics(analysis.stats, commit)   # K x K files when wide
+    entries += statistics_entries
     summary = {
         "labelscan_version": __version__,
         "versions": _versions(),
@@ -286,7 +290,7 @@ def run_scan(input_path, out_path, *, options: ScanOptions, label_column="label"
         "class_names": class_names,
         "cached_partitions": keep_cached,
         "backend": backend,
-        "statistics": analysis.stats.as_dict(),
+        "statistics": statistics,
         "num_issues": int(issues_per_class.sum()),
         "num_issues_per_class": issues_per_class.tolist(),
         "health": health.summary_section(analysis.stats, num_rows_scanned, class_names=class_names),

@@ -5,8 +5,8 @@ two runs, also on object stores where there is no rename. So:
 
 1. :meth:`OutputCommit.begin` refuses a destination holding another scan's
    outputs (unless ``overwrite``), removes a stale ``_SUCCESS`` first, then
-   every old output (``issues/``, ``mask/``, ``rejected/``, ``summary.json``,
-   ``report.html``), so no part of an earlier run (which may have had more
+   every old output (``issues/``, ``mask/``, ``rejected/``, ``statistics/``,
+   ``summary.json``, ``report.html``), so no part of an earlier run (which may have had more
    parts) survives next to the new ones.
 2. Workers write every object under a deterministic name, whole, in one put
    (:mod:`labelscan.io.atomic`): a task re-run after a worker died rewrites the
@@ -40,7 +40,7 @@ from labelscan.io.redact import redact_url
 
 SUCCESS_NAME = "_SUCCESS"
 SUMMARY_NAME = "summary.json"
-OUTPUT_NAMES = ("issues", "mask", "rejected", SUMMARY_NAME, "report.html", "evaluation.json")
+OUTPUT_NAMES = ("issues", "mask", "rejected", "statistics", SUMMARY_NAME, "report.html", "evaluation.json")
 PROGRESS_NAME = "_progress"
 RESUMABLE_FOLDERS = ("mask", "issues", "rejected")
 MANIFEST_KEYS = ("files", "config_hash", "input_fingerprint")
@@ -185,7 +185,7 @@ class OutputCommit(_Destination):
         finished = self.read_json(SUCCESS_NAME)
         if fs.exists(self.path(SUCCESS_NAME)):
             fs.rm(self.path(SUCCESS_NAME))
-        for name in (SUMMARY_NAME, "report.html"):
+        for name in (SUMMARY_NAME, "statistics", "report.html"):
             if fs.exists(self.path(name)):
                 fs.rm(self.path(name), recursive=True)
         entries = self._read_progress()
