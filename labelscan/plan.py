@@ -90,7 +90,9 @@ def noise_statistics(label_counts, thresholds, joint_counts, num_off_diagonal_is
     label_counts : numpy.ndarray, shape (K,)
     thresholds : numpy.ndarray, shape (K,)
     joint_counts : numpy.ndarray, shape (K, K)
-        Summed confident-joint counts ``[given, guess]``.
+        Summed confident-joint counts ``[given, guess]``; overwritten when it is already int64
+        and Fortran-ordered (:meth:`labelscan.stats.joint.JointCounts.dense`), so that the
+        driver holds one raw K x K matrix, not two.
     num_off_diagonal_issues : int
     options : ScanOptions
 

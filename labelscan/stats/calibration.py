@@ -43,19 +43,20 @@ def fortran_counts(counts: np.ndarray) -> np.ndarray:
 
 
 def clip_diagonal_to_one(counts: np.ndarray) -> np.ndarray:
-    """Set every diagonal cell to at least 1 (cleanlab does this to every confident joint).
+    """Set every diagonal cell to at least 1 (cleanlab does this to every confident joint), in place.
 
     Parameters
     ----------
     counts : numpy.ndarray, shape (K, K)
+        Overwritten.
 
     Returns
     -------
-    numpy.ndarray, shape (K, K), a copy with the same memory layout
+    numpy.ndarray, shape (K, K)
+        ``counts`` itself (no K x K copy).
     """
-    clipped = counts.copy(order="K")
-    np.fill_diagonal(clipped, np.maximum(np.diagonal(clipped), 1))
-    return clipped
+    np.fill_diagonal(counts, np.maximum(np.diagonal(counts), 1))
+    return counts
 
 
 def round_preserving_sum(values: np.ndarray, tie_break: str = "stable") -> np.ndarray:
@@ -171,7 +172,7 @@ def keep_at_least_n_per_class(prune_counts: np.ndarray, min_examples: int, frac_
         np.fill_diagonal(scaled, np.diagonal(reduced))  # only off-diagonal counts are scaled
         np.fill_diagonal(scaled, np.diagonal(reduced) + np.sum(reduced - scaled, axis=0))
         reduced = scaled
-    return round_preserving_row_totals(reduced.astype(int))
+    return round_preserving_row_totals(reduced.astype(np.int64, order="C"))
 
 
 def prune_counts_for_removal(prune_counts: np.ndarray, num_to_remove_per_class, label_counts,
