@@ -9,8 +9,7 @@ worker process spawned by this process starts with this process's peak.)
 
 Small files are packed into shared partitions, so the task count does not grow with the
 number of files. CI sizes: 1,000 files of 200 rows; K=1,000 with 2,000 rows; 20 partitions of 500 rows next to
-one of 50,000. ``slow``: 5,000 files of 2,000 rows; K=10,000 (expected to fail today: see
-``docs/reliability.md``, "Limits found").
+one of 50,000. ``slow``: 5,000 files of 2,000 rows. K=10,000: ``tests/test_wide_classes.py``.
 """
 
 from __future__ import annotations
@@ -186,17 +185,6 @@ def test_wide_k(cluster, tmp_path, reliability_figures):
                                   expected)
     assert got["worker_peak"] < 2 * 1024 * MiB
     assert got["driver_growth"] < 3 * 1024 * MiB        # K x K statistics: ~1 GiB at K=1000 today
-
-
-@pytest.mark.slow
-@pytest.mark.xfail(reason="dense K x K confident joint per partition (800 MB at K=10,000) and K x K "
-                          "matrices in summary.json: see docs/reliability.md, 'Limits found'", strict=False,
-                   raises=(distributed.scheduler.KilledWorker, MemoryError))
-def test_very_wide_k(cluster, tmp_path, reliability_figures):
-    write_files(tmp_path / "in", [1_000, 1_000], 10_000, row_group_rows=500)
-    got = measured_scan(cluster, tmp_path / "in", tmp_path / "out", "K=10000 x 2000 rows", reliability_figures,
-                        retries=0)
-    assert got["worker_peak"] < 3 * 1024 * MiB
 
 
 def test_skewed_partitions(cluster, tmp_path, reliability_figures):
