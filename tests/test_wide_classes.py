@@ -110,3 +110,34 @@ def test_k_10000_exact_with_bounded_memory(cluster, tmp_path, reliability_figure
     assert got["tasks"] < 150                       # 8 partitions: the graph does not grow with K
     assert got["worker_peak"] < 1536 * MiB           # one partition's predictions are 100 MB
     assert got["driver_growth"] < 7 * 1024 * MiB     # the O(K²) plan: six K x K matrices of 800 MB
+
+
+@pytest.mark.parametrize("num_classes", [5, 2_000])   # dense bincount / sorted cells
+def test_sparse_joint_counts_merge_to_the_dense_sum(num_classes):
+    from labelscan.stats.joint import JointCounts
+
+    rng = np.random.default_rng(num_classes)
+    expected = np.zeros((num_classes, num_classes), dtype=np.int64)
+    states = []
+    for size in (0, 1, 300, 5_000):
+        given, guess = rng.integers(0, num_classes, (2, size))
+        np.add.at(expected, (given, guess), 1)
+        states.append(JointCounts.from_rows(given, guess, num_classes))
+    merged = JointCounts.merge(JointCounts.merge(*states[:2]), *states[2:])
+    dense = merged.dense()
+    assert dense.flags.f_contiguous and dense.dtype == np.int64
+    np.testing.assert_array_equal(dense, expected)
+    assert (np.diff(merged.cells) > 0).all() and (merged.counts > 0).all()
+
+
+def test_sparse_tables_give_back_the_matrix_and_submatrices():
+    from labelscan.summary_statistics import dense_matrix
+
+    rng = np.random.default_rng(0)
+    for matrix in (rng.random((6, 6)) * (rng.random((6, 6)) < 0.3), np.asfortranarray(rng.integers(0, 3, (6, 6)))):
+        table = sparse_table(matrix)
+        back = dense_matrix(table, matrix.shape, matrix.dtype.str)
+        assert back.dtype == matrix.dtype
+        np.testing.assert_array_equal(back, matrix)
+        np.testing.assert_array_equal(dense_matrix(table, matrix.shape, matrix.dtype.str, [5, 0, 2], [1, 4]),
+                                      matrix[np.ix_([5, 0, 2], [1, 4])])
