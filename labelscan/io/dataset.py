@@ -21,6 +21,8 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 import numpy as np
 import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from labelscan.errors import InputError
@@ -409,19 +411,41 @@ def _read_table(plan, spec, columns):
 
 
 def _read_piece(plan, piece, columns):
-    with _open_parquet(plan.fs, piece.path) as parquet:
-        try:
-            table = parquet.read_row_groups(list(piece.row_groups), columns=columns)
-        except Exception as error:
-            if _is_corrupt(error):
+    try:
+        table = _decode_row_groups(plan.fs, piece, columns)
+    except InputError:
+        raise
+    except Exception as error:
+        if _is_corrupt(error):
+            with _open_parquet(plan.fs, piece.path) as parquet:
                 bad = _first_undecodable(parquet, piece.row_groups, columns)
-                raise InputError(f"cannot decode row group {bad} ({error}){_decode_hint(error)}",
-                                 path=piece.path, row_group=bad) from error
-            raise
+            raise InputError(f"cannot decode row group {bad} ({error}){_decode_hint(error)}",
+                             path=piece.path, row_group=bad) from error
+        raise
     if table.num_rows != piece.num_rows:
         raise InputError(f"file changed since planning: row groups {list(piece.row_groups)} "
                          f"hold {table.num_rows} rows, planned {piece.num_rows}", path=piece.path)
     return table
+
+
+_PARQUET_FORMAT = ds.ParquetFileFormat(
+    default_fragment_scan_options=ds.ParquetFragmentScanOptions(page_checksum_verification=True))
+_ARROW_LOCAL_FS = pafs.LocalFileSystem()
+
+
+def _decode_row_groups(fs, piece, columns):
+    """A piece's row groups as one table.
+
+    Local files are read as a dataset fragment, whose row groups Arrow decodes in parallel on
+    its CPU pool (one ``read_row_groups`` call decodes a single list column on one thread: 2x
+    slower per partition, measured); other filesystems go through their fsspec file.
+    """
+    if isinstance(fs, LocalFileSystem):
+        fragment = _PARQUET_FORMAT.make_fragment(piece.path, filesystem=_ARROW_LOCAL_FS,
+                                                 row_groups=list(piece.row_groups))
+        return fragment.to_table(columns=columns, use_threads=True)
+    with _open_parquet(fs, piece.path) as parquet:
+        return parquet.read_row_groups(list(piece.row_groups), columns=columns)
 
 
 NULL_FIXED_SIZE_LIST_MESSAGE = "Expected all lists to be of size"
