@@ -121,10 +121,11 @@ def bench_kernels(recorder: Recorder, rows: int, classes: int) -> None:
     recorder.add("kernels", size, "copy_bandwidth", bandwidth / 1e9, "GB/s")
     facts = passes.row_facts(part, thresholds)
     counts = part.class_counts()
+    joint_counts = facts.joint_counts.dense()
     stats = plan.NoiseStatistics(label_counts=counts, confident_thresholds=thresholds,
-                                 confident_joint=facts.joint_counts, calibrated_confident_joint=facts.joint_counts,
+                                 confident_joint=joint_counts, calibrated_confident_joint=joint_counts,
                                  joint=None, noise_matrix=None, inverse_noise_matrix=None, py=None,
-                                 num_label_issues=0, prune_counts=facts.joint_counts.T.copy())
+                                 num_label_issues=0, prune_counts=joint_counts.T.copy())
     tasks = plan.noise_rate_tasks(stats, ScanOptions(), part.dtype)
     # bytes each pass must at least touch: every probability once, labels once, per-row outputs
     row_bytes = part.columns.nbytes + part.labels.nbytes
