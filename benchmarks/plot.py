@@ -35,8 +35,9 @@ def load_records(paths) -> list[dict]:
 def device_name(record: dict) -> str:
     """Short name of the machine a record was measured on."""
     device = (record.get("versions") or {}).get("device")
-    if device and not record["benchmark"].startswith(("cleanlab", "read_floor")):
-        return device
+    if device and "gpu" in record["benchmark"]:
+        gpus = record["benchmark"].split("_")[-1].removesuffix("gpu")
+        return f"{gpus} x {device}" if gpus.isdigit() and gpus != "1" else device
     return f"{(record.get('machine') or {}).get('cpus', '?')}-core CPU"
 
 
