@@ -498,10 +498,7 @@ def read_partition(plan, spec, row_sum_tolerance=None, on_bad_rows="error"):
     InputError
         Naming the file, row group and first offending row.
     """
-    prediction_columns = ([plan.pred_probs_column] if plan.pred_probs_column is not None
-                          else list(plan.pred_probs_columns))
-    id_columns = [plan.id_column] if plan.id_column is not None else []
-    table = _read_table(plan, spec, [plan.label_column, *prediction_columns, *id_columns])
+    table = read_partition_table(plan, spec)
     if on_bad_rows == "skip":
         return _decode_skipping(plan, spec, table, row_sum_tolerance)
     data = _decode(plan, spec, table)
@@ -509,17 +506,28 @@ def read_partition(plan, spec, row_sum_tolerance=None, on_bad_rows="error"):
     return data
 
 
+def read_partition_table(plan, spec) -> pa.Table:
+    """The label, prediction and (if any) id columns of a partition's rows, undecoded."""
+    prediction_columns = ([plan.pred_probs_column] if plan.pred_probs_column is not None
+                          else list(plan.pred_probs_columns))
+    id_columns = [plan.id_column] if plan.id_column is not None else []
+    return _read_table(plan, spec, [plan.label_column, *prediction_columns, *id_columns])
+
+
+def decode_pred_probs(plan, spec, table):
+    """The predictions of a partition's table as a C-contiguous (n, K) matrix of the plan's dtype
+    (raising for nulls and list rows of another length)."""
+    if plan.pred_probs_column is not None:
+        return decode_list(table.column(plan.pred_probs_column), plan.num_classes, plan.pred_probs_dtype, spec)
+    return decode_columns(table, plan.pred_probs_columns, plan.pred_probs_dtype, spec)
+
+
 def _decode(plan, spec, table):
     """Decode a partition's table (raising for nulls and list rows of another length)."""
-    if plan.pred_probs_column is not None:
-        pred_probs = decode_list(table.column(plan.pred_probs_column), plan.num_classes,
-                                 plan.pred_probs_dtype, spec)
-    else:
-        pred_probs = decode_columns(table, plan.pred_probs_columns, plan.pred_probs_dtype, spec)
     return PartitionData(
         row_start=spec.row_start,
         labels=decode_labels(table.column(plan.label_column), spec),
-        pred_probs=pred_probs,
+        pred_probs=decode_pred_probs(plan, spec, table),
         ids=decode_ids(table.column(plan.id_column), spec) if plan.id_column is not None else None,
     )
 

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from labelscan.errors import InputError
-from labelscan.io.columns import decode_columns, decode_ids, decode_list
+from labelscan.io.columns import decode_ids
 from labelscan.io.validate import row_error, validate_pred_probs, validate_unique_ids
 
 
@@ -103,17 +103,10 @@ def read_multilabel_partition(plan, spec):
     InputError
         Naming the file, row group and first offending row.
     """
-    from labelscan.io.dataset import _read_table
+    from labelscan.io.dataset import decode_pred_probs, read_partition_table
 
-    prediction_columns = ([plan.pred_probs_column] if plan.pred_probs_column is not None
-                          else list(plan.pred_probs_columns))
-    id_columns = [plan.id_column] if plan.id_column is not None else []
-    table = _read_table(plan, spec, [plan.label_column, *prediction_columns, *id_columns])
-    if plan.pred_probs_column is not None:
-        pred_probs = decode_list(table.column(plan.pred_probs_column), plan.num_classes,
-                                 plan.pred_probs_dtype, spec)
-    else:
-        pred_probs = decode_columns(table, plan.pred_probs_columns, plan.pred_probs_dtype, spec)
+    table = read_partition_table(plan, spec)
+    pred_probs = decode_pred_probs(plan, spec, table)
     multi_hot = decode_multilabels(table.column(plan.label_column), plan.num_classes, spec)
     validate_pred_probs(pred_probs, spec)
     ids = None
