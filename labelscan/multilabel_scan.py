@@ -11,14 +11,17 @@ cleanlab reduces a multi-label set to K one-vs-rest binary problems (``CLEANLAB_
          ─▶ key images of every class's selections ──▶ selection rounds of all classes at
             once (the engine's histogram refinement, :func:`labelscan.engine.find_cutoffs`)
          ─▶ flag pass: per class the engine's flag rule, OR over classes; multi-label score;
-            mask parts ─▶ ranked issues parts (by score ranges; ``low_*`` filters: cleanlab's
-            order, :mod:`labelscan.multilabel_order`) ─▶ summary.json, _SUCCESS
+            mask parts ─▶ ranked issues parts (by score ranges; ``low_*`` filters: the flagged
+            rows, kept on the workers, scored on their own — with ``adjust_pred_probs`` by
+            their own merged thresholds — then cleanlab's order, :mod:`labelscan.multilabel_order`)
+         ─▶ summary.json, _SUCCESS
 
 Passes over the data: read, thresholds, joint, keys (one per selection family), the
-refinement rounds (over cached key images: 2–4 rounds), flag. With ``cache=False`` the read,
-thresholds, joint, keys and flag passes each re-read their partition; the key images of each
-selection family stay on the workers either way (one unsigned integer per row and class, the
-size of pred_probs). Each pass does K binary groupings per partition (a stable sort of n
+refinement rounds (over cached key images: 2–4 rounds), flag (then, for the ``low_*``
+filters with ``adjust_pred_probs``, a thresholds pass over the flagged rows only). With
+``cache=False`` the read, thresholds, joint, keys and flag passes each re-read their partition;
+the key images of each selection family stay on the workers either way (one unsigned integer
+per row and class, the size of pred_probs). Each pass does K binary groupings per partition (a stable sort of n
 0/1 labels and a copy of one column each), O(n·K) like reading the partition.
 
 Outputs (``docs/outputs.md``, "Multi-label scans"): ``mask/`` (row_id, [id], is_label_issue,
@@ -38,13 +41,13 @@ import numpy as np
 import pyarrow as pa
 
 from labelscan import __version__, engine, multilabel, outcome, plan as planning, scan
+from labelscan import multilabel_order as mlo
 from labelscan import multilabel_passes as mlp
 from labelscan.cluster import get_client, worker_threads
 from labelscan.errors import InputError, UsageError
 from labelscan.io.commit import OutputCommit
 from labelscan.io.multilabels import read_multilabel_partition
 from labelscan.io.redact import protect_workers, redact
-from labelscan.multilabel_order import write_low_score_ranked
 from labelscan.io.unique import check_unique_ids
 from labelscan.options import LOW_SCORE_FILTERS, PRUNING_FILTERS, ScanOptions
 from labelscan.runner import DaskRunner
@@ -117,6 +120,38 @@ def class_options(options: ScanOptions, c: int) -> ScanOptions:
                    else (int(options.num_to_remove_per_class[c]), 0))
 
 
+def binary_thresholds(runner, parts, with_class: np.ndarray, part_rows: np.ndarray, dtype):
+    """Each class's binary confident thresholds over the rows of ``parts``, exactly cleanlab's.
+
+    The rows of all ``parts`` in order are the set cleanlab's ``np.mean`` runs over; the means
+    are merged from per-partition pairwise-sum pieces (:mod:`labelscan.stats.pairwise`).
+
+    Parameters
+    ----------
+    parts : list
+        Partition handles (:class:`labelscan.multilabel_passes.MultiLabelPartition` or sources).
+    with_class : numpy.ndarray, shape (P, K), int64
+        Rows of each partition having each class.
+    part_rows : numpy.ndarray, shape (P,), int64
+        Rows of each partition.
+    dtype : numpy.dtype
+        Of pred_probs.
+
+    Returns
+    -------
+    totals : numpy.ndarray, shape (K, 2), int64
+        Rows without / with each class.
+    thresholds : list of numpy.ndarray, length K
+        Each class's binary confident thresholds (2,).
+    """
+    binary_counts = np.stack([part_rows[:, None] - with_class, with_class], axis=2)   # (P, K, 2)
+    totals = binary_counts.sum(axis=0)
+    offsets = np.cumsum(binary_counts, axis=0) - binary_counts
+    pieces = runner.map("thresholds", mlp.threshold_pieces, parts, list(offsets), class_totals=totals)
+    merged = runner.gather(runner.reduce("thresholds-merge", mlp.merge_threshold_pieces, pieces))
+    return totals, [planning.confident_thresholds(merged[c], totals[c], dtype) for c in range(len(totals))]
+
+
 def analyse(runner, sources, row_starts, num_rows: int, num_classes: int, dtype, options: ScanOptions,
             report=None, cache: bool = True) -> MultiLabelAnalysis:
     """Run every pass up to the flag pass (see the module docstring).
@@ -144,16 +179,11 @@ def analyse(runner, sources, row_starts, num_rows: int, num_classes: int, dtype,
         raise failures[0].error
     with_class = np.asarray(counts, dtype=np.int64).reshape(len(sources), num_classes)
     part_rows = np.diff(np.append(np.asarray(row_starts, dtype=np.int64), num_rows))
-    binary_counts = np.stack([part_rows[:, None] - with_class, with_class], axis=2)   # (P, K, 2)
     label_counts = with_class.sum(axis=0)
     check_labels(label_counts, num_rows, options.filter_by)
-    totals = binary_counts.sum(axis=0)
-    offsets = np.cumsum(binary_counts, axis=0) - binary_counts
     clock.lap("read")
 
-    pieces = runner.map("thresholds", mlp.threshold_pieces, parts, list(offsets), class_totals=totals)
-    merged = runner.gather(runner.reduce("thresholds-merge", mlp.merge_threshold_pieces, pieces))
-    thresholds = [planning.confident_thresholds(merged[c], totals[c], dtype) for c in range(num_classes)]
+    totals, thresholds = binary_thresholds(runner, parts, with_class, part_rows, dtype)
     clock.lap("thresholds")
 
     joint = runner.gather(runner.reduce("joint-merge", mlp.merge_joint_summaries, runner.map(
@@ -198,24 +228,33 @@ class WrittenPartition:
     ----------
     entry : dict
         Manifest entry of the mask part.
-    issues : dict[str, numpy.ndarray]
+    issues : dict[str, numpy.ndarray] or None
         Flagged rows sorted by (label_quality, row_id): ``row_id``, [``id``], ``given_labels``,
         [``issue_classes``], ``label_quality``, ``image`` (the order image of label_quality).
-        ``low_*`` filters: only ``image``, in row order (:mod:`labelscan.multilabel_order`).
-    default_order : dict[str, numpy.ndarray] or None
-        ``low_*`` filters: the flagged rows sorted by (default multi-label score, row_id), the
-        columns of ``issues`` with ``image`` the default score's; else None.
+        None for the ``low_*`` filters.
     issues_per_class : numpy.ndarray, shape (K,), int64
         Rows flagged by each class's binary problem.
     rank_shift : int
         Bits dropped from the score images to get the ranking's top bits.
+    default_order : dict[str, numpy.ndarray] or None
+        ``low_*`` filters: the flagged rows sorted by (default multi-label score, row_id), the
+        columns of ``issues`` with ``image`` the default score's; else None.
+    flagged : labelscan.multilabel_passes.MultiLabelPartition or None
+        ``low_*`` filters: the flagged rows' labels and predictions (E_p, K), in row order,
+        which cleanlab scores on their own (:mod:`labelscan.multilabel_order`); else None.
     """
 
     entry: dict
-    issues: dict
+    issues: dict | None
     issues_per_class: np.ndarray
     rank_shift: int
     default_order: dict | None = None
+    flagged: mlp.MultiLabelPartition | None = None
+
+    @property
+    def num_issues(self) -> int:
+        """Flagged rows of the partition."""
+        return len((self.default_order if self.issues is None else self.issues)["row_id"])
 
 
 def _lists(matrix: np.ndarray) -> np.ndarray:
@@ -227,7 +266,7 @@ def _lists(matrix: np.ndarray) -> np.ndarray:
 
 def write_partition(part, request: mlp.MultiLabelRequest, index: int, *, commit: OutputCommit):
     """Flag one partition, write its mask part, keep its issues sorted by (score, row) (``low_*``
-    filters: by default score, and the row-order score images, :mod:`labelscan.multilabel_order`).
+    filters: by default score, and the flagged rows themselves, :mod:`labelscan.multilabel_order`).
 
     Returns
     -------
@@ -247,9 +286,10 @@ def write_partition(part, request: mlp.MultiLabelRequest, index: int, *, commit:
     if request.low_score is not None:
         default = quality if (request.rank_by, request.adjust_pred_probs) == ("self_confidence", False) else \
             mlp.quality_scores(part, "self_confidence", False, [None] * part.num_classes)
-        images = float_images(quality[rows]).astype(np.uint64)   # row order: the pairing keys
-        return WrittenPartition(entry=entry, issues={"image": images}, issues_per_class=counts, rank_shift=shift,
-                                default_order=_issue_columns(part, rows, quality, None, default))
+        flagged_rows = mlp.MultiLabelPartition(int(part.row_start), part.multi_hot[rows], part.pred_probs[rows])
+        return WrittenPartition(entry=entry, issues=None, issues_per_class=counts, rank_shift=shift,
+                                default_order=_issue_columns(part, rows, quality, None, default),
+                                flagged=flagged_rows)
     return WrittenPartition(entry=entry, issues=_issue_columns(part, rows, quality, per_class, quality),
                             issues_per_class=counts, rank_shift=shift)
 
@@ -270,10 +310,45 @@ def _issue_columns(part, rows, quality, per_class, key) -> dict:
     return columns
 
 
+def flagged_images(runner, written, summaries, options: ScanOptions, num_classes: int, dtype) -> list:
+    """``low_*`` filters: the ``rank_by`` score images of every partition's flagged rows, as cleanlab
+    scores them (on the flagged rows alone: with ``adjust_pred_probs``, each class's thresholds are
+    the flagged rows' own, :func:`binary_thresholds` over the flagged rows kept on the workers).
+
+    Parameters
+    ----------
+    written : list
+        Handles of every partition's :class:`WrittenPartition`, in partition order.
+    summaries : list of dict
+        Their :func:`written_summary`.
+    options : ScanOptions
+        ``rank_by`` and ``adjust_pred_probs``.
+    num_classes : int
+    dtype : numpy.dtype
+        Of pred_probs.
+
+    Returns
+    -------
+    list
+        Handles of :func:`labelscan.multilabel_order.pairing_images`, one per partition.
+    """
+    flagged = runner.map("flagged-rows", mlo.flagged_rows, written)
+    thresholds = [None] * num_classes
+    if options.adjust_pred_probs:
+        with_class = np.asarray(runner.gather(runner.map("flagged-counts", mlp.class_counts, flagged)),
+                                dtype=np.int64).reshape(len(written), num_classes)
+        part_rows = np.asarray([s["num_issues"] for s in summaries], dtype=np.int64)
+        _, thresholds = binary_thresholds(runner, flagged, with_class, part_rows, dtype)
+    images = runner.map("pairing-images", mlo.pairing_images, flagged, method=options.rank_by,
+                        adjust=options.adjust_pred_probs, thresholds=thresholds)
+    runner.release(flagged)
+    return images
+
+
 def written_summary(written: WrittenPartition) -> dict:
     """The small part of a written partition the driver needs."""
     return {"entry": written.entry, "issues_per_class": written.issues_per_class,
-            "rank_shift": written.rank_shift, "num_issues": len(written.issues["image"])}
+            "rank_shift": written.rank_shift, "num_issues": written.num_issues}
 
 
 def write_ranked(first_rank: int, index: int, commit: OutputCommit, *issue_sets) -> dict:
@@ -359,7 +434,10 @@ def run_multilabel_scan(input_path, out_path, *, options: ScanOptions, label_col
         clock.lap("flag")
         entries = [s["entry"] for s in summaries]
         if options.filter_by in LOW_SCORE_FILTERS:
-            entries += write_low_score_ranked(runner, written, summaries, commit, issues_per_part, write_ranked)
+            images = flagged_images(runner, written, summaries, options, plan.num_classes, plan.pred_probs_dtype)
+            entries += mlo.write_low_score_ranked(runner, written, images, summaries, commit, issues_per_part,
+                                                  write_ranked)
+            runner.release(images)
         else:
             entries += scan._write_issues(runner, written, summaries, commit, issues_per_part, write=write_ranked)
         runner.release(written)

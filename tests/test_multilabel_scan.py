@@ -121,6 +121,39 @@ def test_scan_matches_cleanlab(name, threaded_client, tmp_path):
             np.testing.assert_array_equal(ranked_row_ids(result), expected_order, err_msg=context)
 
 
+LOW_SCORE_RANKINGS = [("low_self_confidence", "self_confidence"), ("low_self_confidence", "normalized_margin"),
+                      ("low_normalized_margin", "normalized_margin"), ("low_normalized_margin", "self_confidence")]
+
+
+@pytest.mark.parametrize("name", ["k20_f32_absent", "k50_f16", "k50_ties_f64"])
+def test_low_score_adjusted_order_matches_cleanlab(name, threaded_client, tmp_path):
+    """``low_*`` filters with ``adjust_pred_probs``: cleanlab scores the flagged rows with their own thresholds."""
+    labels, pred_probs = dataset(name)
+    default_scores = oracle_call(ml_rank.get_label_quality_scores, labels, pred_probs)
+    differs_from_whole_set = False
+    for filter_by, rank_by in LOW_SCORE_RANKINGS:
+        expected = oracle_call(ml_filter.find_label_issues, labels, pred_probs, filter_by=filter_by,
+                               return_indices_ranked_by=rank_by, rank_by_kwargs={"adjust_pred_probs": True})
+        whole_set_scores = oracle_call(ml_rank.get_label_quality_scores, labels, pred_probs, method=rank_by,
+                                       adjust_pred_probs=True)
+        flagged = np.sort(expected)   # row order
+        chosen = flagged[np.argsort(default_scores[flagged], kind="stable")]
+        whole_set_order = chosen[np.argsort(whole_set_scores[flagged], kind="stable")]   # the former scan's
+        differs_from_whole_set |= not np.array_equal(whole_set_order, expected)
+        for partitions in (1, 3, 7):
+            folder = tmp_path / f"data-{partitions}"
+            if not folder.exists():
+                write_set(folder, labels, pred_probs, partitions)
+            result = run_scan(threaded_client, folder, tmp_path / f"scan-{filter_by}-{rank_by}-{partitions}",
+                              filter_by=filter_by, rank_by=rank_by, adjust_pred_probs=True, issues_per_part=40)
+            context = f"{name} {filter_by} {rank_by} partitions={partitions}"
+            np.testing.assert_array_equal(ranked_row_ids(result), expected, err_msg=context)
+            np.testing.assert_array_equal(result.mask()["label_quality"], whole_set_scores, err_msg=context)
+            np.testing.assert_array_equal(result.issues(None)["label_quality"], whole_set_scores[expected],
+                                          err_msg=context)
+    assert differs_from_whole_set   # the whole set's thresholds would give another order
+
+
 def test_rankings_options_and_statistics(threaded_client, tmp_path):
     labels, pred_probs = dataset("k20_f32_absent")
     folder = write_set(tmp_path / "data", labels, pred_probs, 3, multi_hot=True, ids=True)
