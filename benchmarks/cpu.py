@@ -6,7 +6,8 @@ generated once and cached under ``--data-dir``), in this one process:
 1. **read floor**: ``pyarrow.parquet.read_table`` of every file (all columns) and
    ``pred_probs`` to numpy (``flatten().to_numpy()``), single process;
 2. **labelscan**: ``labelscan.scan(folder, out, client=client, overwrite=True)`` on one
-   ``distributed.LocalCluster(n_workers=1, threads_per_worker=--threads)`` started once
+   ``LocalCluster(n_workers=1, threads_per_worker=--threads)`` started as labelscan starts its
+   own (:func:`labelscan.cluster.local_cluster`: its worker environment) once
    (start time reported apart) and warmed up with one tiny scan; stage timings from
    ``summary["timings"]`` and ``num_issues`` are recorded;
 3. **cleanlab**: ``cleanlab.filter.find_label_issues(labels, pred_probs, n_jobs=--threads)``
@@ -179,11 +180,13 @@ def start_cluster(threads: int, memory_limit="auto"):
     seconds : float
         Start time until the worker is up.
     """
-    from distributed import Client, LocalCluster
+    from distributed import Client
+
+    from labelscan.cluster import local_cluster
 
     started = time.perf_counter()
-    cluster = LocalCluster(n_workers=1, threads_per_worker=threads, processes=True,
-                           memory_limit=memory_limit, dashboard_address=None)
+    cluster = local_cluster(n_workers=1, threads_per_worker=threads, memory_limit=memory_limit,
+                            dashboard_address=None)
     client = Client(cluster)
     client.wait_for_workers(1)
     return cluster, client, time.perf_counter() - started
