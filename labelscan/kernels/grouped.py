@@ -33,8 +33,10 @@ SMALL_K = 64
 SMALL_K_GATHER = 32
 """Up to this many classes, grouping gathers along the transposed array in one ``take``."""
 
-GATHER_BLOCK_ROWS = 65536
-"""Rows per block when grouping many-class partitions."""
+GATHER_BLOCK_BYTES = 1 << 20
+"""Bytes of predictions per block when grouping many-class partitions: a block gathered and
+transposed stays in the CPU's L2 cache (K=1000, 200K rows: 0.8 s with 65,536-row blocks,
+0.22 s with 1 MiB ones)."""
 
 
 @dataclass
@@ -155,15 +157,16 @@ def _grouped_columns(pred_probs, order):
 
     One ``take`` along the transposed view is fastest for few classes; with many classes each
     row spans several cache lines, and gathering rows block by block, then transposing each
-    block, touches memory far less (measured 2x at K=100 on 1M rows).
+    cache-sized block, touches memory far less (measured 2x at K=100, 3x at K=1000).
     """
     xp = array_module(pred_probs)
     num_rows, num_classes = pred_probs.shape
     if xp is not np or num_classes <= SMALL_K_GATHER:
         return xp.take(pred_probs.T, order, axis=1)
     columns = np.empty((num_classes, num_rows), dtype=pred_probs.dtype)
-    for start in range(0, num_rows, GATHER_BLOCK_ROWS):
-        block = order[start:start + GATHER_BLOCK_ROWS]
+    block_rows = max(64, GATHER_BLOCK_BYTES // (num_classes * pred_probs.dtype.itemsize))
+    for start in range(0, num_rows, block_rows):
+        block = order[start:start + block_rows]
         columns[:, start:start + len(block)] = pred_probs[block].T
     return columns
 
