@@ -33,6 +33,10 @@ MAX_HISTOGRAM_CELLS = 1 << 23
 """Bound on tasks × bins of one refine round's histogram (32 MiB of uint32 per partition;
 merged on the workers)."""
 
+ROW_BY_ROW_TASKS = 16
+"""Up to this many tasks in a block, the top bits are counted one task row at a time (no
+widened copy); beyond, in one ``bincount`` (no per-row call overhead)."""
+
 TOP_BITS_FAST = (8, 16)
 """Bits per round read straight from a narrower view of the images when an interval is the
 whole image range (the first round): no shifted, offset or widened copy of the keys."""
@@ -331,7 +335,12 @@ def _top_bits_histogram(images, bits):
     xp = array_module(images)
     per_image = images.dtype.itemsize * 8 // bits
     top = images.view(np.dtype(f"u{bits // 8}"))[:, per_image - 1::per_image]
-    return xp.stack([bincount(row, minlength=1 << bits) for row in top])
+    if len(top) <= ROW_BY_ROW_TASKS:
+        return xp.stack([bincount(row, minlength=1 << bits) for row in top])
+    # many tasks of few rows each: one count over (task, top bits) cells
+    cells = top.astype(np.intp)
+    cells += (np.arange(len(top), dtype=np.intp) << bits)[:, None]
+    return bincount(cells.ravel(), len(top) << bits).reshape(len(top), 1 << bits)
 
 
 def resolve_pieces(keys, *, tasks, intervals: Intervals, collect: np.ndarray, ties: np.ndarray):
