@@ -65,7 +65,7 @@ class ScanResult:
     def statistics(self) -> dict:
         """``summary["statistics"]`` with every statistic as a NumPy array (scalars as they are).
 
-        The K x K matrices of a scan of more than 1,000 classes are made dense from their
+        The K x K matrices of a scan of more than 256 classes are made dense from their
         ``statistics/<name>.parquet`` tables (800 MB each at K = 10,000: mind the size);
         :func:`labelscan.summary_statistics.read_statistic` gives a submatrix.
         """

@@ -120,7 +120,7 @@ def run_demo(rows: int = DEFAULT_ROWS, classes: int = DEFAULT_CLASSES, *,
     flagged[mask["row_id"].to_numpy()] = mask["is_label_issue"].to_numpy()
     planted = given != true
     scores = _precision_recall(flagged, planted)
-    estimated = np.asarray(result.summary["statistics"]["noise_matrix"], dtype=np.float64)
+    estimated = np.asarray(result.statistics()["noise_matrix"], dtype=np.float64)
     top_issues = result.issues(top)
     if len(top_issues):
         top_issues["true_label"] = true[top_issues["row_id"].to_numpy()]

@@ -344,7 +344,7 @@ def from_summary(summary: dict, *, asymmetric=False, out=None, storage_options=N
         ``ScanResult.summary`` or the parsed ``summary.json``.
     out : str, optional
         The scan's directory: needed when its joint is stored as ``statistics/joint.parquet``
-        (scans of more than 1,000 classes, :mod:`labelscan.summary_statistics`).
+        (scans of more than 256 classes, :mod:`labelscan.summary_statistics`).
     storage_options : dict, optional
         fsspec options for ``out``.
     """

@@ -18,7 +18,7 @@ label, read from the scan's input (label column only, one row group at a time) w
 still there unchanged (same files and sizes as the fingerprint in ``summary.json``); otherwise
 by predicted label, and the report says so. With more than ``labelscan.report.max-classes``
 classes (default 40), the plots show the classes with the most issues (of a scan of more than
-1,000 classes, only their cells of the noise matrix are made dense).
+256 classes, only their cells of the noise matrix are made dense).
 
 ``report.html`` is written next to the outputs after the scan and is not listed in the
 ``_SUCCESS`` manifest, so writing it does not change what :func:`labelscan.open_scan`

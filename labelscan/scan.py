@@ -3,7 +3,7 @@
 Outputs (``DESIGN.md`` §3): ``mask/part-NNNNN.parquet`` (one per input partition, row
 aligned), ``issues/part-NNNNN.parquet`` (ranked; parts in name order give rank order),
 ``rejected/part-NNNNN.parquet`` (one per input partition, with ``on_bad_rows="skip"`` only),
-``statistics/<name>.parquet`` (the K x K statistics of scans of more than 1,000 classes,
+``statistics/<name>.parquet`` (the K x K statistics of scans of more than 256 classes,
 :mod:`labelscan.summary_statistics`), ``summary.json``, and ``_SUCCESS`` (the manifest) last.
 """
 
