@@ -168,7 +168,6 @@ def quality_histograms(out, summary, storage_options=None, bins=20, input_storag
         (``"given label"`` or ``"predicted label"``), ``note`` (why predicted, or None).
     """
     import fsspec
-    import pyarrow.parquet as pq
 
     num_classes = int(summary["num_classes"])
     fs, root = fsspec.core.url_to_fs(out, **(storage_options or {}))
@@ -184,11 +183,7 @@ def quality_histograms(out, summary, storage_options=None, bins=20, input_storag
     except Exception as error:  # noqa: BLE001 - the input may be gone, moved or unreadable here
         labels, note = None, f"the scan's input could not be read here ({type(error).__name__}: {error})"
     for path in parts:
-        with fs.open(path, "rb") as handle:
-            table = pq.read_table(handle, columns=["label_quality", "predicted_label", "is_label_issue"])
-        scanned = _scanned(table)
-        quality = table.column("label_quality").to_numpy()[scanned]
-        issue = table.column("is_label_issue").to_numpy(zero_copy_only=False)[scanned]
+        scanned, quality, issue, predicted = _read_mask_part(fs, path)
         classes = None
         if labels is not None:
             try:
@@ -196,20 +191,32 @@ def quality_histograms(out, summary, storage_options=None, bins=20, input_storag
             except Exception as error:  # noqa: BLE001
                 labels, note = None, f"the scan's input could not be read here ({type(error).__name__}: {error})"
         if classes is None:
-            classes = table.column("predicted_label").to_numpy()[scanned]
-        cell = _cells(quality, classes, low, high, bins)
-        flagged += np.bincount(cell[issue], minlength=num_classes * bins).reshape(num_classes, bins)
-        clean += np.bincount(cell[~issue], minlength=num_classes * bins).reshape(num_classes, bins)
-        del table, quality, issue, classes, cell
+            classes = predicted
+        _add_counts(flagged, clean, _cells(quality, classes, low, high, bins), issue)
+        del scanned, quality, issue, predicted, classes
     if note is not None:   # a partial stream must not mix given and predicted labels
         return _histograms_by_prediction(fs, parts, num_classes, edges, note)
     return {"edges": edges, "flagged": flagged, "clean": clean, "by": "given label", "note": None}
 
 
-def _scanned(table) -> np.ndarray:
-    """Which rows of a mask part were scanned, shape (n,), bool (rows skipped as bad input have no
-    ``label_quality``)."""
-    return table.column("label_quality").is_valid().to_numpy(zero_copy_only=False)
+def _read_mask_part(fs, path):
+    """One mask part: which of its rows were scanned (rows skipped as bad input have no
+    ``label_quality``), shape (n,) bool, and the scanned rows' ``label_quality``,
+    ``is_label_issue`` and ``predicted_label``, each shape (m,)."""
+    import pyarrow.parquet as pq
+
+    with fs.open(path, "rb") as handle:
+        table = pq.read_table(handle, columns=["label_quality", "predicted_label", "is_label_issue"])
+    scanned = table.column("label_quality").is_valid().to_numpy(zero_copy_only=False)
+    return (scanned, table.column("label_quality").to_numpy()[scanned],
+            table.column("is_label_issue").to_numpy(zero_copy_only=False)[scanned],
+            table.column("predicted_label").to_numpy()[scanned])
+
+
+def _add_counts(flagged, clean, cell, issue) -> None:
+    """Add rows with histogram cells ``cell`` (m,) to ``flagged`` / ``clean`` (K, bins) by ``issue`` (m,)."""
+    flagged += np.bincount(cell[issue], minlength=flagged.size).reshape(flagged.shape)
+    clean += np.bincount(cell[~issue], minlength=clean.size).reshape(clean.shape)
 
 
 def _cells(quality, classes, low, high, bins) -> np.ndarray:
@@ -220,21 +227,13 @@ def _cells(quality, classes, low, high, bins) -> np.ndarray:
 
 
 def _histograms_by_prediction(fs, parts, num_classes, edges, note):
-    import pyarrow.parquet as pq
-
     bins = len(edges) - 1
     low, high = edges[0], edges[-1]
     flagged = np.zeros((num_classes, bins), dtype=np.int64)
     clean = np.zeros((num_classes, bins), dtype=np.int64)
     for path in parts:
-        with fs.open(path, "rb") as handle:
-            table = pq.read_table(handle, columns=["label_quality", "predicted_label", "is_label_issue"])
-        scanned = _scanned(table)
-        quality = table.column("label_quality").to_numpy()[scanned]
-        issue = table.column("is_label_issue").to_numpy(zero_copy_only=False)[scanned]
-        cell = _cells(quality, table.column("predicted_label").to_numpy()[scanned], low, high, bins)
-        flagged += np.bincount(cell[issue], minlength=num_classes * bins).reshape(num_classes, bins)
-        clean += np.bincount(cell[~issue], minlength=num_classes * bins).reshape(num_classes, bins)
+        _, quality, issue, predicted = _read_mask_part(fs, path)
+        _add_counts(flagged, clean, _cells(quality, predicted, low, high, bins), issue)
     return {"edges": edges, "flagged": flagged, "clean": clean, "by": "predicted label", "note": note}
 
 
