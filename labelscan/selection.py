@@ -313,17 +313,21 @@ def _count_cells(cells, num_cells: int):
     return xp.diff(xp.searchsorted(ordered, xp.arange(num_cells + 1, dtype=ordered.dtype)))
 
 
+def _is_first_round(lo, width, image_width: int) -> bool:
+    """Whether every interval ``[lo, lo + 2**width)`` is the whole range of ``image_width``-bit images."""
+    return not lo.any() and bool((width == image_width).all())
+
+
 def _whole_range(images, lo, width, bits) -> bool:
     """Whether every task's interval is the whole image range and ``bits`` is a byte width
     :func:`_top_bits_histogram` can read (little-endian host memory, C-contiguous rows).
 
-    Host arrays only: on a GPU the one ``bincount`` of the general path (a CUB histogram) beats
-    one per task row, each of which synchronises the device.
+    Host arrays only: on a GPU the general path counts by sorting, and per-row ``bincount``
+    calls would each synchronise the device.
     """
     full = images.dtype.itemsize * 8
     return (array_module(images) is np and bits in TOP_BITS_FAST and full % bits == 0
-            and sys.byteorder == "little" and images.flags.c_contiguous and not lo.any()
-            and bool((width == full).all()))
+            and sys.byteorder == "little" and images.flags.c_contiguous and _is_first_round(lo, width, full))
 
 
 def _top_bits_histogram(images, bits):
@@ -458,9 +462,9 @@ class SelectionPlanner:
         if not len(active):
             return None
         bits = int(np.clip(np.log2(max(MAX_HISTOGRAM_CELLS // len(active), 2)), 1, MAX_BITS_PER_ROUND))
-        whole_range = not self.intervals.lo[active].any() and \
-            bool((self.intervals.width[active] == image_bits(self.tasks.key_dtype)).all())
-        if whole_range and bits >= min(TOP_BITS_FAST):   # the first round: a byte width reads fastest
+        first_round = _is_first_round(self.intervals.lo[active], self.intervals.width[active],
+                                      image_bits(self.tasks.key_dtype))
+        if first_round and bits >= min(TOP_BITS_FAST):   # the first round: a byte width reads fastest
             bits = max(b for b in TOP_BITS_FAST if b <= bits)
         return active, bits
 
