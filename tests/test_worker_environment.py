@@ -1,0 +1,79 @@
+"""Worker processes labelscan starts: glibc's allocator left adaptive, Arrow decoding on every core.
+
+Dask's nanny spawns workers with ``MALLOC_TRIM_THRESHOLD_=65536`` and ``OMP_NUM_THREADS=1``;
+the first turns off glibc's adaptive mmap threshold (numpy temporaries page-fault again on every
+allocation), the second sizes Arrow's CPU pool to one thread. Measured effect in
+docs/benchmarks.md; these tests pin the mechanisms on a real ``LocalCluster``.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from distributed import Client, LocalCluster
+
+from labelscan.io import plan_dataset, read_partition
+from labelscan.io.dataset import _decode_hint
+from labelscan.io.threads import available_cores
+
+
+def _worker_values(client, function):
+    return list(client.run(function).values())
+
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+WORKER_TRIM_SETTING = """
+import os
+from distributed import Client, LocalCluster
+from labelscan.cluster import local_cluster
+
+def trim():
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+if __name__ == "__main__":
+    with local_cluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster, Client(cluster) as client:
+        print("labelscan", list(client.run(trim).values()))
+    # the mechanism it undoes: a plain LocalCluster sets the variable
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster, Client(cluster) as client:
+        print("dask", list(client.run(trim).values()))
+"""
+
+
+def test_labelscan_workers_start_without_the_trim_threshold(tmp_path):
+    """In a fresh interpreter: Dask's nanny writes the variable into its own process's
+    environment, so a cluster started earlier in this test process would leak it."""
+    script = tmp_path / "trim.py"
+    script.write_text(WORKER_TRIM_SETTING)
+    environment = {key: value for key, value in os.environ.items() if key != "MALLOC_TRIM_THRESHOLD_"}
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPOSITORY), environment.get("PYTHONPATH")]))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=environment,
+                            timeout=120, check=True)
+    assert "labelscan [None]" in result.stdout
+    assert "dask ['65536']" in result.stdout
+
+
+def test_reading_a_partition_sizes_arrows_pool_to_the_cores(tmp_path):
+    table = pa.table({"label": np.arange(8) % 2,
+                      "pred_probs": pa.FixedSizeListArray.from_arrays(pa.array(np.full(16, 0.5, np.float32)), 2)})
+    pq.write_table(table, tmp_path / "part-0.parquet")
+    plan = plan_dataset(str(tmp_path))
+
+    def read_and_report():
+        read_partition(plan, plan.partitions[0])
+        return pa.cpu_count()
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        assert _worker_values(client, pa.cpu_count) == [1]      # the nanny's OMP_NUM_THREADS=1
+        assert _worker_values(client, read_and_report) == [available_cores()]
+
+
+def test_decode_errors_of_null_fixed_size_lists_say_what_to_do():
+    error = pa.ArrowInvalid("Expected all lists to be of size=4 but index 77 had size=0")
+    assert "apache/arrow#35692" in _decode_hint(error)
+    assert _decode_hint(pa.ArrowInvalid("Couldn't deserialize thrift")) == ""
