@@ -175,13 +175,13 @@ def find_cutoffs(runner, keys, tasks: selection.SelectionTasks, row_starts) -> s
         active, bits = step
         histograms = runner.map("cutoffs", selection.histogram, keys, tasks=tasks,
                                 intervals=planner.intervals, active=active, bits=bits)
-        merged = runner.reduce("cutoffs-merge", passes.sum_arrays, histograms)
+        merged = runner.reduce("cutoffs-merge", selection.merge_histograms, histograms)
         choice = runner.submit("cutoffs-choose", selection.choose_bins, merged, planner.needs(active))
         planner.apply_choice(active, bits, runner.gather(choice))
-    collect, ties = planner.resolve_sets()
+    collect, split_ties = planner.resolve_sets()
     pieces = [{"task": np.zeros(0, np.intp), "image": np.zeros(0, np.uint64), "row": np.zeros(0, np.int64),
                "tie_counts": np.zeros(0, np.int64)}] * len(keys)
-    if len(collect) or len(ties):
+    if len(collect) or len(split_ties):
         pieces = runner.gather(runner.map("cutoffs-resolve", selection.resolve_pieces, keys,
-                                          tasks=tasks, intervals=planner.intervals, collect=collect, ties=ties))
-    return planner.finish(collect, ties, pieces)
+                                          tasks=tasks, intervals=planner.intervals, collect=collect, ties=split_ties))
+    return planner.finish(collect, split_ties, pieces)

@@ -158,11 +158,12 @@ def row_facts(part: grouped.GroupedPartition, thresholds: np.ndarray) -> RowFact
         given, guess = np.nonzero(dense)
         joint = JointCounts(num_classes, given * num_classes + guess, dense[given, guess])
     else:
-        predicted = grouped.argmax_rows(part)
+        row_max = part.columns.max(axis=0)
+        predicted = grouped.argmax_rows(part, row_max)
         confident, guess = grouped.confident_guesses(part, thresholds, predicted)
         joint = JointCounts.from_rows(part.labels[confident], guess[confident], num_classes)
         off_diagonal = confident & (guess != part.labels)
-        given_is_argmax = grouped.given_label_is_argmax(part)
+        given_is_argmax = grouped.given_label_is_argmax(part, row_max)
         predicted = predicted.astype(predicted_dtype)
     return RowFacts(
         predicted=predicted,

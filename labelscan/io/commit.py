@@ -259,7 +259,7 @@ class OutputCommit(_Destination):
         return {"path": relpath, "bytes": record["bytes"], "sha256": record["sha256"]}
 
     def write_table(self, relpath, table):
-        """Store a table as zstd parquet at ``relpath``, whole and deterministic.
+        """Store a table as snappy parquet at ``relpath``, whole and deterministic.
 
         Parameters
         ----------
