@@ -118,7 +118,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100Mx10")
     parser.add_argument("--gpus", default="1,2", help="comma-separated GPU counts")
-    parser.add_argument("--rows-per-partition", type=int, default=2_000_000)
+    parser.add_argument("--rows-per-partition", type=int, default=None,
+                        help="labelscan partition size (default: labelscan's own planning)")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "labelscan-bench"))
     parser.add_argument("--out", default="benchmarks/results/scale.json")
