@@ -49,7 +49,7 @@ import numpy as np
 import psutil
 import pyarrow.parquet as pq
 
-from benchmarks.datasets import ROW_GROUP_ROWS, ensure_dataset, format_size, load_arrays, parse_size
+from benchmarks.datasets import ensure_dataset, format_size, load_arrays, parse_size
 
 DEFAULT_SIZES = "10Mx10,1Mx100,200Kx1000"
 DEFAULT_MEMORY_SIZE = "100Mx10"
@@ -574,8 +574,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="worker threads and cleanlab n_jobs (default: all CPUs)")
     parser.add_argument("--cleanlab-budget", type=float, default=600.0,
                         help="stop repeating cleanlab once this many seconds are spent on a size")
-    parser.add_argument("--row-group-rows", type=int, default=ROW_GROUP_ROWS,
-                        help=f"row group size of the generated sets (default {ROW_GROUP_ROWS})")
+    parser.add_argument("--row-group-rows", type=int, default=None,
+                        help="row group size of the generated sets (default: benchmarks.datasets."
+                             "default_row_group_rows, about 32 MiB of predictions, at most 250k rows)")
     parser.add_argument("--rows-per-partition", type=int, default=None, help="labelscan partition size")
     parser.add_argument("--tie-break", choices=("numpy", "stable"), default="numpy",
                         help="labelscan's rounding tie rule: 'numpy' reproduces stock cleanlab on this "
