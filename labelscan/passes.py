@@ -61,7 +61,9 @@ def prepare(source):
         ``rejected`` (:class:`labelscan.io.rejects.Rejections` or None): rows of the partition
         left out of the others, which then hold the kept rows only. Its optional ``backend``
         attribute (``"numpy"`` or ``"cupy"``) says where the partition lives: ``"cupy"`` copies
-        it to the GPU (through pinned host memory) before grouping.
+        it to the GPU (through pinned host memory) before grouping. A true ``finite``
+        attribute says its predictions were validated (no NaN). Host predictions may be a
+        list of (rows, K) blocks in row order.
 
     Returns
     -------
@@ -77,7 +79,8 @@ def prepare(source):
 
         labels, pred_probs = to_device(labels), to_device(pred_probs)
     return grouped.group_by_label(row_start, labels, pred_probs, ids, rejected=rejected,
-                                  row_ids=kept_row_ids(row_start, len(labels), rejected))
+                                  row_ids=kept_row_ids(row_start, len(labels), rejected),
+                                  has_nan=False if getattr(source, "finite", False) else None)
 
 
 def as_partition(part) -> grouped.GroupedPartition:

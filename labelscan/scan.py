@@ -59,8 +59,14 @@ GROUPED_ROW_BYTES = 24
 
 @dataclass
 class ParquetSource:
-    """One partition of a parquet set, read on the worker and computed on ``backend``."""
+    """One partition of a parquet set, read on the worker and computed on ``backend``.
 
+    Its rows are validated as they are read, so their predictions are finite (``finite``);
+    host partitions take list-column predictions as zero-copy chunks (``row_blocks``), which
+    grouping gathers straight from.
+    """
+
+    finite = True
     plan: object
     spec: object
     backend: str = "numpy"
@@ -68,7 +74,8 @@ class ParquetSource:
     on_bad_rows: str = "error"
 
     def load(self):
-        data = read_partition(self.plan, self.spec, self.row_sum_tolerance, self.on_bad_rows)
+        data = read_partition(self.plan, self.spec, self.row_sum_tolerance, self.on_bad_rows,
+                              row_blocks=self.backend == "numpy")
         return data.row_start, data.labels, data.pred_probs, data.ids, data.rejected
 
     def load_ids(self):

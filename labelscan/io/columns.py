@@ -195,14 +195,33 @@ def decode_list(chunked, num_classes, dtype, spec):
     numpy.ndarray
         (n, K) of ``dtype``; a zero-copy (read-only) view when ``chunked`` has one chunk.
     """
-    raise_first(spec, list_problems(chunked, num_classes))
-    blocks = [chunk.flatten().to_numpy(zero_copy_only=False).reshape(-1, num_classes)
-              for chunk in chunked.chunks]
+    blocks = list_blocks(chunked, num_classes, spec)
     if len(blocks) == 1:
         return blocks[0]
     if not blocks:
         return np.empty((0, num_classes), dtype)
     return np.concatenate(blocks)
+
+
+def list_blocks(chunked, num_classes, spec):
+    """Predictions stored in one list column, as one zero-copy (read-only) matrix per chunk.
+
+    Parameters
+    ----------
+    chunked : pyarrow.ChunkedArray
+        (n,) ``fixed_size_list``, ``list`` or ``large_list`` of floats.
+    num_classes : int
+        K; every row must hold exactly K values.
+    spec : PartitionSpec
+        Where the rows came from, to name offending rows.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        (rows of the chunk, K) each, in row order.
+    """
+    raise_first(spec, list_problems(chunked, num_classes))
+    return [chunk.flatten().to_numpy(zero_copy_only=False).reshape(-1, num_classes) for chunk in chunked.chunks]
 
 
 def decode_columns(table, names, dtype, spec):

@@ -28,13 +28,13 @@ import pyarrow.parquet as pq
 from labelscan.errors import InputError
 from labelscan.io.columns import (PredProbsLayout, check_id_column, check_label_column,
                                   columns_problems, decode_columns, decode_ids, decode_labels,
-                                  decode_list, list_problems, null_problems, resolve_pred_probs)
+                                  decode_list, list_blocks, list_problems, null_problems, resolve_pred_probs)
 from labelscan.io.multilabels import check_multilabel_column
 from labelscan.io.sources import fingerprint, resolve_files
 from labelscan.io.threads import ensure_decode_threads
 from labelscan.io.rejects import Rejections, rejections
-from labelscan.io.validate import (validate_labels, validate_partition, validate_unique_ids,
-                                   value_problems)
+from labelscan.io.validate import (label_problems, pred_probs_problems, validate_labels, validate_partition,
+                                   validate_unique_ids, value_problems)
 
 CLASS_NAMES_KEY = b"labelscan.class_names"
 TARGET_PARTITION_BYTES = 64 * 2**20
@@ -147,9 +147,10 @@ class PartitionData:
         Global row index of the first row.
     labels : numpy.ndarray
         (n,) int64 given labels in ``[0, K)``.
-    pred_probs : numpy.ndarray
+    pred_probs : numpy.ndarray or list of numpy.ndarray
         (n, K) C-contiguous, of the plan's ``pred_probs_dtype``; may be a
-        read-only zero-copy view of Arrow memory.
+        read-only zero-copy view of Arrow memory. Read with ``row_blocks``: possibly a list
+        of such (rows, K) views, one per decoded chunk, in row order.
     ids : numpy.ndarray or None
         (n,) the id column, when the plan has one.
     rejected : Rejections or None
@@ -472,7 +473,7 @@ def _first_undecodable(parquet, row_groups, columns):
     return row_groups[0]
 
 
-def read_partition(plan, spec, row_sum_tolerance=None, on_bad_rows="error"):
+def read_partition(plan, spec, row_sum_tolerance=None, on_bad_rows="error", row_blocks=False):
     """Read, decode and validate one partition.
 
     Parameters
@@ -486,6 +487,12 @@ def read_partition(plan, spec, row_sum_tolerance=None, on_bad_rows="error"):
     on_bad_rows : {"error", "skip"}
         ``"skip"``: drop the rows failing a row-level check instead of raising, and describe
         them in ``rejected``.
+    row_blocks : bool
+        Predictions of a list column may come back as the list of their zero-copy chunks
+        (:func:`labelscan.io.columns.list_blocks`) instead of one matrix: a consumer that
+        reorders the rows anyway saves a copy of the partition (only with ``"error"`` and no
+        ``row_sum_tolerance``; invalid input falls back to the checks of the matrix path,
+        which name the offending row).
 
     Returns
     -------
@@ -501,6 +508,10 @@ def read_partition(plan, spec, row_sum_tolerance=None, on_bad_rows="error"):
     table = read_partition_table(plan, spec)
     if on_bad_rows == "skip":
         return _decode_skipping(plan, spec, table, row_sum_tolerance)
+    if row_blocks and plan.pred_probs_column is not None and row_sum_tolerance is None:
+        data = _decode_valid_blocks(plan, spec, table)
+        if data is not None:
+            return data
     data = _decode(plan, spec, table)
     validate_partition(data, plan, spec, row_sum_tolerance)
     return data
@@ -530,6 +541,21 @@ def _decode(plan, spec, table):
         pred_probs=decode_pred_probs(plan, spec, table),
         ids=decode_ids(table.column(plan.id_column), spec) if plan.id_column is not None else None,
     )
+
+
+def _decode_valid_blocks(plan, spec, table):
+    """The partition with its predictions as list chunks, or None when a value check fails
+    (the caller's matrix path then reports the offending row)."""
+    labels = decode_labels(table.column(plan.label_column), spec)
+    blocks = list_blocks(table.column(plan.pred_probs_column), plan.num_classes, spec)
+    if label_problems(labels, plan.num_classes) or any(pred_probs_problems(block) for block in blocks):
+        return None
+    ids = decode_ids(table.column(plan.id_column), spec) if plan.id_column is not None else None
+    if ids is not None:
+        validate_unique_ids(ids, spec)
+    if len(blocks) < 2:
+        blocks = blocks[0] if blocks else np.empty((0, plan.num_classes), dtype=plan.pred_probs_dtype)
+    return PartitionData(row_start=spec.row_start, labels=labels, pred_probs=blocks, ids=ids)
 
 
 def _decode_skipping(plan, spec, table, row_sum_tolerance):

@@ -112,44 +112,73 @@ class GroupedPartition:
         return xp.take(grouped_values, self._inverse)
 
 
-def group_by_label(row_start: int, labels, pred_probs, ids=None, rejected=None, row_ids=None) -> GroupedPartition:
+def group_by_label(row_start: int, labels, pred_probs, ids=None, rejected=None, row_ids=None,
+                   has_nan=None) -> GroupedPartition:
     """Group a partition's rows by given label (stable) and store its predictions column-major.
 
     Parameters
     ----------
     row_start : int
     labels : array, shape (n,), integer in [0, K)
-    pred_probs : array, shape (n, K)
-        NumPy (the partition stays on the host) or CuPy (it lives on the device).
+    pred_probs : array, shape (n, K), or list of numpy.ndarray
+        NumPy (the partition stays on the host) or CuPy (it lives on the device); on the host
+        also a list of (rows, K) blocks in row order (gathered from without joining them).
     ids : numpy.ndarray or None, shape (n,)
     rejected : labelscan.io.rejects.Rejections or None
         Input rows left out of ``labels`` and ``pred_probs`` (kept with the partition).
     row_ids : numpy.ndarray or None, shape (n,), int64
         Global row of each row, increasing; default ``row_start + arange(n)``.
+    has_nan : bool, optional
+        Whether a prediction is NaN, when the caller knows (validated input); checked otherwise.
 
     Returns
     -------
     GroupedPartition
     """
-    xp = array_module(pred_probs)
-    num_classes = pred_probs.shape[1]
+    if isinstance(pred_probs, list) and not _gathers_from_blocks(pred_probs):
+        pred_probs = np.concatenate(pred_probs)
+    blocks = pred_probs if isinstance(pred_probs, list) else [pred_probs]
+    xp = array_module(blocks[0])
+    num_classes = blocks[0].shape[1]
     small = labels.astype(np.uint16 if num_classes <= np.iinfo(np.uint16).max else np.int64)
     order = xp.argsort(small, kind="stable") if xp is np else xp.argsort(small)  # CuPy sorts stably
     counts = to_host(bincount(labels, num_classes))
     class_starts = np.zeros(num_classes + 1, dtype=np.intp)
     np.cumsum(counts, out=class_starts[1:])
+    columns = (_columns_from_blocks(blocks, order) if isinstance(pred_probs, list)
+               else _grouped_columns(pred_probs, order))
     return GroupedPartition(
         row_start=int(row_start),
         num_rows=len(labels),
         order=order,
         class_starts=class_starts,
         labels=xp.ascontiguousarray(labels[order], dtype=np.int64),
-        columns=_grouped_columns(pred_probs, order),
+        columns=columns,
         row_ids=(row_start + order).astype(np.int64) if row_ids is None else xp.asarray(row_ids)[order],
         ids=ids,
-        has_nan=bool(pred_probs.size and xp.isnan(pred_probs.max())),
+        has_nan=any(bool(block.size and xp.isnan(block.max())) for block in blocks) if has_nan is None else has_nan,
         rejected=rejected,
     )
+
+
+def _gathers_from_blocks(blocks: list) -> bool:
+    """Whether grouping scatters straight from these row blocks (several, of few classes; many
+    classes are gathered in cache-sized blocks from one joined matrix instead)."""
+    return len(blocks) > 1 and blocks[0].shape[1] <= SMALL_K_GATHER
+
+
+def _columns_from_blocks(blocks: list, order: np.ndarray) -> np.ndarray:
+    """``concatenate(blocks)[order].T`` as a C-contiguous (K, n) array, written block by block
+    to each row's grouped position (no joined copy of the partition)."""
+    num_rows = len(order)
+    grouped_position = np.empty(num_rows, dtype=np.intp)
+    grouped_position[order] = np.arange(num_rows)
+    columns = np.empty((blocks[0].shape[1], num_rows), dtype=blocks[0].dtype)
+    start = 0
+    for block in blocks:
+        columns[:, grouped_position[start:start + len(block)]] = block.T
+        start += len(block)
+    return columns
 
 
 def _grouped_columns(pred_probs, order):
@@ -180,12 +209,12 @@ def first_true(mask: np.ndarray) -> np.ndarray:
 
     Returns
     -------
-    numpy.ndarray, shape (n,), intp
+    numpy.ndarray, shape (n,), intp (int8 on the host: a quarter of the memory traffic)
     """
     if mask.shape[0] > SMALL_K:
         return mask.argmax(axis=0)
     xp = array_module(mask)
-    position = xp.zeros(mask.shape[1], dtype=np.intp)
+    position = xp.zeros(mask.shape[1], dtype=np.int8 if xp is np else np.intp)
     not_found = xp.ones(mask.shape[1], dtype=bool)
     for row in mask[:-1]:
         not_found &= ~row
@@ -272,7 +301,9 @@ def confident_guesses(part: GroupedPartition, thresholds: np.ndarray, predicted:
     """
     xp = part.xp
     above = part.columns >= xp.asarray(thresholds - FLOATING_POINT_COMPARISON)[:, None]
-    num_above = above.sum(axis=0, dtype=np.int32)
+    # on the host an int8 count when it cannot overflow: 5x faster than int32
+    count_dtype = np.int8 if xp is np and part.num_classes <= np.iinfo(np.int8).max else np.int32
+    num_above = above.sum(axis=0, dtype=count_dtype)
     guess = xp.where(num_above > 1, predicted, first_true(above))
     return num_above > 0, guess
 
