@@ -26,7 +26,7 @@ class PartitionOutcome:
 
     Attributes
     ----------
-    row_ids, given_label, predicted_label, is_label_issue, label_quality : numpy.ndarray, shape (n,)
+    row_ids, predicted_label, is_label_issue, label_quality : numpy.ndarray, shape (n,)
         Row order (as in the input).
     ids : numpy.ndarray or None, shape (n,)
     rejected : labelscan.io.rejects.Rejections or None
@@ -39,7 +39,6 @@ class PartitionOutcome:
     """
 
     row_ids: np.ndarray
-    given_label: np.ndarray
     predicted_label: np.ndarray
     is_label_issue: np.ndarray
     label_quality: np.ndarray
@@ -63,8 +62,8 @@ def partition_outcome(part: grouped.GroupedPartition, facts: passes.RowFacts, re
     family_keys = [(part, keys[1]) if isinstance(keys, tuple) else keys for keys in family_keys]
     flagged = passes.flagged_rows(part, facts, request, family_keys)
     quality = grouped.label_quality_scores(part, request.rank_by, request.adjust_pred_probs, request.thresholds)
-    row_order = {"row_id": part.to_row_order(part.row_ids), "given_label": part.to_row_order(part.labels),
-                 "predicted_label": part.to_row_order(facts.predicted.astype(np.int64)),
+    row_order = {"row_id": part.row_ids_in_row_order(),
+                 "predicted_label": part.to_row_order(facts.predicted).astype(np.int64),
                  "label_quality": part.to_row_order(quality)}
     is_label_issue = part.to_row_order(flagged)
     # the issues are ranked where the partition lives (ties stay in row order)
@@ -73,12 +72,12 @@ def partition_outcome(part: grouped.GroupedPartition, facts: passes.RowFacts, re
     ranked = stable_argsort(images)
     issue_rows = issue_rows[ranked]
     issues = {name: to_host(values[issue_rows]) for name, values in row_order.items()}
+    issues["given_label"] = to_host(part.labels[part.grouped_positions()[issue_rows]])
     issues["image"] = to_host(images[ranked])
     if part.ids is not None:
         issues["id"] = part.ids[to_host(issue_rows)]
     return PartitionOutcome(  # row-order results on the host, whatever the partition's device
         row_ids=to_host(row_order["row_id"]),
-        given_label=to_host(row_order["given_label"]),
         predicted_label=to_host(row_order["predicted_label"]),
         is_label_issue=to_host(is_label_issue),
         label_quality=to_host(row_order["label_quality"]),

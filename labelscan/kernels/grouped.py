@@ -105,11 +105,20 @@ class GroupedPartition:
 
     def to_row_order(self, grouped_values):
         """Per-row values from grouped order back to the partition's row order (same namespace)."""
-        xp = self.xp
+        return self.xp.take(grouped_values, self.grouped_positions())
+
+    def grouped_positions(self):
+        """Grouped position of each row of the partition (row order), shape (n,)."""
         if not hasattr(self, "_inverse"):
-            self._inverse = xp.empty_like(self.order)
-            self._inverse[self.order] = xp.arange(self.num_rows)
-        return xp.take(grouped_values, self._inverse)
+            self._inverse = self.xp.empty_like(self.order)
+            self._inverse[self.order] = self.xp.arange(self.num_rows)
+        return self._inverse
+
+    def row_ids_in_row_order(self):
+        """Global row of each row, in row order (increasing), shape (n,), int64."""
+        if self.rejected is None:
+            return self.xp.arange(self.row_start, self.row_start + self.num_rows, dtype=np.int64)
+        return self.to_row_order(self.row_ids)
 
 
 def group_by_label(row_start: int, labels, pred_probs, ids=None, rejected=None, row_ids=None,
