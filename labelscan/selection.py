@@ -53,11 +53,14 @@ CHOOSE_BLOCK = 256
 
 FLAT_MIN_BLOCKS = 32
 FLAT_MAX_BLOCK_ROWS = 256
+FLAT_MAX_IMAGES = 1 << 24
 """A host partition whose keys fall in more than :data:`FLAT_MIN_BLOCKS` class blocks of
 fewer than ``FLAT_MAX_BLOCK_ROWS`` rows on average keeps them flat
 (:class:`labelscan.selection_flat.FlatKeys`): a round then costs a few passes over the images
 instead of a few calls per class (200K x 1000 in 25 partitions of 8,000 rows: cutoffs 1.9 s
--> 0.86 s). Larger blocks stay per class, where each call works on many rows at once."""
+-> 0.7 s). Larger blocks stay per class, where each call works on many rows at once (1M x 100
+in 625-row blocks: 0.49 s per class, 1.96 s flat), and so do partitions of more than
+``FLAT_MAX_IMAGES`` images (a flat round holds a few index arrays of that length)."""
 
 COLLECT_LIMIT = 1 << 11
 """An interval holding at most this many rows is resolved by collecting them."""
@@ -212,8 +215,10 @@ def partition_keys(part, scores=None, *, tasks: SelectionTasks) -> PartitionKeys
                                    float_images(scores)[None, :]))
         return PartitionKeys(blocks, part.num_rows)
     task_classes = np.unique(tasks.classes)
-    num_blocks = int(np.count_nonzero(part.class_counts()[task_classes]))
-    if xp is np and num_blocks > FLAT_MIN_BLOCKS and part.num_rows < FLAT_MAX_BLOCK_ROWS * num_blocks:
+    class_counts = part.class_counts()
+    num_blocks = int(np.count_nonzero(class_counts[task_classes]))
+    if (xp is np and num_blocks > FLAT_MIN_BLOCKS and part.num_rows < FLAT_MAX_BLOCK_ROWS * num_blocks
+            and class_counts[tasks.classes].sum() <= FLAT_MAX_IMAGES):
         return _flat_partition_keys(part, tasks)
     for k in task_classes:
         task_ids = np.flatnonzero(tasks.classes == k)
