@@ -1,0 +1,129 @@
+"""The host-only fast paths of the exact selection and grouping, each pinned to being used.
+
+- flat keys (many classes, few rows per class) give cleanlab 2.9's answer, and are used;
+- sparse histograms merge to the dense sum, whatever the mix;
+- the two-level ``choose_bins`` equals a full cumulative sum;
+- grouping from decoded row blocks equals grouping the joined matrix;
+- a cut that splits no tie selects "up to the value" (no quota), one that splits a tie keeps
+  its quota, in row order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import labelscan
+from labelscan import selection
+from labelscan.kernels import grouped
+from labelscan.stats import histogram as sparse_histogram
+
+try:
+    import oracle
+except ImportError:  # tests/ imported as a package
+    from tests import oracle
+
+
+def _many_class_set(rows=30_000, classes=200, seed=0):
+    rng = np.random.default_rng(seed)
+    pred_probs = rng.dirichlet(np.full(classes, 0.05), rows).astype(np.float32)
+    labels = np.where(rng.random(rows) < 0.2, rng.integers(0, classes, rows), pred_probs.argmax(axis=1))
+    pred_probs[::7] = np.round(pred_probs[::7], 2)   # many exact ties
+    return labels, pred_probs
+
+
+@pytest.mark.parametrize("filter_by", ["prune_by_noise_rate", "prune_by_class", "both"])
+@pytest.mark.parametrize("parts", [1, 3, 8])
+def test_flat_keys_match_cleanlab_and_are_used(monkeypatch, filter_by, parts):
+    calls = {"flat": 0}
+    original = selection._flat_partition_keys
+
+    def counting(*args, **kwargs):
+        calls["flat"] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(selection, "_flat_partition_keys", counting)
+    labels, pred_probs = _many_class_set()
+    got = labelscan.find_label_issues(labels, pred_probs, filter_by=filter_by, num_partitions=parts,
+                                      return_indices_ranked_by="self_confidence")
+    expected = oracle.oracle_find_label_issues(labels, pred_probs, filter_by=filter_by,
+                                               return_indices_ranked_by="self_confidence")
+    np.testing.assert_array_equal(got, expected)
+    assert calls["flat"] >= parts
+
+
+def test_large_class_blocks_stay_per_class(monkeypatch):
+    monkeypatch.setattr(selection, "_flat_partition_keys", lambda *a, **k: pytest.fail("flat keys used"))
+    rng = np.random.default_rng(1)
+    pred_probs = rng.dirichlet(np.ones(40), 40 * 400).astype(np.float32)   # 400 rows a class
+    labels = rng.integers(0, 40, len(pred_probs))
+    got = labelscan.find_label_issues(labels, pred_probs, num_partitions=1)
+    np.testing.assert_array_equal(got, oracle.oracle_find_label_issues(labels, pred_probs))
+
+
+def test_sparse_histograms_merge_to_the_dense_sum():
+    rng = np.random.default_rng(2)
+    shape = (30, 512)
+    cell_lists = [rng.integers(0, shape[0] * shape[1], size) for size in (10, 500, 3, 1_000, 0)]
+    dense = [np.bincount(c, minlength=shape[0] * shape[1]).reshape(shape).astype(np.uint32) for c in cell_lists]
+    sparse = [sparse_histogram.SparseHistogram.of_cells(c, shape) for c in cell_lists]
+    expected = np.sum(dense, axis=0, dtype=np.int64)
+    for mix in (sparse, dense[:2] + sparse[2:], sparse[:3] + dense[3:]):
+        merged = selection.merge_histograms(*mix)
+        np.testing.assert_array_equal(sparse_histogram.as_dense(merged), expected)
+    assert isinstance(selection.merge_histograms(*sparse[:3]), sparse_histogram.SparseHistogram)
+    too_full = sparse_histogram.SparseHistogram.of_cells(np.arange(shape[0] * shape[1]), shape)
+    assert not isinstance(selection.merge_histograms(too_full, sparse[0]), sparse_histogram.SparseHistogram)
+
+
+@pytest.mark.parametrize("bins", [2, 8, 256, 512, 65536])
+def test_choose_bins_equals_a_full_cumulative_sum(bins):
+    rng = np.random.default_rng(bins)
+    for trial in range(20):
+        counts = (rng.random((7, bins)) < 0.2) * rng.integers(0, 5, (7, bins))
+        counts[:, rng.integers(0, bins)] += 1
+        counts = counts.astype(np.uint32 if trial % 2 else np.int64)
+        totals = counts.sum(axis=1)
+        needs = np.array([rng.integers(1, total + 1) for total in totals])
+        needs[0] = totals[0]
+        cumulative = np.cumsum(counts, axis=1)
+        chosen = np.count_nonzero(cumulative < needs[:, None], axis=1)
+        rows = np.arange(len(needs))
+        below = np.where(chosen > 0, cumulative[rows, np.maximum(chosen - 1, 0)], 0)
+        got = selection.choose_bins(counts, needs)
+        np.testing.assert_array_equal(got["bin"], chosen)
+        np.testing.assert_array_equal(got["below"], below)
+        np.testing.assert_array_equal(got["inside"], counts[rows, chosen])
+
+
+def test_grouping_from_row_blocks_equals_the_joined_matrix():
+    rng = np.random.default_rng(3)
+    pred_probs = rng.random((1_000, 6)).astype(np.float32)
+    labels = rng.integers(0, 6, 1_000)
+    blocks = [pred_probs[:300], pred_probs[300:301], pred_probs[301:]]
+    joined = grouped.group_by_label(5, labels, pred_probs)
+    from_blocks = grouped.group_by_label(5, labels, blocks, has_nan=False)
+    np.testing.assert_array_equal(from_blocks.columns, joined.columns)
+    np.testing.assert_array_equal(from_blocks.row_ids, joined.row_ids)
+    assert not joined.has_nan
+
+
+def _planner_with_collected(images, rows, counts, row_starts):
+    tasks = selection.SelectionTasks(kind=selection.BY_CLASS, classes=np.array([0]), columns=np.array([-1]),
+                                     counts=np.array([counts]), sizes=np.array([len(images)]),
+                                     key_dtype=np.dtype(np.float32))
+    planner = selection.SelectionPlanner(tasks, np.asarray(row_starts))
+    piece = {"task": np.zeros(len(images), np.intp), "image": np.asarray(images, np.uint64),
+             "row": np.asarray(rows, np.int64), "tie_counts": np.zeros(0, np.int64)}
+    return planner.finish(np.array([0]), np.zeros(0, np.intp), [piece])
+
+
+def test_a_cut_between_values_selects_up_to_the_value():
+    cutoffs = _planner_with_collected(images=[5, 7, 7, 9], rows=[0, 1, 2, 3], counts=3, row_starts=[0, 2])
+    assert cutoffs.image[0] == 8 and not cutoffs.quota.any()     # images < 8: both 7s
+
+
+def test_a_cut_inside_a_tie_keeps_its_quota_in_row_order():
+    cutoffs = _planner_with_collected(images=[5, 7, 7, 9], rows=[0, 1, 2, 3], counts=2, row_starts=[0, 2])
+    assert cutoffs.image[0] == 7
+    np.testing.assert_array_equal(cutoffs.quota[0], [1, 0])    # the first 7 (row 1, partition 0)
