@@ -3,8 +3,9 @@
 For each size (synthetic sets from :mod:`benchmarks.datasets`, generated on this machine's
 disk) and each GPU count in ``--gpus``, in one command: a ``LocalCUDACluster`` restricted to
 the first ``g`` GPUs (start time reported apart, one warm-up scan of a 2M-row set so CuPy's kernel compilation
-is not charged), then ``labelscan.scan(..., backend="cupy")`` end to end with a fixed
-partitioning (``--rows-per-partition``), so every GPU count writes the same files; the sha256 of
+is not charged), then ``labelscan.scan(..., backend="cupy")`` end to end with the same partitioning for every
+count (``--rows-per-partition``, or labelscan's own planning, which depends on the GPU count only
+for sets of fewer than 4 partitions per GPU), so every GPU count writes the same files; the sha256 of
 every output part is compared across GPU counts. The bare parquet read of the same files is
 the floor.
 

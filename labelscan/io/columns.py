@@ -204,16 +204,8 @@ def decode_list(chunked, num_classes, dtype, spec):
 
 
 def list_blocks(chunked, num_classes, spec):
-    """Predictions stored in one list column, as one zero-copy (read-only) matrix per chunk.
-
-    Parameters
-    ----------
-    chunked : pyarrow.ChunkedArray
-        (n,) ``fixed_size_list``, ``list`` or ``large_list`` of floats.
-    num_classes : int
-        K; every row must hold exactly K values.
-    spec : PartitionSpec
-        Where the rows came from, to name offending rows.
+    """Predictions stored in one list column, as one zero-copy (read-only) matrix per chunk
+    (parameters as :func:`decode_list`).
 
     Returns
     -------
