@@ -193,6 +193,11 @@ def issues_in_range(written: WrittenPartition, low_bin: int, high_bin: int, shif
     return {name: values[start:stop] for name, values in written.issues.items()}
 
 
+def all_issues(written: WrittenPartition) -> dict:
+    """A partition's sorted issues, whole (the only score range)."""
+    return written.issues
+
+
 def _first_at_or_above(sorted_images: np.ndarray, top_bits: int, shift: int) -> int:
     """Position of the first image whose top bits (``image >> shift``) are ``>= top_bits``."""
     if top_bits >= 1 << (64 - shift):   # past every image (the edge itself overflows uint64)
@@ -370,11 +375,13 @@ def _should_cache(cache, plan, client, backend: str = "numpy") -> bool:
 
 def _write_issues(runner, written, summaries, commit, per_part, write=write_ranked) -> list:
     """Rank every partition's issues by score ranges and write each range with ``write``."""
-    handles, _ = rank_by_ranges(runner, written, summaries[0]["rank_shift"], per_part, write, commit)
+    num_issues = int(sum(np.sum(s["issues_per_class"]) for s in summaries))
+    handles, _ = rank_by_ranges(runner, written, summaries[0]["rank_shift"], per_part, write, commit,
+                                num_issues=num_issues)
     return runner.gather(handles)
 
 
-def rank_by_ranges(runner, written, shift: int, per_part: int, combine, *args) -> tuple:
+def rank_by_ranges(runner, written, shift: int, per_part: int, combine, *args, num_issues=None) -> tuple:
     """Split every partition's sorted issues into global score ranges; one task per range.
 
     Parameters
@@ -389,6 +396,9 @@ def rank_by_ranges(runner, written, shift: int, per_part: int, combine, *args) -
     combine : callable
         ``combine(first_rank, index, *args, *pieces)``: range ``index``, whose first global rank
         is ``first_rank``, from its piece of every partition (in partition order).
+    num_issues : int, optional
+        The total, when known: at most ``per_part`` issues form one range without the
+        histogram and planning steps (the same single range they would give).
 
     Returns
     -------
@@ -397,6 +407,9 @@ def rank_by_ranges(runner, written, shift: int, per_part: int, combine, *args) -
     first_ranks : numpy.ndarray, shape (R,)
         The first global rank of each range.
     """
+    if num_issues is not None and num_issues <= per_part:
+        pieces = runner.map("rank-split", all_issues, written)
+        return [runner.submit("rank", combine, 0, 0, *args, *pieces)], np.zeros(1, dtype=np.int64)
     histogram = runner.reduce("rank-histogram-merge", passes.sum_arrays,
                               runner.map("rank-histogram", rank_histogram, written))
     ranges = runner.gather(runner.submit("rank-plan", rank_plan, histogram, per_part))
