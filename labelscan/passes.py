@@ -161,12 +161,7 @@ def row_facts(part: grouped.GroupedPartition, thresholds: np.ndarray) -> RowFact
         given, guess = np.nonzero(dense)
         joint = JointCounts(num_classes, given * num_classes + guess, dense[given, guess])
     else:
-        row_max = part.columns.max(axis=0)
-        predicted = grouped.argmax_rows(part, row_max)
-        confident, guess = grouped.confident_guesses(part, thresholds, predicted)
-        joint = JointCounts.from_rows(part.labels[confident], guess[confident], num_classes)
-        off_diagonal = confident & (guess != part.labels)
-        given_is_argmax = grouped.given_label_is_argmax(part, row_max)
+        predicted, off_diagonal, given_is_argmax, joint = _array_row_facts(part, thresholds)
         predicted = predicted.astype(predicted_dtype)
     return RowFacts(
         predicted=predicted,
@@ -175,6 +170,20 @@ def row_facts(part: grouped.GroupedPartition, thresholds: np.ndarray) -> RowFact
         joint_counts=joint,
         num_off_diagonal_issues=int(xp.count_nonzero(off_diagonal & ~given_is_argmax)),
     )
+
+
+def _array_row_facts(part: grouped.GroupedPartition, thresholds: np.ndarray):
+    """:func:`row_facts` with array operations: ``(predicted, off_diagonal, given_is_argmax,
+    joint_counts)``; many classes on the host go through row-major blocks."""
+    if part.xp is np and part.num_classes >= grouped.ROW_MAJOR_K:
+        row_max, predicted, confident, guess = grouped.row_major_guesses(part, thresholds)
+    else:
+        row_max = part.columns.max(axis=0)
+        predicted = grouped.argmax_rows(part, row_max)
+        confident, guess = grouped.confident_guesses(part, thresholds, predicted)
+    joint = JointCounts.from_rows(part.labels[confident], guess[confident], part.num_classes)
+    off_diagonal = confident & (guess != part.labels)
+    return predicted, off_diagonal, grouped.given_label_is_argmax(part, row_max), joint
 
 
 def joint_summary(facts: RowFacts) -> dict:

@@ -1,11 +1,12 @@
-"""The host-only fast paths of the exact selection and grouping, each pinned to being used.
+"""The host-only fast paths of the engine (selection, grouping, joint pass), each pinned to being used.
 
 - flat keys (many classes, few rows per class) give cleanlab 2.9's answer, and are used;
 - sparse histograms merge to the dense sum, whatever the mix;
 - the two-level ``choose_bins`` equals a full cumulative sum;
 - grouping from decoded row blocks equals grouping the joined matrix;
 - a cut that splits no tie selects "up to the value" (no quota), one that splits a tie keeps
-  its quota, in row order.
+  its quota, in row order;
+- the joint pass of many classes runs in row-major blocks (NaN rows, signed zeros, tied maxima).
 """
 
 from __future__ import annotations
@@ -127,3 +128,32 @@ def test_a_cut_inside_a_tie_keeps_its_quota_in_row_order():
     cutoffs = _planner_with_collected(images=[5, 7, 7, 9], rows=[0, 1, 2, 3], counts=2, row_starts=[0, 2])
     assert cutoffs.image[0] == 7
     np.testing.assert_array_equal(cutoffs.quota[0], [1, 0])    # the first 7 (row 1, partition 0)
+
+
+@pytest.mark.parametrize("parts", [1, 3])
+def test_many_class_joint_pass_in_row_major_blocks(monkeypatch, parts):
+    """K >= ROW_MAJOR_K on the host: argmax and confident guesses by row-major blocks, with NaN rows,
+    signed zeros and ties at the row maximum, against cleanlab."""
+    calls = {"blocks": 0}
+    original = grouped.row_major_guesses
+
+    def counting(*args, **kwargs):
+        calls["blocks"] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(grouped, "row_major_guesses", counting)
+    rng = np.random.default_rng(4)
+    rows, classes = 3_000, grouped.ROW_MAJOR_K + 4
+    pred_probs = rng.dirichlet(np.full(classes, 0.1), rows).astype(np.float32)
+    pred_probs[::50, 3] = np.nan
+    pred_probs[1::40, :] = 0.0
+    pred_probs[2::40, 0] = -0.0
+    pred_probs[3::30, 5] = pred_probs[3::30, 7] = pred_probs[3::30].max(axis=1)   # tied maxima
+    labels = rng.integers(0, classes, rows)
+    for rank in (None, "self_confidence"):
+        got = labelscan.find_label_issues(labels, pred_probs, num_partitions=parts, filter_by="confident_learning",
+                                          return_indices_ranked_by=rank)
+        expected = oracle.oracle_find_label_issues(labels, pred_probs, filter_by="confident_learning",
+                                                   return_indices_ranked_by=rank)
+        np.testing.assert_array_equal(got, expected)
+    assert calls["blocks"] >= parts

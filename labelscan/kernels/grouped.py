@@ -30,6 +30,10 @@ CLIPPING_LOWER_BOUND = 1e-6
 SMALL_K = 64
 """Up to this many classes, per-row "first true" runs as a loop over classes."""
 
+ROW_MAJOR_K = 256
+"""From this many classes, the host's joint pass reduces rows in row-major blocks
+(:func:`row_major_guesses`): 19 -> 11 ms for 8,000 rows at K=1000, even at K=200, slower at K=100."""
+
 SMALL_K_GATHER = 32
 """Up to this many classes, grouping gathers along the transposed array in one ``take``."""
 
@@ -315,6 +319,39 @@ def confident_guesses(part: GroupedPartition, thresholds: np.ndarray, predicted:
     num_above = above.sum(axis=0, dtype=count_dtype)
     guess = xp.where(num_above > 1, predicted, first_true(above))
     return num_above > 0, guess
+
+
+def row_major_guesses(part: GroupedPartition, thresholds: np.ndarray):
+    """:func:`argmax_rows` and :func:`confident_guesses` for a host partition of many classes.
+
+    Cache-sized blocks of rows are transposed to row-major, so every per-row reduction runs
+    along contiguous memory (see :data:`ROW_MAJOR_K`). Same comparisons, same first-maximum
+    (first-NaN) rule.
+
+    Returns
+    -------
+    row_max : numpy.ndarray, shape (n,)
+    predicted : numpy.ndarray, shape (n,), intp
+    confident : numpy.ndarray, shape (n,), bool
+    guess : numpy.ndarray, shape (n,), intp
+    """
+    num_classes, num_rows = part.columns.shape
+    limits = thresholds - FLOATING_POINT_COMPARISON
+    row_max = np.empty(num_rows, dtype=part.dtype)
+    predicted = np.empty(num_rows, dtype=np.intp)
+    confident = np.empty(num_rows, dtype=bool)
+    guess = np.empty(num_rows, dtype=np.intp)
+    block_rows = max(64, GATHER_BLOCK_BYTES // (num_classes * part.dtype.itemsize))
+    for start in range(0, num_rows, block_rows):
+        rows = np.ascontiguousarray(part.columns[:, start:start + block_rows].T)
+        block = slice(start, start + len(rows))
+        row_max[block] = rows.max(axis=1)
+        predicted[block] = rows.argmax(axis=1)
+        above = rows >= limits
+        num_above = above.sum(axis=1)
+        confident[block] = num_above > 0
+        guess[block] = np.where(num_above > 1, predicted[block], above.argmax(axis=1))
+    return row_max, predicted, confident, guess
 
 
 def adjust_pred_probs(pred_probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
