@@ -25,6 +25,19 @@ except ImportError:  # tests/ imported as a package
     from tests import oracle
 
 
+def _count_calls(monkeypatch, module, name) -> dict:
+    """Count the calls of ``module.name`` during a test (``{"count": n}``), still calling it."""
+    calls = {"count": 0}
+    original = getattr(module, name)
+
+    def counting(*args, **kwargs):
+        calls["count"] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counting)
+    return calls
+
+
 def _many_class_set(rows=30_000, classes=200, seed=0):
     rng = np.random.default_rng(seed)
     pred_probs = rng.dirichlet(np.full(classes, 0.05), rows).astype(np.float32)
@@ -36,21 +49,14 @@ def _many_class_set(rows=30_000, classes=200, seed=0):
 @pytest.mark.parametrize("filter_by", ["prune_by_noise_rate", "prune_by_class", "both"])
 @pytest.mark.parametrize("parts", [1, 3, 8])
 def test_flat_keys_match_cleanlab_and_are_used(monkeypatch, filter_by, parts):
-    calls = {"flat": 0}
-    original = selection._flat_partition_keys
-
-    def counting(*args, **kwargs):
-        calls["flat"] += 1
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(selection, "_flat_partition_keys", counting)
+    calls = _count_calls(monkeypatch, selection, "_flat_partition_keys")
     labels, pred_probs = _many_class_set()
     got = labelscan.find_label_issues(labels, pred_probs, filter_by=filter_by, num_partitions=parts,
                                       return_indices_ranked_by="self_confidence")
     expected = oracle.oracle_find_label_issues(labels, pred_probs, filter_by=filter_by,
                                                return_indices_ranked_by="self_confidence")
     np.testing.assert_array_equal(got, expected)
-    assert calls["flat"] >= parts
+    assert calls["count"] >= parts
 
 
 def test_large_class_blocks_stay_per_class(monkeypatch):
@@ -134,14 +140,7 @@ def test_a_cut_inside_a_tie_keeps_its_quota_in_row_order():
 def test_many_class_joint_pass_in_row_major_blocks(monkeypatch, parts):
     """K >= ROW_MAJOR_K on the host: argmax and confident guesses by row-major blocks, with NaN rows,
     signed zeros and ties at the row maximum, against cleanlab."""
-    calls = {"blocks": 0}
-    original = grouped.row_major_guesses
-
-    def counting(*args, **kwargs):
-        calls["blocks"] += 1
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(grouped, "row_major_guesses", counting)
+    calls = _count_calls(monkeypatch, grouped, "row_major_guesses")
     rng = np.random.default_rng(4)
     rows, classes = 3_000, grouped.ROW_MAJOR_K + 4
     pred_probs = rng.dirichlet(np.full(classes, 0.1), rows).astype(np.float32)
@@ -156,4 +155,4 @@ def test_many_class_joint_pass_in_row_major_blocks(monkeypatch, parts):
         expected = oracle.oracle_find_label_issues(labels, pred_probs, filter_by="confident_learning",
                                                    return_indices_ranked_by=rank)
         np.testing.assert_array_equal(got, expected)
-    assert calls["blocks"] >= parts
+    assert calls["count"] >= parts
