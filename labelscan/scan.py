@@ -29,7 +29,6 @@ from labelscan.io.unique import check_unique_ids
 from labelscan.io.redact import protect_workers, redact
 from labelscan.options import ScanOptions
 from labelscan.runner import DaskRunner
-from labelscan.stats.order import float_images
 from labelscan.summary_statistics import summary_statistics
 
 ISSUES_PER_PART = 4_000_000
