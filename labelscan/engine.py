@@ -22,6 +22,7 @@ import numpy as np
 from labelscan import passes, plan, selection
 from labelscan.errors import InputError
 from labelscan.options import LOW_SCORE_FILTERS, ScanOptions
+from labelscan.stats import histogram as sparse_histogram
 
 
 @dataclass
@@ -175,7 +176,7 @@ def find_cutoffs(runner, keys, tasks: selection.SelectionTasks, row_starts) -> s
         active, bits = step
         histograms = runner.map("cutoffs", selection.histogram, keys, tasks=tasks,
                                 intervals=planner.intervals, active=active, bits=bits)
-        merged = runner.reduce("cutoffs-merge", selection.merge_histograms, histograms)
+        merged = runner.reduce("cutoffs-merge", sparse_histogram.merge, histograms)
         choice = runner.submit("cutoffs-choose", selection.choose_bins, merged, planner.needs(active))
         planner.apply_choice(active, bits, runner.gather(choice))
     collect, split_ties = planner.resolve_sets()

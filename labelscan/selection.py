@@ -219,7 +219,7 @@ def partition_keys(part, scores=None, *, tasks: SelectionTasks) -> PartitionKeys
     num_blocks = int(np.count_nonzero(class_counts[task_classes]))
     if (xp is np and num_blocks > FLAT_MIN_BLOCKS and part.num_rows < FLAT_MAX_BLOCK_ROWS * num_blocks
             and class_counts[tasks.classes].sum() <= FLAT_MAX_IMAGES):
-        return _flat_partition_keys(part, tasks)
+        return _flat_partition_keys(part, tasks, class_counts)
     for k in task_classes:
         task_ids = np.flatnonzero(tasks.classes == k)
         rows = part.class_rows(int(k))
@@ -238,10 +238,10 @@ def partition_keys(part, scores=None, *, tasks: SelectionTasks) -> PartitionKeys
     return PartitionKeys(blocks, part.num_rows)
 
 
-def _flat_partition_keys(part, tasks: SelectionTasks) -> FlatKeys:
+def _flat_partition_keys(part, tasks: SelectionTasks, counts: np.ndarray) -> FlatKeys:
     """:func:`partition_keys` of a host partition as one flat array: every task with rows here is
-    one segment over its class's rows, all computed in a few array operations."""
-    counts = part.class_counts()
+    one segment over its class's rows, all computed in a few array operations (``counts``: the
+    partition's rows per class)."""
     task_ids = np.flatnonzero(counts[tasks.classes] > 0)
     classes = tasks.classes[task_ids]
     first_rows = part.class_starts[classes].astype(np.intp)
@@ -332,13 +332,6 @@ def histogram_dtype(tasks: SelectionTasks) -> np.dtype:
     """Dtype of histograms summed over partitions: uint32 while no task has ``2**32`` rows
     (a bin never counts more rows than its task has), else int64."""
     return np.dtype(np.uint32 if tasks.sizes.max(initial=0) < 1 << 32 else np.int64)
-
-
-def merge_histograms(*histograms):
-    """Sum of partition histograms (a tree-reduce step): dense ones in their dtype, sparse ones
-    (:class:`labelscan.stats.histogram.SparseHistogram`) listed while that is smaller."""
-    dense = [h for h in histograms if not isinstance(h, sparse_histogram.SparseHistogram)]
-    return sparse_histogram.merge(list(histograms), dense[0].dtype if dense else np.int64)
 
 
 def _block_histogram(images, lo, width, bits):
@@ -602,10 +595,15 @@ class SelectionPlanner:
             resolve pass (:meth:`finish` selects every row up to that value).
         """
         pending = np.flatnonzero(~self.select_all)
-        exact = pending[self.intervals.width[pending] == 0]
+        exact = self._single_value_tasks()
         split_ties = exact[self.needs(exact) < self.intervals.inside[exact]]
         collect = pending[self.intervals.width[pending] > 0]
         return collect, split_ties
+
+    def _single_value_tasks(self) -> np.ndarray:
+        """Pending tasks whose interval narrowed to one single value (width 0)."""
+        pending = np.flatnonzero(~self.select_all)
+        return pending[self.intervals.width[pending] == 0]
 
     def finish(self, collect, split_ties, pieces: list) -> Cutoffs:
         """Turn the partitions' resolve pieces into per-partition cutoffs.
@@ -621,8 +619,7 @@ class SelectionPlanner:
         quota = np.zeros((len(self.tasks), num_parts), dtype=np.int64)
         image = np.zeros(len(self.tasks), dtype=np.uint64)
         select_all = self.select_all.copy()
-        pending = np.flatnonzero(~self.select_all)
-        whole = np.setdiff1d(pending[self.intervals.width[pending] == 0], split_ties, assume_unique=True)
+        whole = np.setdiff1d(self._single_value_tasks(), split_ties, assume_unique=True)
         self._select_up_to(whole, self.intervals.lo[whole], image, select_all)
         self._finish_ties(split_ties, pieces, image, quota)
         self._finish_collected(collect, pieces, image, quota, select_all)

@@ -76,11 +76,11 @@ def test_sparse_histograms_merge_to_the_dense_sum():
     sparse = [sparse_histogram.SparseHistogram.of_cells(c, shape) for c in cell_lists]
     expected = np.sum(dense, axis=0, dtype=np.int64)
     for mix in (sparse, dense[:2] + sparse[2:], sparse[:3] + dense[3:]):
-        merged = selection.merge_histograms(*mix)
+        merged = sparse_histogram.merge(*mix)
         np.testing.assert_array_equal(sparse_histogram.as_dense(merged), expected)
-    assert isinstance(selection.merge_histograms(*sparse[:3]), sparse_histogram.SparseHistogram)
+    assert isinstance(sparse_histogram.merge(*sparse[:3]), sparse_histogram.SparseHistogram)
     too_full = sparse_histogram.SparseHistogram.of_cells(np.arange(shape[0] * shape[1]), shape)
-    assert not isinstance(selection.merge_histograms(too_full, sparse[0]), sparse_histogram.SparseHistogram)
+    assert not isinstance(sparse_histogram.merge(too_full, sparse[0]), sparse_histogram.SparseHistogram)
 
 
 @pytest.mark.parametrize("bins", [2, 8, 256, 512, 65536])

@@ -508,11 +508,13 @@ def read_partition(plan, spec, row_sum_tolerance=None, on_bad_rows="error", row_
     table = read_partition_table(plan, spec)
     if on_bad_rows == "skip":
         return _decode_skipping(plan, spec, table, row_sum_tolerance)
-    if row_blocks and plan.pred_probs_column is not None and row_sum_tolerance is None:
-        data = _decode_valid_blocks(plan, spec, table)
-        if data is not None:
+    data = _decode(plan, spec, table, row_blocks and plan.pred_probs_column is not None and row_sum_tolerance is None)
+    if isinstance(data.pred_probs, list):
+        if not label_problems(data.labels, plan.num_classes) and not any(map(pred_probs_problems, data.pred_probs)):
+            if data.ids is not None:
+                validate_unique_ids(data.ids, spec)
             return data
-    data = _decode(plan, spec, table)
+        data = _decode(plan, spec, table)   # invalid values: the matrix checks name the offending row
     validate_partition(data, plan, spec, row_sum_tolerance)
     return data
 
@@ -533,29 +535,20 @@ def decode_pred_probs(plan, spec, table):
     return decode_columns(table, plan.pred_probs_columns, plan.pred_probs_dtype, spec)
 
 
-def _decode(plan, spec, table):
-    """Decode a partition's table (raising for nulls and list rows of another length)."""
+def _decode(plan, spec, table, row_blocks=False):
+    """Decode a partition's table (raising for nulls and list rows of another length).
+
+    ``row_blocks``: the list column's predictions as their zero-copy chunks when there are
+    several (:func:`labelscan.io.columns.list_blocks`), else as one matrix.
+    """
+    labels = decode_labels(table.column(plan.label_column), spec)
+    blocks = list_blocks(table.column(plan.pred_probs_column), plan.num_classes, spec) if row_blocks else []
     return PartitionData(
         row_start=spec.row_start,
-        labels=decode_labels(table.column(plan.label_column), spec),
-        pred_probs=decode_pred_probs(plan, spec, table),
+        labels=labels,
+        pred_probs=blocks if len(blocks) > 1 else decode_pred_probs(plan, spec, table),
         ids=decode_ids(table.column(plan.id_column), spec) if plan.id_column is not None else None,
     )
-
-
-def _decode_valid_blocks(plan, spec, table):
-    """The partition with its predictions as list chunks, or None when a value check fails
-    (the caller's matrix path then reports the offending row)."""
-    labels = decode_labels(table.column(plan.label_column), spec)
-    blocks = list_blocks(table.column(plan.pred_probs_column), plan.num_classes, spec)
-    if label_problems(labels, plan.num_classes) or any(pred_probs_problems(block) for block in blocks):
-        return None
-    ids = decode_ids(table.column(plan.id_column), spec) if plan.id_column is not None else None
-    if ids is not None:
-        validate_unique_ids(ids, spec)
-    if len(blocks) < 2:
-        blocks = blocks[0] if blocks else np.empty((0, plan.num_classes), dtype=plan.pred_probs_dtype)
-    return PartitionData(row_start=spec.row_start, labels=labels, pred_probs=blocks, ids=ids)
 
 
 def _decode_skipping(plan, spec, table, row_sum_tolerance):

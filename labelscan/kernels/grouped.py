@@ -114,8 +114,7 @@ class GroupedPartition:
     def grouped_positions(self):
         """Grouped position of each row of the partition (row order), shape (n,)."""
         if not hasattr(self, "_inverse"):
-            self._inverse = self.xp.empty_like(self.order)
-            self._inverse[self.order] = self.xp.arange(self.num_rows)
+            self._inverse = _inverse_permutation(self.order)
         return self._inverse
 
     def row_ids_in_row_order(self):
@@ -158,9 +157,10 @@ def group_by_label(row_start: int, labels, pred_probs, ids=None, rejected=None, 
     counts = to_host(bincount(labels, num_classes))
     class_starts = np.zeros(num_classes + 1, dtype=np.intp)
     np.cumsum(counts, out=class_starts[1:])
-    columns = (_columns_from_blocks(blocks, order) if isinstance(pred_probs, list)
+    grouped_positions = _inverse_permutation(order) if isinstance(pred_probs, list) else None
+    columns = (_columns_from_blocks(blocks, grouped_positions) if grouped_positions is not None
                else _grouped_columns(pred_probs, order))
-    return GroupedPartition(
+    partition = GroupedPartition(
         row_start=int(row_start),
         num_rows=len(labels),
         order=order,
@@ -172,6 +172,22 @@ def group_by_label(row_start: int, labels, pred_probs, ids=None, rejected=None, 
         has_nan=any(bool(block.size and xp.isnan(block.max())) for block in blocks) if has_nan is None else has_nan,
         rejected=rejected,
     )
+    if grouped_positions is not None:   # computed for the gather: kept for the way back to row order
+        partition._inverse = grouped_positions
+    return partition
+
+
+def _inverse_permutation(order):
+    """``inverse[order[i]] = i``, shape (n,), in the namespace of ``order``."""
+    xp = array_module(order)
+    inverse = xp.empty_like(order)
+    inverse[order] = xp.arange(len(order))
+    return inverse
+
+
+def _cache_block_rows(num_classes: int, dtype) -> int:
+    """Rows of a block of about :data:`GATHER_BLOCK_BYTES` of predictions (at least 64)."""
+    return max(64, GATHER_BLOCK_BYTES // (num_classes * np.dtype(dtype).itemsize))
 
 
 def _gathers_from_blocks(blocks: list) -> bool:
@@ -180,16 +196,14 @@ def _gathers_from_blocks(blocks: list) -> bool:
     return len(blocks) > 1 and blocks[0].shape[1] <= SMALL_K_GATHER
 
 
-def _columns_from_blocks(blocks: list, order: np.ndarray) -> np.ndarray:
+def _columns_from_blocks(blocks: list, grouped_positions: np.ndarray) -> np.ndarray:
     """``concatenate(blocks)[order].T`` as a C-contiguous (K, n) array, written block by block
-    to each row's grouped position (no joined copy of the partition)."""
-    num_rows = len(order)
-    grouped_position = np.empty(num_rows, dtype=np.intp)
-    grouped_position[order] = np.arange(num_rows)
-    columns = np.empty((blocks[0].shape[1], num_rows), dtype=blocks[0].dtype)
+    to each row's grouped position (``grouped_positions``, the inverse of ``order``; no joined
+    copy of the partition)."""
+    columns = np.empty((blocks[0].shape[1], len(grouped_positions)), dtype=blocks[0].dtype)
     start = 0
     for block in blocks:
-        columns[:, grouped_position[start:start + len(block)]] = block.T
+        columns[:, grouped_positions[start:start + len(block)]] = block.T
         start += len(block)
     return columns
 
@@ -206,7 +220,7 @@ def _grouped_columns(pred_probs, order):
     if xp is not np or num_classes <= SMALL_K_GATHER:
         return xp.take(pred_probs.T, order, axis=1)
     columns = np.empty((num_classes, num_rows), dtype=pred_probs.dtype)
-    block_rows = max(64, GATHER_BLOCK_BYTES // (num_classes * pred_probs.dtype.itemsize))
+    block_rows = _cache_block_rows(num_classes, pred_probs.dtype)
     for start in range(0, num_rows, block_rows):
         block = order[start:start + block_rows]
         columns[:, start:start + len(block)] = pred_probs[block].T
@@ -341,7 +355,7 @@ def row_major_guesses(part: GroupedPartition, thresholds: np.ndarray):
     predicted = np.empty(num_rows, dtype=np.intp)
     confident = np.empty(num_rows, dtype=bool)
     guess = np.empty(num_rows, dtype=np.intp)
-    block_rows = max(64, GATHER_BLOCK_BYTES // (num_classes * part.dtype.itemsize))
+    block_rows = _cache_block_rows(num_classes, part.dtype)
     for start in range(0, num_rows, block_rows):
         rows = np.ascontiguousarray(part.columns[:, start:start + block_rows].T)
         block = slice(start, start + len(rows))

@@ -55,11 +55,12 @@ def is_sparse_enough(num_items: int, num_cells: int) -> bool:
     return num_items <= SPARSE_FILL * num_cells
 
 
-def merge(histograms: list, dtype) -> np.ndarray | SparseHistogram:
-    """Sum of dense arrays and :class:`SparseHistogram` s of one shape.
+def merge(*histograms) -> np.ndarray | SparseHistogram:
+    """Sum of partition histograms of one shape, dense arrays and :class:`SparseHistogram` s
+    (a tree-reduce step).
 
-    Dense in ``dtype`` when any input is dense or the listed cells outgrow
-    :data:`SPARSE_FILL`; sparse otherwise.
+    Dense, in the dense inputs' dtype (int64 when all are sparse), when any input is dense or
+    the listed cells outgrow :data:`SPARSE_FILL`; sparse otherwise.
     """
     sparse = [h for h in histograms if isinstance(h, SparseHistogram)]
     dense = [h for h in histograms if not isinstance(h, SparseHistogram)]
@@ -68,7 +69,7 @@ def merge(histograms: list, dtype) -> np.ndarray | SparseHistogram:
         if is_sparse_enough(listed, sparse[0].num_cells):
             return SparseHistogram(cells=np.concatenate([h.cells for h in sparse]),
                                    counts=np.concatenate([h.counts for h in sparse]), shape=sparse[0].shape)
-    total = dense[0].copy() if dense else sparse.pop().dense(dtype)
+    total = dense[0].copy() if dense else sparse.pop().dense()
     for counts in dense[1:]:
         total += counts
     flat = total.reshape(-1)
