@@ -1,0 +1,61 @@
+"""Task planning that changes how much work a scan does, not its answer.
+
+- GPU scans plan at least one partition per two worker threads (CPU scans: two per thread);
+- ranking at most ``issues_per_part`` issues skips the score-histogram waves, and writes the
+  same ranked issues as the histogram path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import labelscan
+from labelscan.scan import GPU_THREADS_PER_PARTITION, _plan
+
+distributed = pytest.importorskip("distributed")
+
+COLUMNS = {"label_column": "label", "pred_probs_column": "pred_probs", "id_column": None}
+
+
+def _write_set(folder, files=20, rows=500, classes=4, seed=0):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for index in range(files):
+        pred_probs = rng.dirichlet(np.full(classes, 0.5), rows).astype(np.float32)
+        labels = np.where(rng.random(rows) < 0.3, rng.integers(0, classes, rows), pred_probs.argmax(axis=1))
+        table = pa.table({"label": labels, "pred_probs": pa.FixedSizeListArray.from_arrays(
+            pa.array(pred_probs.ravel()), classes)})
+        pq.write_table(table, folder / f"part-{index:05d}.parquet")
+    return folder
+
+
+def test_gpu_scans_plan_one_partition_per_two_threads(tmp_path):
+    folder = _write_set(tmp_path / "in")
+    threads = 8
+    gpu = _plan(str(folder), COLUMNS, None, None, threads, backend="cupy")
+    cpu = _plan(str(folder), COLUMNS, None, None, threads, backend="numpy")
+    assert len(gpu.partitions) == threads // GPU_THREADS_PER_PARTITION
+    assert len(cpu.partitions) == 20          # two per thread wanted: every 500-row file apart
+
+
+def _ranked_issues(out):
+    return pa.concat_tables([pq.read_table(path) for path in sorted((out / "issues").glob("part-*.parquet"))])
+
+
+def test_issues_fitting_one_part_skip_the_histogram_waves(tmp_path):
+    folder = _write_set(tmp_path / "in")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=":0") as cluster, distributed.Client(cluster) as client:
+        num_issues = labelscan.scan(str(folder), str(tmp_path / "probe"), client=client).summary["num_issues"]
+        stages = {}
+        for name, per_part in (("one", num_issues), ("ranges", max(1, num_issues // 3))):
+            with distributed.get_task_stream(client) as stream:
+                labelscan.scan(str(folder), str(tmp_path / name), client=client, issues_per_part=per_part)
+            stages[name] = {task["key"].split("-")[1] + "-" + task["key"].split("-")[2]
+                            for task in stream.data if str(task["key"]).startswith("labelscan-rank")}
+    assert "rank-histogram" not in stages["one"] and "rank-histogram" in stages["ranges"]
+    assert len(list((tmp_path / "one" / "issues").glob("part-*.parquet"))) == 1
+    assert _ranked_issues(tmp_path / "one").equals(_ranked_issues(tmp_path / "ranges"))
