@@ -155,20 +155,22 @@ def row_facts(part: grouped.GroupedPartition, thresholds: np.ndarray) -> RowFact
     num_classes, xp = part.num_classes, part.xp
     predicted_dtype = np.dtype(np.int16 if num_classes <= np.iinfo(np.int16).max else np.int32)
     if xp is not np and not part.has_nan and num_classes * num_classes <= DENSE_COUNT_CELLS:
-        from labelscan.kernels.cuda import fused_row_facts
+        from labelscan.kernels.cuda_joint import fused_row_facts
 
-        predicted, off_diagonal, given_is_argmax, dense = fused_row_facts(part, thresholds, predicted_dtype)
+        predicted, off_diagonal, given_is_argmax, dense, num_off_diagonal_issues = fused_row_facts(
+            part, thresholds, predicted_dtype)
         given, guess = np.nonzero(dense)
         joint = JointCounts(num_classes, given * num_classes + guess, dense[given, guess])
     else:
         predicted, off_diagonal, given_is_argmax, joint = _array_row_facts(part, thresholds)
         predicted = predicted.astype(predicted_dtype)
+        num_off_diagonal_issues = int(xp.count_nonzero(off_diagonal & ~given_is_argmax))
     return RowFacts(
         predicted=predicted,
         off_diagonal=off_diagonal,
         given_is_argmax=given_is_argmax,
         joint_counts=joint,
-        num_off_diagonal_issues=int(xp.count_nonzero(off_diagonal & ~given_is_argmax)),
+        num_off_diagonal_issues=num_off_diagonal_issues,
     )
 
 

@@ -225,17 +225,27 @@ def partition_keys(part, scores=None, *, tasks: SelectionTasks) -> PartitionKeys
         rows = part.class_rows(int(k))
         if rows.stop == rows.start:
             continue
-        given = part.columns[k, rows]
-        if tasks.kind == BY_CLASS:
-            keys = given[None, :].copy()
-        else:
-            # cleanlab's key -(P_j - P_k) equals P_k - P_j exactly (up to the sign of zero,
-            # which the images ignore)
-            keys = part.columns[xp.asarray(tasks.columns[task_ids]), rows]
-            xp.subtract(given, keys, out=keys)
-        images = float_images(keys, overwrite=True, may_have_nan=part.has_nan)
-        blocks.append(KeyBlock(task_ids, rows, part.row_ids[rows], images))
+        blocks.append(KeyBlock(task_ids, rows, part.row_ids[rows], _block_images(part, tasks, int(k), rows, task_ids)))
     return PartitionKeys(blocks, part.num_rows)
+
+
+def _block_images(part, tasks: SelectionTasks, k: int, rows: slice, task_ids: np.ndarray):
+    """Key images of the tasks ``task_ids`` (all of class ``k``) over the class's grouped rows,
+    shape (m, r): one fused kernel on a device partition, array operations on the host."""
+    if part.xp is not np:
+        from labelscan.kernels.cuda_keys import key_images
+
+        others = np.full(len(task_ids), -1, np.int64) if tasks.kind == BY_CLASS else tasks.columns[task_ids]
+        return key_images(part.columns, k, rows, others)
+    given = part.columns[k, rows]
+    if tasks.kind == BY_CLASS:
+        keys = given[None, :].copy()
+    else:
+        # cleanlab's key -(P_j - P_k) equals P_k - P_j exactly (up to the sign of zero,
+        # which the images ignore)
+        keys = part.columns[tasks.columns[task_ids], rows]
+        np.subtract(given, keys, out=keys)
+    return float_images(keys, overwrite=True, may_have_nan=part.has_nan)
 
 
 def _flat_partition_keys(part, tasks: SelectionTasks, counts: np.ndarray) -> FlatKeys:

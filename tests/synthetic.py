@@ -163,6 +163,17 @@ def not_normalized(n=4000, k=10, seed=0, dtype=np.float32):
     return labels, _cast(P * s[:, None], dtype)
 
 
+def subnormal_float32(n=3000, k=5, seed=0, noise=0.25):
+    """float32 rows whose small probabilities are subnormal (below 1.18e-38, as a very confident
+    softmax gives), many of them on a coarse grid of subnormals so keys tie and differences of
+    two subnormals are subnormal: GPU code flushing subnormals to zero would change the answer."""
+    labels, P, rng = _noisy_problem(n, k, seed, noise=noise)
+    tiny = np.finfo(np.float32).tiny
+    small = rng.random((n, k)) < 0.5
+    P = np.where(small, rng.integers(1, 64, (n, k)) * (tiny / 64), P)
+    return labels, P.astype(np.float32)
+
+
 def all_correct(n=3000, k=10, seed=0, dtype=np.float32):
     """Given label == argmax everywhere, with a clear margin: every filter must flag nothing."""
     labels, P, _ = _noisy_problem(n, k, seed, noise=0.0, sharp=3.0)
@@ -239,6 +250,7 @@ CASES = {
     "singleton_f32": lambda: singleton_class(3000, 6, seed=14),
     "singleton_ok_f64": lambda: singleton_class_correct(3000, 6, seed=15),
     "k1000_f32": lambda: many_classes(20000, 1000, seed=16),
+    "subnormal_f32": lambda: subnormal_float32(3000, 5, seed=17),
 }
 
 # Cases used by the full filter x ranking cross product (K=1000 is handled separately).

@@ -31,7 +31,7 @@ FILTERS = ["prune_by_noise_rate", "prune_by_class", "both", "confident_learning"
 RANKINGS = [None, ("self_confidence", False), ("normalized_margin", False),
             ("self_confidence", True), ("normalized_margin", True), ("confidence_weighted_entropy", False)]
 CASES = ["continuous_f32", "tie_f16", "missing_class", "never_predicted", "binary", "binary_f16",
-         "not_normalized", "all_correct", "singleton"]
+         "not_normalized", "all_correct", "singleton", "subnormal_f32"]
 
 
 def _case(name):
@@ -45,6 +45,7 @@ def _case(name):
         "not_normalized": lambda: synthetic.not_normalized(4000, 10, seed=7),
         "all_correct": lambda: synthetic.all_correct(3000, 10, seed=8),
         "singleton": lambda: synthetic.singleton_class(4000, 6, seed=9),
+        "subnormal_f32": lambda: synthetic.subnormal_float32(4000, 5, seed=10),
     }
     return makers[name]()
 
@@ -75,7 +76,7 @@ def test_masks_identical(case, filter_by, num_partitions):
     np.testing.assert_array_equal(gpu, cpu)
 
 
-@pytest.mark.parametrize("case", ["continuous_f32", "tie_f16", "missing_class", "binary_f16"])
+@pytest.mark.parametrize("case", ["continuous_f32", "tie_f16", "missing_class", "binary_f16", "subnormal_f32"])
 @pytest.mark.parametrize("ranking", RANKINGS[1:])
 @pytest.mark.parametrize("filter_by", ["prune_by_noise_rate", "both", "low_self_confidence"])
 def test_rankings_identical(case, ranking, filter_by):

@@ -28,6 +28,11 @@ def image_bits(float_dtype: np.dtype) -> int:
 def float_images(keys: np.ndarray, *, overwrite: bool = False, may_have_nan: bool = True) -> np.ndarray:
     """Map floats to unsigned integers whose order is numpy's sort order.
 
+    The image of ``x`` is ``2**(w-1) + x_magnitude`` for non-negative ``x`` and
+    ``2**(w-1) - x_magnitude`` for negative ``x`` (``x_magnitude`` the bits below the sign, ``w``
+    the width), so ``-0.0`` and ``+0.0`` share an image. Integer operations only: CuPy compiles
+    its float kernels flushing subnormals to zero, which would merge distinct subnormal keys.
+
     Parameters
     ----------
     keys : numpy.ndarray of float16, float32 or float64, any shape
@@ -46,12 +51,11 @@ def float_images(keys: np.ndarray, *, overwrite: bool = False, may_have_nan: boo
     signed = np.dtype(f"i{keys.dtype.itemsize}")
     bits = image_bits(keys.dtype)
     nan_rows = xp.isnan(keys) if may_have_nan else None
-    canonical = xp.add(keys, keys.dtype.type(0), out=keys if overwrite else None)  # -0.0 -> +0.0
-    images = canonical.view(signed)
-    # negative floats: flip every bit but the sign; then flip the sign bit of all
-    flip = images >> signed.type(bits - 1)
-    flip &= np.iinfo(signed).max
-    images ^= flip
+    images = (keys if overwrite else keys.copy()).view(signed)
+    negative = images >> signed.type(bits - 1)   # -1 where the sign bit is set, else 0
+    images &= np.iinfo(signed).max               # magnitude
+    images ^= negative                           # negate the magnitude of negatives:
+    images -= negative                           # (m ^ -1) - (-1) == -m
     images = images.view(unsigned)
     images ^= unsigned.type(1) << unsigned.type(bits - 1)
     if nan_rows is not None and nan_rows.any():

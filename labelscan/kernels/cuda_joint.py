@@ -6,22 +6,36 @@ widens both sides to double (exact for float16/32/64), so ``P >= t - 1e-6`` is d
 numpy decides it with ``t - 1e-6`` computed on the host in cleanlab's dtype; the given label's
 bump ``p + 1e-6`` is one addition in the input dtype (float16: rounded from float, as numpy
 does). Rows holding NaN take the generic path (scans reject NaN).
+
+Grouped partitions hold each class's rows contiguously, so the threads of a warp mostly count
+the same joint cell: the warp's threads agree on their cells first (``__match_any_sync``) and
+one thread per distinct cell adds the count (no 32-way serialized atomics).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from labelscan.kernels.cuda_compile import compile_kernel
+
 _SOURCE = r"""
-#include <cuda_fp16.h>
+__device__ __forceinline__ void count_cell(unsigned long long* counts, const int cell) {
+    // one atomic per distinct cell of the warp's active threads (cell < 0: nothing to count)
+    const unsigned peers = __match_any_sync(__activemask(), cell);
+    if (cell >= 0 && (threadIdx.x & 31) == __ffs(peers) - 1) atomicAdd(&counts[cell], (unsigned long long)__popc(peers));
+}
+
 extern "C" __global__ void row_facts(const TYPE* columns, const long long* labels, const double* thresholds,
                                      const long long n, const int K, const TYPE bump,
-                                     short_or_int* predicted, bool* off_diagonal, bool* keep,
+                                     PREDICTED* predicted, bool* off_diagonal, bool* keep,
                                      unsigned long long* joint) {
+    // joint: K * K confident-joint cells, then the count of off-diagonal rows whose given label
+    // is not the argmax
     extern __shared__ unsigned long long block_joint[];
-    const bool shared = K * K <= SHARED_CELLS;
+    const bool shared = K * K + 1 <= SHARED_CELLS;
+    unsigned long long* counts = shared ? block_joint : joint;
     if (shared) {
-        for (int c = threadIdx.x; c < K * K; c += blockDim.x) block_joint[c] = 0;
+        for (int c = threadIdx.x; c <= K * K; c += blockDim.x) block_joint[c] = 0;
         __syncthreads();
     }
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
@@ -40,51 +54,27 @@ extern "C" __global__ void row_facts(const TYPE* columns, const long long* label
             else if (j > y) beaten |= p > bumped;
         }
         const int guess = num_above > 1 ? argmax : first_above;
-        predicted[i] = (short_or_int)argmax;
-        off_diagonal[i] = num_above > 0 && guess != y;
+        const bool off = num_above > 0 && guess != y;
+        predicted[i] = (PREDICTED)argmax;
+        off_diagonal[i] = off;
         keep[i] = !beaten;
-        if (num_above > 0) {
-            if (shared) atomicAdd(&block_joint[y * K + guess], 1ULL);
-            else atomicAdd(&joint[(long long)y * K + guess], 1ULL);
-        }
+        count_cell(counts, num_above > 0 ? y * K + guess : -1);
+        count_cell(counts, off && beaten ? K * K : -1);
     }
     if (shared) {
         __syncthreads();
-        for (int c = threadIdx.x; c < K * K; c += blockDim.x)
+        for (int c = threadIdx.x; c <= K * K; c += blockDim.x)
             if (block_joint[c]) atomicAdd(&joint[c], block_joint[c]);
     }
 }
 """
 
 SHARED_CELLS = 4096
-"""Per-block joint counts live in shared memory up to this many cells (K ≤ 64)."""
-
-_TYPES = {
-    np.dtype(np.float16): ("__half", "__half2float({})", "__float2half_rn(__half2float({}) + __half2float({}))"),
-    np.dtype(np.float32): ("float", "(double)({})", "(({}) + ({}))"),
-    np.dtype(np.float64): ("double", "({})", "(({}) + ({}))"),
-}
-_KERNELS: dict = {}
-
-
-def _kernel(dtype: np.dtype, predicted_dtype: np.dtype):
-    import cupy
-
-    key = (dtype, predicted_dtype)
-    if key not in _KERNELS:
-        type_name, to_double, add = _TYPES[dtype]
-        source = (_SOURCE.replace("TYPE", type_name)
-                  .replace("short_or_int", "short" if predicted_dtype == np.int16 else "int")
-                  .replace("SHARED_CELLS", str(SHARED_CELLS)))
-        source = source.replace("TO_DOUBLE(ADD(given, bump))", to_double.format(add.format("given", "bump")))
-        source = source.replace("TO_DOUBLE(columns[(long long)j * n + i])",
-                                to_double.format("columns[(long long)j * n + i]"))
-        _KERNELS[key] = cupy.RawKernel(source, "row_facts", options=("--fmad=false",))
-    return _KERNELS[key]
+"""Per-block counts live in shared memory up to this many cells (K ≤ 63)."""
 
 
 def fused_row_facts(part, thresholds: np.ndarray, predicted_dtype: np.dtype):
-    """Per-row facts and joint counts of a device partition in one kernel.
+    """Per-row facts, joint counts and the off-diagonal issue count of a device partition, in one kernel.
 
     Parameters
     ----------
@@ -99,24 +89,30 @@ def fused_row_facts(part, thresholds: np.ndarray, predicted_dtype: np.dtype):
     -------
     predicted, off_diagonal, given_is_argmax : cupy.ndarray, shape (n,)
     joint_counts : numpy.ndarray, shape (K, K), int64
+    num_off_diagonal_issues : int
+        Rows off the diagonal whose given label is not the argmax.
     """
     import cupy
 
     num_classes, num_rows = part.columns.shape
+    columns = cupy.ascontiguousarray(part.columns)
     limits = cupy.asarray((thresholds - 1e-6).astype(np.float64))  # cleanlab's t - 1e-6, widened exactly
     bump = part.dtype.type(1e-6)  # numpy adds the python float 1e-6 in the input dtype
     predicted = cupy.empty(num_rows, dtype=predicted_dtype)
     off_diagonal = cupy.empty(num_rows, dtype=bool)
     keep = cupy.empty(num_rows, dtype=bool)
-    joint = cupy.zeros(num_classes * num_classes, dtype=np.uint64)
+    num_cells = num_classes * num_classes + 1
+    counts = cupy.zeros(num_cells, dtype=np.uint64)
     threads = 256
     blocks = max(1, min((num_rows + threads - 1) // threads, 4096))
-    shared = 8 * num_classes * num_classes if num_classes * num_classes <= SHARED_CELLS else 0
+    shared = 8 * num_cells if num_cells <= SHARED_CELLS else 0
     if num_rows:
-        _kernel(part.dtype, np.dtype(predicted_dtype))(
-            (blocks,), (threads,),
-            (part.columns, part.labels, limits, np.int64(num_rows), np.int32(num_classes), bump,
-             predicted, off_diagonal, keep, joint),
-            shared_mem=shared)
-    joint_counts = joint.get().astype(np.int64).reshape(num_classes, num_classes)
-    return predicted, off_diagonal, keep, joint_counts
+        kernel = compile_kernel(_SOURCE, "row_facts", part.dtype, SHARED_CELLS=SHARED_CELLS,
+                                PREDICTED="short" if np.dtype(predicted_dtype) == np.int16 else "int")
+        kernel((blocks,), (threads,),
+               (columns, part.labels, limits, np.int64(num_rows), np.int32(num_classes), bump,
+                predicted, off_diagonal, keep, counts),
+               shared_mem=shared)
+    host_counts = counts.get().astype(np.int64)
+    joint_counts = host_counts[:-1].reshape(num_classes, num_classes)
+    return predicted, off_diagonal, keep, joint_counts, int(host_counts[-1])

@@ -1,0 +1,91 @@
+"""Compiling labelscan's CUDA kernels for each input float dtype.
+
+Every kernel source names its element types by placeholders that :func:`compile_kernel`
+replaces per dtype, so the float16/32/64 variants share one source. Arithmetic on float16
+goes through float and rounds back once (``__float2half_rn``), as numpy's half loops do;
+kernels compile with ``--fmad=false`` so no multiply-add is contracted.
+
+CuPy compiles every kernel with ``-ftz=true`` (a later option overrides ours): float32
+operations flush subnormal inputs and results to zero, where numpy keeps them. So float32
+values never go through a float32 operation here: ``TO_DOUBLE`` widens the bits exactly,
+``ADD``/``SUB`` compute in double and round to float32 (correctly rounded: 53 ≥ 2·24 + 2
+bits, and a subnormal difference or sum of two float32 is exact) with the rounding done on
+the bits (``f32_round``), and ``BITS`` of a sum or difference is read from that double.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+TYPE_PLACEHOLDERS = {
+    # dtype: TYPE, UTYPE (same-width unsigned), TO_DOUBLE(x), ADD(a, b), SUB(a, b), BITS(x), ISNAN(x)
+    np.dtype(np.float16): {
+        "TYPE": "__half", "UTYPE": "unsigned short",
+        "TO_DOUBLE": "((double)__half2float({0}))",
+        "ADD": "__float2half_rn(__half2float({0}) + __half2float({1}))",
+        "SUB": "__float2half_rn(__half2float({0}) - __half2float({1}))",
+        "BITS": "__half_as_ushort({0})", "ISNAN": "__hisnan({0})"},
+    np.dtype(np.float32): {
+        "TYPE": "float", "UTYPE": "unsigned int",
+        "TO_DOUBLE": "f32_to_double({0})",
+        "ADD": "f32_round(f32_to_double({0}) + f32_to_double({1}))",
+        "SUB": "f32_round(f32_to_double({0}) - f32_to_double({1}))",
+        "BITS": "__float_as_uint({0})", "ISNAN": "isnan({0})"},
+    np.dtype(np.float64): {
+        "TYPE": "double", "UTYPE": "unsigned long long",
+        "TO_DOUBLE": "({0})", "ADD": "(({0}) + ({1}))", "SUB": "(({0}) - ({1}))",
+        "BITS": "((unsigned long long)__double_as_longlong({0}))", "ISNAN": "isnan({0})"},
+}
+_COMPILED: dict = {}
+
+FLOAT32_HELPERS = r"""
+__device__ __forceinline__ double f32_to_double(const float x) {
+    // exact widening without a float32 operation (a flushing cvt would zero subnormals)
+    const unsigned int bits = __float_as_uint(x);
+    if ((bits & 0x7f800000u) != 0) return (double)x;
+    const double magnitude = scalbn((double)(bits & 0x007fffffu), -149);
+    return (bits >> 31) ? -magnitude : magnitude;
+}
+
+__device__ __forceinline__ float f32_round(const double value) {
+    // float32 nearest to value (ties to even); subnormal results built from their bits
+    if (fabs(value) >= 1.1754943508222875e-38 || value != value) return __double2float_rn(value);
+    const unsigned int mantissa = (unsigned int)rint(scalbn(fabs(value), 149));
+    return __uint_as_float((signbit(value) ? 0x80000000u : 0u) | mantissa);
+}
+"""
+
+
+def _define_macros(dtype: np.dtype) -> str:
+    """``#define`` lines for the dtype's type names and function-like placeholders."""
+    names = TYPE_PLACEHOLDERS[np.dtype(dtype)]
+    lines = [f"#define TYPE {names['TYPE']}", f"#define UTYPE {names['UTYPE']}"]
+    for macro, arity in (("TO_DOUBLE", 1), ("ADD", 2), ("SUB", 2), ("BITS", 1), ("ISNAN", 1)):
+        arguments = ["x", "y"][:arity]
+        lines.append(f"#define {macro}({', '.join(arguments)}) {names[macro].format(*arguments)}")
+    return "\n".join(lines)
+
+
+def compile_kernel(source: str, name: str, dtype, **defines):
+    """The ``cupy.RawKernel`` ``name`` of ``source`` for input ``dtype`` (compiled once per process).
+
+    Parameters
+    ----------
+    source : str
+        CUDA C source using ``TYPE``, ``UTYPE``, ``TO_DOUBLE``, ``ADD``, ``SUB``, ``BITS`` and
+        ``ISNAN``.
+    name : str
+        The ``extern "C"`` kernel to load.
+    dtype : numpy.dtype
+        float16, float32 or float64.
+    **defines
+        Further ``#define NAME value`` lines (part of the cache key).
+    """
+    import cupy
+
+    key = (source, name, np.dtype(dtype), tuple(sorted(defines.items())))
+    if key not in _COMPILED:
+        header = ["#include <cuda_fp16.h>", FLOAT32_HELPERS, _define_macros(dtype)]
+        header += [f"#define {macro} {value}" for macro, value in sorted(defines.items())]
+        _COMPILED[key] = cupy.RawKernel("\n".join(header) + "\n" + source, name, options=("--fmad=false",))
+    return _COMPILED[key]
