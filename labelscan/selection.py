@@ -217,8 +217,9 @@ def partition_keys(part, scores=None, *, tasks: SelectionTasks) -> PartitionKeys
     task_classes = np.unique(tasks.classes)
     class_counts = part.class_counts()
     num_blocks = int(np.count_nonzero(class_counts[task_classes]))
-    if (xp is np and num_blocks > FLAT_MIN_BLOCKS and part.num_rows < FLAT_MAX_BLOCK_ROWS * num_blocks
-            and class_counts[tasks.classes].sum() <= FLAT_MAX_IMAGES):
+    host_flat = (part.num_rows < FLAT_MAX_BLOCK_ROWS * num_blocks
+                 and class_counts[tasks.classes].sum() <= FLAT_MAX_IMAGES)
+    if num_blocks > FLAT_MIN_BLOCKS and (xp is not np or host_flat):
         return _flat_partition_keys(part, tasks, class_counts)
     for k in task_classes:
         task_ids = np.flatnonzero(tasks.classes == k)
@@ -249,14 +250,21 @@ def _block_images(part, tasks: SelectionTasks, k: int, rows: slice, task_ids: np
 
 
 def _flat_partition_keys(part, tasks: SelectionTasks, counts: np.ndarray) -> FlatKeys:
-    """:func:`partition_keys` of a host partition as one flat array: every task with rows here is
-    one segment over its class's rows, all computed in a few array operations (``counts``: the
-    partition's rows per class)."""
+    """:func:`partition_keys` as one flat array: every task with rows here is one segment over
+    its class's rows, all computed in a few array operations on the host, one kernel on a
+    device (``counts``: the partition's rows per class)."""
     task_ids = np.flatnonzero(counts[tasks.classes] > 0)
     classes = tasks.classes[task_ids]
     first_rows = part.class_starts[classes].astype(np.intp)
     bounds = np.zeros(len(task_ids) + 1, dtype=np.intp)
     np.cumsum(counts[classes], out=bounds[1:])
+    if part.xp is not np:
+        from labelscan.kernels.cuda_flat import flat_key_images
+
+        others = tasks.columns[task_ids] if tasks.kind == NOISE_RATE else np.full(len(task_ids), -1)
+        return FlatKeys(images=flat_key_images(part.columns, bounds, first_rows, classes, others),
+                        task_ids=task_ids, bounds=bounds, first_rows=first_rows, row_ids=part.row_ids,
+                        num_rows=part.num_rows)
     segments = np.repeat(np.arange(len(task_ids)), np.diff(bounds))
     rows = first_rows[segments] + (np.arange(bounds[-1]) - bounds[:-1][segments])
     keys = part.columns[classes[segments], rows]
@@ -312,6 +320,8 @@ def histogram(keys, *, tasks, intervals: Intervals, active: np.ndarray, bits: in
     position = np.full(len(tasks), -1)
     position[active] = np.arange(len(active))
     keys = _keys(keys, tasks)
+    if isinstance(keys, FlatKeys) and keys.xp is not np:
+        return _device_flat_histogram(keys, position, intervals, bits, histogram_dtype(tasks))
     if isinstance(keys, FlatKeys):
         width = intervals.width[keys.task_ids]
         cells = flat_cells(keys, position[keys.task_ids], intervals.lo[keys.task_ids], width,
@@ -336,6 +346,26 @@ def histogram(keys, *, tasks, intervals: Intervals, active: np.ndarray, bits: in
         counts[xp.asarray(position[task_ids])] += block_counts.astype(np.uint32)
     counts = np.zeros((len(active), 1 << bits), dtype=np.uint32) if counts is None else to_host(counts)
     return counts.astype(histogram_dtype(tasks), copy=False)
+
+
+def _device_flat_histogram(keys: FlatKeys, position: np.ndarray, intervals: Intervals, bits: int, dtype):
+    """:func:`histogram` of flat device keys: counted by one kernel, sent to the host as a
+    :class:`~labelscan.stats.histogram.SparseHistogram` when few cells are filled, else dense
+    in ``dtype``."""
+    from labelscan.kernels.cuda_flat import flat_histogram
+
+    task_rows = position[keys.task_ids]
+    num_task_rows = int(np.count_nonzero(position >= 0))
+    width = intervals.width[keys.task_ids]
+    counts = flat_histogram(keys.images, keys.bounds, task_rows, intervals.lo[keys.task_ids],
+                            _last_offsets(width, keys.images.dtype), np.maximum(width - bits, 0), bits,
+                            num_task_rows)
+    shape = (num_task_rows, 1 << bits)
+    cells = keys.xp.flatnonzero(counts)
+    if sparse_histogram.is_sparse_enough(len(cells), shape[0] * shape[1]):
+        return sparse_histogram.SparseHistogram(cells=to_host(cells), counts=to_host(counts[cells]).astype(np.int64),
+                                                shape=shape)
+    return to_host(counts).astype(dtype, copy=False).reshape(shape)
 
 
 def histogram_dtype(tasks: SelectionTasks) -> np.dtype:

@@ -9,6 +9,10 @@ array, and a round is a few passes over that array whatever the number of classe
 A segment is one task over the consecutive grouped rows of its class, so its images are in
 row order. Callers give per-segment parameters (interval start, width, cutoff) and the
 functions spread them over the images with the segment index of each image.
+
+Device partitions keep their images (and row ids) on the GPU: :mod:`labelscan.kernels.cuda_flat`
+writes the images and counts the refine rounds; resolving and selecting (once per scan) run
+the array code below in CuPy. Segment metadata stays on the host.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from labelscan.xp import array_module, stable_argsort, to_host
+
 
 @dataclass
 class FlatKeys:
@@ -24,15 +30,15 @@ class FlatKeys:
 
     Attributes
     ----------
-    images : numpy.ndarray, shape (E,)
+    images : numpy.ndarray or cupy.ndarray, shape (E,)
         Order-preserving images of the keys; segment ``s`` is ``images[bounds[s]:bounds[s + 1]]``.
     task_ids : numpy.ndarray, shape (S,)
         Task of each segment.
     bounds : numpy.ndarray, shape (S + 1,), intp
     first_rows : numpy.ndarray, shape (S,), intp
         Grouped row of each segment's first image.
-    row_ids : numpy.ndarray, shape (n,), int64
-        Global row of each grouped row of the partition.
+    row_ids : numpy.ndarray or cupy.ndarray, shape (n,), int64
+        Global row of each grouped row of the partition (where the images are).
     num_rows : int
         Rows of the partition (``n``).
     """
@@ -44,13 +50,25 @@ class FlatKeys:
     row_ids: np.ndarray
     num_rows: int
 
-    def segment_of_images(self) -> np.ndarray:
-        """Segment of each image, shape (E,), intp."""
-        return np.repeat(np.arange(len(self.task_ids)), np.diff(self.bounds))
+    @property
+    def xp(self):
+        """Array namespace of the images."""
+        return array_module(self.images)
 
-    def grouped_rows(self, segments: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    def per_segment(self, values: np.ndarray):
+        """Host per-segment ``values`` where the images are."""
+        return self.xp.asarray(values)
+
+    def segment_of_images(self):
+        """Segment of each image, shape (E,), intp (where the images are)."""
+        if self.xp is np:
+            return np.repeat(np.arange(len(self.task_ids)), np.diff(self.bounds))
+        xp = self.xp
+        return xp.searchsorted(xp.asarray(self.bounds[1:]), xp.arange(len(self.images)), side="right")
+
+    def grouped_rows(self, segments, positions):
         """Grouped row of the images at ``positions`` (in segments ``segments``), shape like them."""
-        return self.first_rows[segments] + (positions - self.bounds[segments])
+        return self.per_segment(self.first_rows)[segments] + (positions - self.per_segment(self.bounds)[segments])
 
 
 def flat_cells(keys: FlatKeys, task_rows: np.ndarray, lo: np.ndarray, width: np.ndarray,
@@ -105,15 +123,15 @@ def flat_resolve(keys: FlatKeys, wanted: np.ndarray, lo: np.ndarray, last: np.nd
     Returns
     -------
     segments, images, rows : numpy.ndarray
-        Segment, image and global row of every image inside its interval.
+        Segment, image and global row of every image inside its interval (on the host).
     """
     segments = keys.segment_of_images()
-    positions = np.flatnonzero(wanted[segments])
+    positions = keys.xp.flatnonzero(keys.per_segment(wanted)[segments])
     segments = segments[positions]
     images = keys.images[positions]
-    inside = (images - lo.astype(images.dtype)[segments]) <= last[segments]
+    inside = (images - keys.per_segment(lo.astype(images.dtype))[segments]) <= keys.per_segment(last)[segments]
     segments, positions, images = segments[inside], positions[inside], images[inside]
-    return segments, images, keys.row_ids[keys.grouped_rows(segments, positions)]
+    return to_host(segments), to_host(images), to_host(keys.row_ids[keys.grouped_rows(segments, positions)])
 
 
 def flat_select(keys: FlatKeys, limit: np.ndarray, everything: np.ndarray, quota: np.ndarray) -> np.ndarray:
@@ -129,16 +147,17 @@ def flat_select(keys: FlatKeys, limit: np.ndarray, everything: np.ndarray, quota
 
     Returns
     -------
-    numpy.ndarray, shape (n,), bool
+    numpy.ndarray or cupy.ndarray (where the images are), shape (n,), bool
     """
+    xp = keys.xp
     segments = keys.segment_of_images()
-    chosen = (keys.images < limit[segments]) | everything[segments]
+    chosen = (keys.images < keys.per_segment(limit)[segments]) | keys.per_segment(everything)[segments]
     for segment in np.flatnonzero((quota > 0) & ~everything):
-        start, stop = keys.bounds[segment], keys.bounds[segment + 1]
-        tied = start + np.flatnonzero(keys.images[start:stop] == limit[segment])
-        tied = tied[np.argsort(keys.row_ids[keys.grouped_rows(np.full(len(tied), segment), tied)], kind="stable")]
+        start, stop = int(keys.bounds[segment]), int(keys.bounds[segment + 1])
+        tied = start + xp.flatnonzero(keys.images[start:stop] == limit[segment])
+        tied = tied[stable_argsort(keys.row_ids[keys.grouped_rows(xp.full(len(tied), segment), tied)])]
         chosen[tied[: int(quota[segment])]] = True
-    selected = np.zeros(keys.num_rows, dtype=bool)
-    positions = np.flatnonzero(chosen)
+    selected = xp.zeros(keys.num_rows, dtype=bool)
+    positions = xp.flatnonzero(chosen)
     selected[keys.grouped_rows(segments[positions], positions)] = True
     return selected

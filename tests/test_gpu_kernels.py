@@ -13,6 +13,7 @@ import pytest
 from labelscan import passes, selection
 from labelscan.kernels import grouped
 from labelscan.kernels.cuda_joint import SHARED_CELLS
+from labelscan.selection_flat import FlatKeys
 from labelscan.stats.order import float_images
 from labelscan.xp import cupy_or_none
 
@@ -71,26 +72,58 @@ def _tasks(kind, num_classes):
     return selection.SelectionTasks(kind, classes, columns, counts, counts, np.dtype(np.float32))
 
 
+def _device_images_per_task(keys):
+    """Task -> (grouped rows, host images) of device keys, per class block or flat segment."""
+    if isinstance(keys, FlatKeys):
+        return {int(task): (slice(int(first), int(first + stop - start)), keys.images[start:stop].get())
+                for task, first, start, stop in zip(keys.task_ids, keys.first_rows, keys.bounds[:-1], keys.bounds[1:])}
+    return {int(task): (block.rows, images.get())
+            for block in keys.blocks for task, images in zip(block.task_ids, block.images)}
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", [selection.NOISE_RATE, selection.BY_CLASS])
-@pytest.mark.parametrize("num_classes", [2, 7, 120])
-def test_key_images_kernel_matches_host(dtype, kind, num_classes):
+@pytest.mark.parametrize("num_classes", [2, 7, 120])   # 120 classes: flat keys
+def test_key_images_kernels_match_host(dtype, kind, num_classes):
     labels, pred_probs = _predictions(5_000, num_classes, dtype, seed=7)
     special = np.asarray([0.0, -0.0, np.inf, -np.inf, np.finfo(dtype).tiny / 4, -np.finfo(dtype).tiny / 4,
                           np.finfo(dtype).max, 1.0, 1.0 + np.finfo(dtype).eps], dtype=dtype)
     pred_probs.reshape(-1)[: special.size * 200] = np.tile(special, 200)
     host, device = _both(labels, pred_probs)
     tasks = _tasks(kind, num_classes)
-    got = selection.partition_keys(device, tasks=tasks)
-    classes_with_rows = [k for k in range(num_classes) if host.class_rows(k).stop > host.class_rows(k).start]
-    assert [int(tasks.classes[block.task_ids[0]]) for block in got.blocks] == classes_with_rows
-    for block in got.blocks:
-        k = int(tasks.classes[block.task_ids[0]])
-        assert block.rows == host.class_rows(k)
-        given = host.columns[k, block.rows][None, :]
+    keys = selection.partition_keys(device, tasks=tasks)
+    assert isinstance(keys, FlatKeys) == (num_classes > selection.FLAT_MIN_BLOCKS)
+    got = _device_images_per_task(keys)
+    with_rows = [t for t in range(len(tasks)) if host.class_counts()[tasks.classes[t]] > 0]
+    assert sorted(got) == with_rows
+    for task, (rows, images) in got.items():
+        k = int(tasks.classes[task])
+        assert rows == host.class_rows(k)
+        given = host.columns[k, rows]
         with np.errstate(invalid="ignore", over="ignore"):   # inf - inf: NaN; max - (-max): inf
-            keys = given - host.columns[tasks.columns[block.task_ids], block.rows] if kind == selection.NOISE_RATE \
+            keys_of_task = given - host.columns[tasks.columns[task], rows] if kind == selection.NOISE_RATE \
                 else given.copy()
-        expected = float_images(keys)
-        assert block.images.dtype == expected.dtype
-        np.testing.assert_array_equal(block.images.get(), expected)
+        expected = float_images(keys_of_task)
+        assert images.dtype == expected.dtype
+        np.testing.assert_array_equal(images, expected, err_msg=f"task {task}")
+
+
+@pytest.mark.parametrize("filter_by", ["prune_by_noise_rate", "prune_by_class", "both"])
+@pytest.mark.parametrize("num_partitions", [1, 3])
+def test_flat_device_selection_with_ties_matches_host(filter_by, num_partitions):
+    """Many classes (flat keys on the device) and probabilities on a coarse grid: cutoffs fall
+    inside runs of tied keys, so the tie quotas of flat selection are exercised."""
+    import labelscan
+
+    rng = np.random.default_rng(11)
+    num_rows, num_classes = 12_000, 80
+    true_classes = rng.integers(0, num_classes, num_rows)
+    labels = np.where(rng.random(num_rows) < 0.8, true_classes, rng.integers(0, num_classes, num_rows))
+    weights = rng.integers(0, 4, (num_rows, num_classes)).astype(np.float64)
+    weights[np.arange(num_rows), true_classes] += 40
+    pred_probs = (np.round(weights / weights.sum(axis=1, keepdims=True) * 32) / 32).astype(np.float32)
+    kwargs = dict(filter_by=filter_by, num_partitions=num_partitions, return_indices_ranked_by="self_confidence")
+    expected = labelscan.find_label_issues(labels, pred_probs, backend="numpy", **kwargs)
+    got = labelscan.find_label_issues(labels, pred_probs, backend="cupy", **kwargs)
+    assert len(expected) > 0
+    np.testing.assert_array_equal(got, expected)

@@ -15,7 +15,7 @@ import numpy as np
 from labelscan.kernels.cuda_compile import compile_kernel
 from labelscan.stats.order import image_dtype
 
-_SOURCE = r"""
+IMAGE_OF = r"""
 __device__ __forceinline__ UTYPE image_of(const TYPE key) {
     // 2^(w-1) -/+ magnitude (so -0.0 and +0.0 share an image); NaN: all ones
     const UTYPE sign = (UTYPE)((UTYPE)1 << (8 * sizeof(UTYPE) - 1));
@@ -24,6 +24,10 @@ __device__ __forceinline__ UTYPE image_of(const TYPE key) {
     const UTYPE magnitude = (UTYPE)(bits & (UTYPE)~sign);
     return (bits & sign) ? (UTYPE)(sign - magnitude) : (UTYPE)(sign + magnitude);
 }
+"""
+"""Device function ``image_of(key)``: :func:`~labelscan.stats.order.float_images` of one key."""
+
+_SOURCE = IMAGE_OF + r"""
 
 extern "C" __global__ void key_images(const TYPE* columns, const long long n, const long long start,
                                       const long long rows, const int k, const long long* others,

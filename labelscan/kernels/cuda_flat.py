@@ -1,0 +1,141 @@
+"""Fused CUDA kernels of flat selection keys (:mod:`labelscan.selection_flat`) on a device partition.
+
+With hundreds of classes a partition's keys fall in thousands of small class blocks, and
+per-block array code launches a dozen kernels per block and round (200K×1000 on an H100:
+20 s of cutoff rounds). Flat keys are one array of task segments; these kernels write all
+of a partition's key images in one launch and count one refine round in another, whatever
+the number of classes. Each thread finds its image's segment by binary search in the segment
+bounds; the histogram's atomic additions are aggregated per warp (neighbouring images of a
+segment mostly fall in the same bin).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from labelscan.kernels.cuda_compile import compile_kernel
+from labelscan.kernels.cuda_keys import IMAGE_OF
+
+_SEGMENT_OF = r"""
+__device__ __forceinline__ int segment_of(const long long* bounds, const int num_segments, const long long e) {
+    // the segment s with bounds[s] <= e < bounds[s + 1]
+    int low = 0, high = num_segments;
+    while (high - low > 1) {
+        const int middle = (low + high) >> 1;
+        if (bounds[middle] <= e) low = middle; else high = middle;
+    }
+    return low;
+}
+"""
+
+_SOURCE = IMAGE_OF + _SEGMENT_OF + r"""
+extern "C" __global__ void flat_key_images(const TYPE* columns, const long long n, const long long* bounds,
+                                           const int num_segments, const long long* first_rows,
+                                           const long long* classes, const long long* others, UTYPE* images) {
+    // image e of segment s: image(P[classes[s], row] - P[others[s], row]) (others[s] < 0: of P[classes[s], row])
+    const long long total = bounds[num_segments];
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
+         e += (long long)gridDim.x * blockDim.x) {
+        const int s = segment_of(bounds, num_segments, e);
+        const long long row = first_rows[s] + (e - bounds[s]);
+        const TYPE given = columns[classes[s] * n + row];
+        images[e] = image_of(others[s] < 0 ? given : SUB(given, columns[others[s] * n + row]));
+    }
+}
+
+extern "C" __global__ void flat_histogram(const UTYPE* images, const long long* bounds, const int num_segments,
+                                          const long long* task_rows, const UTYPE* lo, const UTYPE* last,
+                                          const int* shift, const int bits, unsigned int* counts) {
+    // counts[task_rows[s] << bits | (image - lo[s]) >> shift[s]] for images inside [lo, lo + last]
+    const long long total = bounds[num_segments];
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
+         e += (long long)gridDim.x * blockDim.x) {
+        const int s = segment_of(bounds, num_segments, e);
+        long long cell = -1;
+        if (task_rows[s] >= 0) {
+            const UTYPE offset = (UTYPE)(images[e] - lo[s]);
+            if (offset <= last[s]) cell = (task_rows[s] << bits) + (long long)(offset >> shift[s]);
+        }
+        const unsigned peers = __match_any_sync(__activemask(), cell);
+        if (cell >= 0 && (threadIdx.x & 31) == __ffs(peers) - 1) atomicAdd(&counts[cell], (unsigned)__popc(peers));
+    }
+}
+"""
+
+_FLOAT_OF_IMAGE = {2: np.float16, 4: np.float32, 8: np.float64}
+THREADS = 256
+MAX_BLOCKS = 16384
+
+
+def _grid(num_items: int) -> tuple:
+    return (max(1, min((num_items + THREADS - 1) // THREADS, MAX_BLOCKS)),)
+
+
+def flat_key_images(columns, bounds: np.ndarray, first_rows: np.ndarray, classes: np.ndarray,
+                    others: np.ndarray):
+    """All key images of a partition's task segments, segment after segment.
+
+    Parameters
+    ----------
+    columns : cupy.ndarray, shape (K, n)
+        The partition's probabilities, grouped order.
+    bounds : numpy.ndarray, shape (S + 1,)
+        Segment ``s`` fills images ``bounds[s]:bounds[s + 1]`` (non-empty segments).
+    first_rows, classes, others : numpy.ndarray, shape (S,)
+        Per segment: its first grouped row, its task's class and the column subtracted from the
+        class's (``-1``: the probability itself).
+
+    Returns
+    -------
+    cupy.ndarray, shape (bounds[-1],)
+        Unsigned images of the input's width.
+    """
+    import cupy
+
+    from labelscan.stats.order import image_dtype
+
+    columns = cupy.ascontiguousarray(columns)
+    total = int(bounds[-1])
+    images = cupy.empty(total, dtype=image_dtype(columns.dtype))
+    if total:
+        device = [cupy.asarray(np.asarray(values, dtype=np.int64)) for values in (bounds, first_rows, classes, others)]
+        compile_kernel(_SOURCE, "flat_key_images", columns.dtype)(
+            _grid(total), (THREADS,),
+            (columns, np.int64(columns.shape[1]), device[0], np.int32(len(bounds) - 1), *device[1:], images))
+    return images
+
+
+def flat_histogram(images, bounds: np.ndarray, task_rows: np.ndarray, lo: np.ndarray, last: np.ndarray,
+                   shift: np.ndarray, bits: int, num_task_rows: int):
+    """One refine round's counts over flat device images (the device twin of
+    :func:`labelscan.selection_flat.flat_cells` followed by a count).
+
+    Parameters
+    ----------
+    images : cupy.ndarray, shape (E,)
+    bounds : numpy.ndarray, shape (S + 1,)
+    task_rows : numpy.ndarray, shape (S,)
+        Histogram row of each segment's task, ``-1`` for tasks not refined this round.
+    lo, last : numpy.ndarray, shape (S,)
+        Each segment's interval start and largest offset inside it (images' dtype).
+    shift : numpy.ndarray, shape (S,)
+        Bits an offset is shifted right to give its bin.
+    bits : int
+    num_task_rows : int
+        Rows of the histogram.
+
+    Returns
+    -------
+    cupy.ndarray, shape (num_task_rows * 2**bits,), uint32
+    """
+    import cupy
+
+    counts = cupy.zeros(num_task_rows << bits, dtype=np.uint32)
+    if len(images) and num_task_rows:
+        dtype = images.dtype
+        compile_kernel(_SOURCE, "flat_histogram", _FLOAT_OF_IMAGE[dtype.itemsize])(
+            _grid(len(images)), (THREADS,),
+            (images, cupy.asarray(np.asarray(bounds, dtype=np.int64)), np.int32(len(bounds) - 1),
+             cupy.asarray(np.asarray(task_rows, dtype=np.int64)), cupy.asarray(lo.astype(dtype)),
+             cupy.asarray(last.astype(dtype)), cupy.asarray(shift.astype(np.int32)), np.int32(bits), counts))
+    return counts
