@@ -59,12 +59,13 @@ class FlatKeys:
         """Host per-segment ``values`` where the images are."""
         return self.xp.asarray(values)
 
-    def segment_of_images(self):
-        """Segment of each image, shape (E,), intp (where the images are)."""
-        if self.xp is np:
-            return np.repeat(np.arange(len(self.task_ids)), np.diff(self.bounds))
-        xp = self.xp
-        return xp.searchsorted(xp.asarray(self.bounds[1:]), xp.arange(len(self.images)), side="right")
+    def segment_of_images(self) -> np.ndarray:
+        """Segment of each image, shape (E,), intp (host keys; device kernels search the bounds)."""
+        return np.repeat(np.arange(len(self.task_ids)), np.diff(self.bounds))
+
+    def segments_at(self, positions):
+        """Segment of the images at ``positions``, shape like them (where the images are)."""
+        return self.xp.searchsorted(self.per_segment(self.bounds[1:]), positions, side="right")
 
     def grouped_rows(self, segments, positions):
         """Grouped row of the images at ``positions`` (in segments ``segments``), shape like them."""
@@ -125,13 +126,20 @@ def flat_resolve(keys: FlatKeys, wanted: np.ndarray, lo: np.ndarray, last: np.nd
     segments, images, rows : numpy.ndarray
         Segment, image and global row of every image inside its interval (on the host).
     """
+    if keys.xp is not np:
+        from labelscan.kernels.cuda_flat import flat_inside
+
+        positions = keys.xp.flatnonzero(flat_inside(keys.images, keys.bounds, wanted, lo, last))
+        segments = keys.segments_at(positions)
+        return (to_host(segments), to_host(keys.images[positions]),
+                to_host(keys.row_ids[keys.grouped_rows(segments, positions)]))
     segments = keys.segment_of_images()
-    positions = keys.xp.flatnonzero(keys.per_segment(wanted)[segments])
+    positions = np.flatnonzero(wanted[segments])
     segments = segments[positions]
     images = keys.images[positions]
-    inside = (images - keys.per_segment(lo.astype(images.dtype))[segments]) <= keys.per_segment(last)[segments]
+    inside = (images - lo.astype(images.dtype)[segments]) <= last[segments]
     segments, positions, images = segments[inside], positions[inside], images[inside]
-    return to_host(segments), to_host(images), to_host(keys.row_ids[keys.grouped_rows(segments, positions)])
+    return segments, images, keys.row_ids[keys.grouped_rows(segments, positions)]
 
 
 def flat_select(keys: FlatKeys, limit: np.ndarray, everything: np.ndarray, quota: np.ndarray) -> np.ndarray:
@@ -150,14 +158,19 @@ def flat_select(keys: FlatKeys, limit: np.ndarray, everything: np.ndarray, quota
     numpy.ndarray or cupy.ndarray (where the images are), shape (n,), bool
     """
     xp = keys.xp
-    segments = keys.segment_of_images()
-    chosen = (keys.images < keys.per_segment(limit)[segments]) | keys.per_segment(everything)[segments]
+    if xp is np:
+        segments = keys.segment_of_images()
+        below = (keys.images < limit[segments]) | everything[segments]
+        positions = np.flatnonzero(below)
+        selected = np.zeros(keys.num_rows, dtype=bool)
+        selected[keys.grouped_rows(segments[positions], positions)] = True
+    else:
+        from labelscan.kernels.cuda_flat import flat_select_below
+
+        selected = flat_select_below(keys.images, keys.bounds, keys.first_rows, limit, everything, keys.num_rows)
     for segment in np.flatnonzero((quota > 0) & ~everything):
         start, stop = int(keys.bounds[segment]), int(keys.bounds[segment + 1])
         tied = start + xp.flatnonzero(keys.images[start:stop] == limit[segment])
-        tied = tied[stable_argsort(keys.row_ids[keys.grouped_rows(xp.full(len(tied), segment), tied)])]
-        chosen[tied[: int(quota[segment])]] = True
-    selected = xp.zeros(keys.num_rows, dtype=bool)
-    positions = xp.flatnonzero(chosen)
-    selected[keys.grouped_rows(segments[positions], positions)] = True
+        tied_rows = keys.grouped_rows(xp.full(len(tied), segment), tied)
+        selected[tied_rows[stable_argsort(keys.row_ids[tied_rows])][: int(quota[segment])]] = True
     return selected

@@ -60,6 +60,29 @@ extern "C" __global__ void flat_histogram(const UTYPE* images, const long long* 
         if (cell >= 0 && (threadIdx.x & 31) == __ffs(peers) - 1) atomicAdd(&counts[cell], (unsigned)__popc(peers));
     }
 }
+
+extern "C" __global__ void flat_inside(const UTYPE* images, const long long* bounds, const int num_segments,
+                                       const bool* wanted, const UTYPE* lo, const UTYPE* last, bool* inside) {
+    // inside[e]: image e's segment is wanted and the image lies in [lo, lo + last]
+    const long long total = bounds[num_segments];
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
+         e += (long long)gridDim.x * blockDim.x) {
+        const int s = segment_of(bounds, num_segments, e);
+        inside[e] = wanted[s] && (UTYPE)(images[e] - lo[s]) <= last[s];
+    }
+}
+
+extern "C" __global__ void flat_select_below(const UTYPE* images, const long long* bounds, const int num_segments,
+                                             const long long* first_rows, const UTYPE* limit,
+                                             const bool* everything, bool* selected) {
+    // selected[grouped row of e] = true for images below their segment's limit (or of an `everything` segment)
+    const long long total = bounds[num_segments];
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
+         e += (long long)gridDim.x * blockDim.x) {
+        const int s = segment_of(bounds, num_segments, e);
+        if (everything[s] || images[e] < limit[s]) selected[first_rows[s] + (e - bounds[s])] = true;
+    }
+}
 """
 
 _FLOAT_OF_IMAGE = {2: np.float16, 4: np.float32, 8: np.float64}
@@ -131,11 +154,45 @@ def flat_histogram(images, bounds: np.ndarray, task_rows: np.ndarray, lo: np.nda
     import cupy
 
     counts = cupy.zeros(num_task_rows << bits, dtype=np.uint32)
-    if len(images) and num_task_rows:
+    if num_task_rows:
         dtype = images.dtype
-        compile_kernel(_SOURCE, "flat_histogram", _FLOAT_OF_IMAGE[dtype.itemsize])(
-            _grid(len(images)), (THREADS,),
-            (images, cupy.asarray(np.asarray(bounds, dtype=np.int64)), np.int32(len(bounds) - 1),
-             cupy.asarray(np.asarray(task_rows, dtype=np.int64)), cupy.asarray(lo.astype(dtype)),
-             cupy.asarray(last.astype(dtype)), cupy.asarray(shift.astype(np.int32)), np.int32(bits), counts))
+        _launch("flat_histogram", images, bounds, cupy.asarray(np.asarray(task_rows, dtype=np.int64)),
+                cupy.asarray(lo.astype(dtype)), cupy.asarray(last.astype(dtype)),
+                cupy.asarray(shift.astype(np.int32)), np.int32(bits), counts)
     return counts
+
+
+def _launch(name: str, images, bounds: np.ndarray, *arguments) -> None:
+    """Run kernel ``name`` over every image (``arguments`` follow the segment bounds)."""
+    import cupy
+
+    if len(images):
+        compile_kernel(_SOURCE, name, _FLOAT_OF_IMAGE[images.dtype.itemsize])(
+            _grid(len(images)), (THREADS,),
+            (images, cupy.asarray(np.asarray(bounds, dtype=np.int64)), np.int32(len(bounds) - 1), *arguments))
+
+
+def flat_inside(images, bounds: np.ndarray, wanted: np.ndarray, lo: np.ndarray, last: np.ndarray):
+    """Which images of wanted segments lie inside their segment's interval, shape (E,), bool (device).
+
+    ``wanted``, ``lo``, ``last``: per segment, shape (S,), host (``lo``/``last`` in the images' dtype).
+    """
+    import cupy
+
+    inside = cupy.zeros(len(images), dtype=bool)
+    dtype = images.dtype
+    _launch("flat_inside", images, bounds, cupy.asarray(wanted.astype(bool)), cupy.asarray(lo.astype(dtype)),
+            cupy.asarray(last.astype(dtype)), inside)
+    return inside
+
+
+def flat_select_below(images, bounds: np.ndarray, first_rows: np.ndarray, limit: np.ndarray,
+                      everything: np.ndarray, num_rows: int):
+    """Grouped rows holding an image below its segment's ``limit`` or in an ``everything``
+    segment, shape (num_rows,), bool (device). Per-segment arguments: shape (S,), host."""
+    import cupy
+
+    selected = cupy.zeros(num_rows, dtype=bool)
+    _launch("flat_select_below", images, bounds, cupy.asarray(np.asarray(first_rows, dtype=np.int64)),
+            cupy.asarray(limit.astype(images.dtype)), cupy.asarray(everything.astype(bool)), selected)
+    return selected
