@@ -18,22 +18,19 @@ from __future__ import annotations
 import numpy as np
 
 TYPE_PLACEHOLDERS = {
-    # dtype: TYPE, UTYPE (same-width unsigned), TO_DOUBLE(x), ADD(a, b), SUB(a, b), BITS(x), ISNAN(x)
+    # dtype: TYPE, UTYPE (same-width unsigned), TO_DOUBLE(x), ARITHMETIC(a, b) (ADD/SUB with op
+    # + or -: the result in TYPE), BITS(x), ISNAN(x)
     np.dtype(np.float16): {
-        "TYPE": "__half", "UTYPE": "unsigned short",
-        "TO_DOUBLE": "((double)__half2float({0}))",
-        "ADD": "__float2half_rn(__half2float({0}) + __half2float({1}))",
-        "SUB": "__float2half_rn(__half2float({0}) - __half2float({1}))",
+        "TYPE": "__half", "UTYPE": "unsigned short", "TO_DOUBLE": "((double)__half2float({0}))",
+        "ARITHMETIC": "__float2half_rn(__half2float({0}) {op} __half2float({1}))",
         "BITS": "__half_as_ushort({0})", "ISNAN": "__hisnan({0})"},
     np.dtype(np.float32): {
-        "TYPE": "float", "UTYPE": "unsigned int",
-        "TO_DOUBLE": "f32_to_double({0})",
-        "ADD": "f32_round(f32_to_double({0}) + f32_to_double({1}))",
-        "SUB": "f32_round(f32_to_double({0}) - f32_to_double({1}))",
+        "TYPE": "float", "UTYPE": "unsigned int", "TO_DOUBLE": "f32_to_double({0})",
+        "ARITHMETIC": "f32_round(f32_to_double({0}) {op} f32_to_double({1}))",
         "BITS": "__float_as_uint({0})", "ISNAN": "isnan({0})"},
     np.dtype(np.float64): {
-        "TYPE": "double", "UTYPE": "unsigned long long",
-        "TO_DOUBLE": "({0})", "ADD": "(({0}) + ({1}))", "SUB": "(({0}) - ({1}))",
+        "TYPE": "double", "UTYPE": "unsigned long long", "TO_DOUBLE": "({0})",
+        "ARITHMETIC": "(({0}) {op} ({1}))",
         "BITS": "((unsigned long long)__double_as_longlong({0}))", "ISNAN": "isnan({0})"},
 }
 _COMPILED: dict = {}
@@ -60,9 +57,9 @@ def _define_macros(dtype: np.dtype) -> str:
     """``#define`` lines for the dtype's type names and function-like placeholders."""
     names = TYPE_PLACEHOLDERS[np.dtype(dtype)]
     lines = [f"#define TYPE {names['TYPE']}", f"#define UTYPE {names['UTYPE']}"]
-    for macro, arity in (("TO_DOUBLE", 1), ("ADD", 2), ("SUB", 2), ("BITS", 1), ("ISNAN", 1)):
-        arguments = ["x", "y"][:arity]
-        lines.append(f"#define {macro}({', '.join(arguments)}) {names[macro].format(*arguments)}")
+    lines += [f"#define {macro}(x) {names[macro].format('x')}" for macro in ("TO_DOUBLE", "BITS", "ISNAN")]
+    lines += [f"#define {macro}(x, y) {names['ARITHMETIC'].format('x', 'y', op=op)}"
+              for macro, op in (("ADD", "+"), ("SUB", "-"))]
     return "\n".join(lines)
 
 
