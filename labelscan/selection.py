@@ -599,6 +599,9 @@ class SelectionPlanner:
         candidates = ~self.select_all & (self.intervals.width > 0)
         small = self.intervals.inside <= COLLECT_LIMIT
         by_size = np.flatnonzero(candidates & small)
+        # the smallest intervals take the collect budget first: a task whose interval holds a
+        # row or two costs that many candidates, one more round for it costs a whole pass
+        by_size = by_size[np.argsort(self.intervals.inside[by_size], kind="stable")]
         fits = np.zeros(len(self.tasks), dtype=bool)
         budget = COLLECT_BUDGET + COLLECT_PER_TASK * len(self.tasks)
         fits[by_size[np.cumsum(self.intervals.inside[by_size]) <= budget]] = True
