@@ -60,7 +60,10 @@ fewer than ``FLAT_MAX_BLOCK_ROWS`` rows on average keeps them flat
 instead of a few calls per class (200K x 1000 in 25 partitions of 8,000 rows: cutoffs 1.9 s
 -> 0.7 s). Larger blocks stay per class, where each call works on many rows at once (1M x 100
 in 625-row blocks: 0.49 s per class, 1.96 s flat), and so do partitions of more than
-``FLAT_MAX_IMAGES`` images (a flat round holds a few index arrays of that length)."""
+``FLAT_MAX_IMAGES`` images (a flat round holds a few index arrays of that length). Device
+partitions of more than ``FLAT_MIN_BLOCKS`` class blocks are always flat: their kernels
+(:mod:`labelscan.kernels.cuda_flat`) need no index arrays, and per-block kernel launches cost
+more than any block's work (200K x 1000 on an H100: 24 s -> 1.4 s)."""
 
 COLLECT_LIMIT = 1 << 11
 """An interval holding at most this many rows is resolved by collecting them."""
@@ -236,8 +239,7 @@ def _block_images(part, tasks: SelectionTasks, k: int, rows: slice, task_ids: np
     if part.xp is not np:
         from labelscan.kernels.cuda_keys import key_images
 
-        others = np.full(len(task_ids), -1, np.int64) if tasks.kind == BY_CLASS else tasks.columns[task_ids]
-        return key_images(part.columns, k, rows, others)
+        return key_images(part.columns, k, rows, _subtracted_columns(tasks, task_ids))
     given = part.columns[k, rows]
     if tasks.kind == BY_CLASS:
         keys = given[None, :].copy()
@@ -247,6 +249,12 @@ def _block_images(part, tasks: SelectionTasks, k: int, rows: slice, task_ids: np
         keys = part.columns[tasks.columns[task_ids], rows]
         np.subtract(given, keys, out=keys)
     return float_images(keys, overwrite=True, may_have_nan=part.has_nan)
+
+
+def _subtracted_columns(tasks: SelectionTasks, task_ids: np.ndarray) -> np.ndarray:
+    """Per task, the column the device kernels subtract from the class's (``P_k - P_j``), or
+    ``-1`` for keys that are the class's probability itself (``by_class``), shape (m,)."""
+    return tasks.columns[task_ids] if tasks.kind == NOISE_RATE else np.full(len(task_ids), -1, np.int64)
 
 
 def _flat_partition_keys(part, tasks: SelectionTasks, counts: np.ndarray) -> FlatKeys:
@@ -261,8 +269,8 @@ def _flat_partition_keys(part, tasks: SelectionTasks, counts: np.ndarray) -> Fla
     if part.xp is not np:
         from labelscan.kernels.cuda_flat import flat_key_images
 
-        others = tasks.columns[task_ids] if tasks.kind == NOISE_RATE else np.full(len(task_ids), -1)
-        return FlatKeys(images=flat_key_images(part.columns, bounds, first_rows, classes, others),
+        return FlatKeys(images=flat_key_images(part.columns, bounds, first_rows, classes,
+                                               _subtracted_columns(tasks, task_ids)),
                         task_ids=task_ids, bounds=bounds, first_rows=first_rows, row_ids=part.row_ids,
                         num_rows=part.num_rows)
     segments = np.repeat(np.arange(len(task_ids)), np.diff(bounds))
