@@ -24,12 +24,13 @@ REDUCE_PRIORITY = 1
 """Dask priority of tree-merge tasks (per-partition tasks have 0): a merge whose inputs are
 ready runs before further inputs are computed, and frees them."""
 
-BROADCAST_SCATTER_BYTES = 100_000
-"""Broadcast arguments of ``map`` larger than this travel as a data task of their own.
-Dask's ``Client.map`` puts such keyword arguments in the graph under the argument's *name*
-(``sizeof > 1e5``, distributed 2026.8): two maps passing a large ``active=`` collide on the key
-``"active"`` and the scheduler fails (an ``assert ts.priority``) or hangs; K=1000 selection
-rounds hit it."""
+BROADCAST_TASK_BYTES = 100_000
+"""Broadcast arguments of ``map`` larger than this travel as a task of their own, under a
+unique key. Dask's ``Client.map`` puts such keyword arguments in the graph under the
+argument's *name* (``sizeof > 1e5``, distributed 2026.8): two maps passing a large ``active=``
+collide on the key ``"active"`` and the scheduler fails (an ``assert ts.priority``) or hangs;
+K=1000 selection rounds hit it. A task (not ``scatter``) keeps the value recomputable when the
+worker holding it dies."""
 
 STOP_TIMEOUT = 300.0
 """Most seconds a failed run waits for its tasks already executing on workers to end."""
@@ -81,17 +82,17 @@ class DaskRunner:
         if not count:
             return []
         futures = self.client.map(function, *per_partition, key=self._keys(name, count),
-                                  retries=self.retries, pure=False, **self._broadcast(broadcast))
+                                  retries=self.retries, pure=False, **self._broadcast(name, broadcast))
         self._futures.update(futures)
         return futures
 
-    def _broadcast(self, arguments: dict) -> dict:
-        """``arguments`` with each large value scattered under a unique key (see
-        :data:`BROADCAST_SCATTER_BYTES`)."""
+    def _broadcast(self, name: str, arguments: dict) -> dict:
+        """``arguments`` with each large value replaced by the future of a task returning it
+        (see :data:`BROADCAST_TASK_BYTES`)."""
         from dask.sizeof import sizeof
 
-        return {name: self.client.scatter([value], hash=False)[0] if sizeof(value) > BROADCAST_SCATTER_BYTES
-                else value for name, value in arguments.items()}
+        return {argument: self.submit(f"{name}-{argument}", _identity, value)
+                if sizeof(value) > BROADCAST_TASK_BYTES else value for argument, value in arguments.items()}
 
     def submit(self, name, function, *args, **kwargs):
         future = self.client.submit(function, *args, key=self._keys(name, 1)[0], retries=self.retries,
@@ -148,6 +149,11 @@ class DaskRunner:
         for handle in handles if isinstance(handles, list) else [handles]:
             if hasattr(handle, "release"):
                 handle.release()
+
+
+def _identity(value):
+    """``value`` itself (a task holding a broadcast argument)."""
+    return value
 
 
 def _executing_keys(keys, dask_worker=None) -> list:

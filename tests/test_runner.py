@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from distributed import Client, LocalCluster
 
-from labelscan.runner import BROADCAST_SCATTER_BYTES, DaskRunner
+from labelscan.runner import BROADCAST_TASK_BYTES, DaskRunner
 
 
 def _offset_sum(values, *, offsets):
@@ -21,10 +21,10 @@ def client():
 def test_concurrent_maps_with_large_broadcasts_of_one_name(client):
     """Dask's Client.map keys a large keyword argument by its name: two maps in flight with
     different large ``offsets=`` collided (scheduler assertion, then a hang). The runner
-    scatters them under unique keys instead."""
+    passes them as tasks of their own, under unique keys."""
     runner = DaskRunner(client, retries=0)
     parts = [np.arange(10) * i for i in range(4)]
-    first = np.ones(BROADCAST_SCATTER_BYTES // 8 + 1000, dtype=np.int64)
+    first = np.ones(BROADCAST_TASK_BYTES // 8 + 1000, dtype=np.int64)
     second = 2 * first
     pending = runner.map("first", _offset_sum, parts, offsets=first)
     later = runner.map("second", _offset_sum, parts, offsets=second)
