@@ -35,3 +35,58 @@ def test_concurrent_maps_with_large_broadcasts_of_one_name(client):
 def test_small_broadcasts_stay_in_the_tasks(client):
     runner = DaskRunner(client, retries=0)
     assert runner.gather(runner.map("small", _offset_sum, [np.arange(3)], offsets=np.arange(4))) == [9]
+
+
+def _wait_then_sum(values, *, offsets, event_name):
+    from distributed import Event
+
+    Event(event_name).wait(timeout=60)
+    return int(values.sum() + offsets.sum())
+
+
+def _kill_soon():
+    """SIGKILL this worker's process a moment after returning (the reply must get out first)."""
+    import os
+    import signal
+    import threading
+
+    threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGKILL)).start()
+
+
+def _holder_of(name_part, dask_scheduler=None):
+    """Address of a worker holding the task whose key contains ``name_part``, or None."""
+    for key, task in dask_scheduler.tasks.items():
+        if name_part in str(key) and task.who_has:
+            return next(iter(task.who_has)).address
+    return None
+
+
+def test_large_broadcast_survives_the_loss_of_its_worker():
+    """A large broadcast argument is a task, not scattered data: when the worker holding it
+    dies before the map's tasks ran, Dask recomputes it and the map still gives the answer."""
+    import time
+
+    from distributed import Event
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as dask_client:
+        runner = DaskRunner(dask_client, retries=2)
+        offsets = np.arange(BROADCAST_TASK_BYTES // 8 + 1000, dtype=np.int64)
+        parts = [np.arange(5) + i for i in range(4)]
+        event = Event("labelscan-test-broadcast", client=dask_client)
+        pending = runner.map("waiting", _wait_then_sum, parts, offsets=offsets, event_name=event.name)
+        holder = None
+        for _ in range(200):   # the worker that computed the broadcast task
+            holder = dask_client.run_on_scheduler(_holder_of, "waiting-offsets")
+            if holder:
+                break
+            time.sleep(0.05)
+        assert holder
+        dask_client.run(_kill_soon, workers=[holder])
+        for _ in range(200):   # the scheduler has lost the worker (and the broadcast's only copy)
+            if holder not in dask_client.scheduler_info()["workers"]:
+                break
+            time.sleep(0.05)
+        assert holder not in dask_client.scheduler_info()["workers"]
+        event.set()
+        assert runner.gather(pending) == [int(p.sum() + offsets.sum()) for p in parts]
