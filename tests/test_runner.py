@@ -68,7 +68,7 @@ def test_large_broadcast_survives_the_loss_of_its_worker():
 
     from distributed import Event
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
             Client(cluster) as dask_client:
         runner = DaskRunner(dask_client, retries=2)
         offsets = np.arange(BROADCAST_TASK_BYTES // 8 + 1000, dtype=np.int64)
