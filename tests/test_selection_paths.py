@@ -156,3 +156,30 @@ def test_many_class_joint_pass_in_row_major_blocks(monkeypatch, parts):
                                                    return_indices_ranked_by=rank)
         np.testing.assert_array_equal(got, expected)
     assert calls["count"] >= parts
+
+
+def _planner_with_inside(inside) -> selection.SelectionPlanner:
+    """A planner whose tasks' intervals (still the whole range) hold ``inside`` rows each."""
+    inside = np.asarray(inside, dtype=np.int64)
+    sizes = np.full(len(inside), 1 << 20, dtype=np.int64)
+    tasks = selection.SelectionTasks(selection.BY_CLASS, np.zeros(len(inside), np.intp), np.full(len(inside), -1),
+                                     np.ones(len(inside), np.int64), sizes, np.dtype(np.float32))
+    planner = selection.SelectionPlanner(tasks, np.zeros(1, np.int64))
+    planner.intervals.inside[:] = inside
+    return planner
+
+
+def test_the_smallest_intervals_take_the_collect_budget_first():
+    """40 intervals of 2,048 rows, then 60 of one row: the one-row tasks are collected (not
+    refined once more) and the budget (32,768 + 256 per task) takes 28 of the large ones."""
+    planner = _planner_with_inside([selection.COLLECT_LIMIT] * 40 + [1] * 60)
+    active, _ = planner.next_refine()
+    np.testing.assert_array_equal(active, np.arange(28, 40))
+
+
+def test_the_collect_budget_is_capped():
+    """20,000 tasks of 2,048 rows each: 256 per task would allow 5.15M candidates, the cap
+    4M: 2,048 tasks are collected, the others refined."""
+    planner = _planner_with_inside([selection.COLLECT_LIMIT] * 20_000)
+    active, _ = planner.next_refine()
+    assert len(active) == 20_000 - selection.COLLECT_MAX // selection.COLLECT_LIMIT
