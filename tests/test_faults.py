@@ -28,14 +28,12 @@ import time
 from pathlib import Path
 
 import fsspec
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import write_noisy_set
 
 import labelscan
-from labelscan.demo_data import make_noisy_dataset
 from labelscan.errors import DestinationError, InputError
 
 distributed = pytest.importorskip("distributed")

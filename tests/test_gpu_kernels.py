@@ -62,14 +62,14 @@ def test_row_facts_kernel_matches_host(dtype, num_classes):
     assert got.num_off_diagonal_issues == expected.num_off_diagonal_issues
 
 
-def _tasks(kind, num_classes):
+def _tasks(kind, num_classes, dtype):
     classes = np.repeat(np.arange(num_classes), num_classes - 1 if kind == selection.NOISE_RATE else 1)
     if kind == selection.NOISE_RATE:
         columns = np.asarray([j for k in range(num_classes) for j in range(num_classes) if j != k])
     else:
         columns = np.full(num_classes, -1)
     counts = np.ones(len(classes), np.int64)
-    return selection.SelectionTasks(kind, classes, columns, counts, counts, np.dtype(np.float32))
+    return selection.SelectionTasks(kind, classes, columns, counts, counts, np.dtype(dtype))
 
 
 def _device_images_per_task(keys):
@@ -90,7 +90,7 @@ def test_key_images_kernels_match_host(dtype, kind, num_classes):
                           np.finfo(dtype).max, 1.0, 1.0 + np.finfo(dtype).eps], dtype=dtype)
     pred_probs.reshape(-1)[: special.size * 200] = np.tile(special, 200)
     host, device = _both(labels, pred_probs)
-    tasks = _tasks(kind, num_classes)
+    tasks = _tasks(kind, num_classes, dtype)
     keys = selection.partition_keys(device, tasks=tasks)
     assert isinstance(keys, FlatKeys) == (num_classes > selection.FLAT_MIN_BLOCKS)
     got = _device_images_per_task(keys)

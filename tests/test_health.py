@@ -170,7 +170,7 @@ def test_scan_writes_health_into_summary(tmp_path, threaded_client):
     table = pa.table({"label": labels, "pred_probs": pa.FixedSizeListArray.from_arrays(
         pa.array(pred_probs.ravel()), pred_probs.shape[1])})
     pq.write_table(table, folder / "part-0.parquet", row_group_size=600)
-    result = labelscan.scan(str(folder), str(tmp_path / "out"), client=threaded_client, rows_per_partition=600)
+    labelscan.scan(str(folder), str(tmp_path / "out"), client=threaded_client, rows_per_partition=600)
     with cleanlab_oracle():
         expected = cleanlab.dataset.health_summary(labels, pred_probs, verbose=False)
     written = json.loads((tmp_path / "out" / "summary.json").read_text())

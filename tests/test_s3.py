@@ -15,7 +15,6 @@ import logging
 import traceback
 
 import fsspec
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest

@@ -34,6 +34,8 @@ TYPE_PLACEHOLDERS = {
         "BITS": "((unsigned long long)__double_as_longlong({0}))", "ISNAN": "isnan({0})"},
 }
 _COMPILED: dict = {}
+THREADS_PER_BLOCK = 256
+"""Threads of every labelscan kernel's blocks (8 warps)."""
 
 FLOAT32_HELPERS = r"""
 __device__ __forceinline__ double f32_to_double(const float x) {
@@ -86,3 +88,23 @@ def compile_kernel(source: str, name: str, dtype, **defines):
         header += [f"#define {macro} {value}" for macro, value in sorted(defines.items())]
         _COMPILED[key] = cupy.RawKernel("\n".join(header) + "\n" + source, name, options=("--fmad=false",))
     return _COMPILED[key]
+
+
+def launch_grid(num_items: int, max_blocks: int) -> tuple:
+    """``(grid, block)`` shapes of a grid-stride kernel over ``num_items`` items.
+
+    Parameters
+    ----------
+    num_items : int
+        Items (rows, images) the kernel's grid-stride loop covers.
+    max_blocks : int
+        Most blocks: enough to fill the device; fewer means each thread loops more (and a
+        kernel with per-block shared counts merges fewer blocks).
+
+    Returns
+    -------
+    grid, block : tuple of int, shape (1,)
+        One block at least, of :data:`THREADS_PER_BLOCK` threads.
+    """
+    blocks = -(-num_items // THREADS_PER_BLOCK)
+    return (max(1, min(blocks, max_blocks)),), (THREADS_PER_BLOCK,)

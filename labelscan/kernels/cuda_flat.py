@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from labelscan.kernels.cuda_compile import compile_kernel
+from labelscan.kernels.cuda_compile import compile_kernel, launch_grid
 from labelscan.kernels.cuda_keys import IMAGE_OF
 
 _SEGMENT_OF = r"""
@@ -86,12 +86,8 @@ extern "C" __global__ void flat_select_below(const UTYPE* images, const long lon
 """
 
 _FLOAT_OF_IMAGE = {2: np.float16, 4: np.float32, 8: np.float64}
-THREADS = 256
 MAX_BLOCKS = 16384
-
-
-def _grid(num_items: int) -> tuple:
-    return (max(1, min((num_items + THREADS - 1) // THREADS, MAX_BLOCKS)),)
+"""Most blocks of the flat kernels (one thread per image up to 4M images)."""
 
 
 def flat_key_images(columns, bounds: np.ndarray, first_rows: np.ndarray, classes: np.ndarray,
@@ -123,7 +119,7 @@ def flat_key_images(columns, bounds: np.ndarray, first_rows: np.ndarray, classes
     if total:
         device = [cupy.asarray(np.asarray(values, dtype=np.int64)) for values in (bounds, first_rows, classes, others)]
         compile_kernel(_SOURCE, "flat_key_images", columns.dtype)(
-            _grid(total), (THREADS,),
+            *launch_grid(total, MAX_BLOCKS),
             (columns, np.int64(columns.shape[1]), device[0], np.int32(len(bounds) - 1), *device[1:], images))
     return images
 
@@ -168,7 +164,7 @@ def _launch(name: str, images, bounds: np.ndarray, *arguments) -> None:
 
     if len(images):
         compile_kernel(_SOURCE, name, _FLOAT_OF_IMAGE[images.dtype.itemsize])(
-            _grid(len(images)), (THREADS,),
+            *launch_grid(len(images), MAX_BLOCKS),
             (images, cupy.asarray(np.asarray(bounds, dtype=np.int64)), np.int32(len(bounds) - 1), *arguments))
 
 

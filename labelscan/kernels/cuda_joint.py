@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from labelscan.kernels.cuda_compile import compile_kernel
+from labelscan.kernels.cuda_compile import compile_kernel, launch_grid
 
 _SOURCE = r"""
 __device__ __forceinline__ void count_cell(unsigned long long* counts, const int cell) {
@@ -71,6 +71,8 @@ extern "C" __global__ void row_facts(const TYPE* columns, const long long* label
 
 SHARED_CELLS = 4096
 """Per-block counts live in shared memory up to this many cells (K ≤ 63)."""
+MAX_BLOCKS = 4096
+"""Most blocks of the joint kernel: every block adds its shared counts to the global ones once."""
 
 
 def fused_row_facts(part, thresholds: np.ndarray, predicted_dtype: np.dtype):
@@ -103,13 +105,11 @@ def fused_row_facts(part, thresholds: np.ndarray, predicted_dtype: np.dtype):
     keep = cupy.empty(num_rows, dtype=bool)
     num_cells = num_classes * num_classes + 1
     counts = cupy.zeros(num_cells, dtype=np.uint64)
-    threads = 256
-    blocks = max(1, min((num_rows + threads - 1) // threads, 4096))
     shared = 8 * num_cells if num_cells <= SHARED_CELLS else 0
     if num_rows:
         kernel = compile_kernel(_SOURCE, "row_facts", part.dtype, SHARED_CELLS=SHARED_CELLS,
                                 PREDICTED="short" if np.dtype(predicted_dtype) == np.int16 else "int")
-        kernel((blocks,), (threads,),
+        kernel(*launch_grid(num_rows, MAX_BLOCKS),
                (columns, part.labels, limits, np.int64(num_rows), np.int32(num_classes), bump,
                 predicted, off_diagonal, keep, counts),
                shared_mem=shared)

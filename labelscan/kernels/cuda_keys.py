@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from labelscan.kernels.cuda_compile import compile_kernel
+from labelscan.kernels.cuda_compile import compile_kernel, launch_grid
 from labelscan.stats.order import image_dtype
 
 IMAGE_OF = r"""
@@ -45,6 +45,9 @@ extern "C" __global__ void key_images(const TYPE* columns, const long long n, co
 }
 """
 
+MAX_BLOCKS = 8192
+"""Most blocks of the key kernel (each thread then walks a few of the class's rows)."""
+
 
 def key_images(columns, k: int, rows: slice, others: np.ndarray):
     """Key images of the tasks of class ``k`` over its grouped rows of a device partition.
@@ -71,10 +74,8 @@ def key_images(columns, k: int, rows: slice, others: np.ndarray):
     num_rows = rows.stop - rows.start
     images = cupy.empty((len(others), num_rows), dtype=image_dtype(columns.dtype))
     if num_rows and len(others):
-        threads = 256
-        blocks = max(1, min((num_rows + threads - 1) // threads, 8192))
         compile_kernel(_SOURCE, "key_images", columns.dtype)(
-            (blocks,), (threads,),
+            *launch_grid(num_rows, MAX_BLOCKS),
             (columns, np.int64(columns.shape[1]), np.int64(rows.start), np.int64(num_rows), np.int32(k),
              cupy.asarray(np.asarray(others, dtype=np.int64)), np.int32(len(others)), images))
     return images
