@@ -180,7 +180,7 @@ def find_cutoffs(runner, keys, tasks: selection.SelectionTasks, row_starts) -> s
         choice = runner.submit("cutoffs-choose", selection.choose_bins, merged, planner.needs(active))
         planner.apply_choice(active, bits, runner.gather(choice))
     collect, split_ties = planner.resolve_sets()
-    pieces = [{"task": np.zeros(0, np.intp), "image": np.zeros(0, np.uint64), "row": np.zeros(0, np.int64),
+    pieces = [{"task": np.zeros(0, np.intp), "image": np.zeros(0, np.uint64),
                "tie_counts": np.zeros(0, np.int64)}] * len(keys)
     if len(collect) or len(split_ties):
         pieces = runner.gather(runner.map("cutoffs-resolve", selection.resolve_pieces, keys,

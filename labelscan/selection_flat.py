@@ -123,23 +123,20 @@ def flat_resolve(keys: FlatKeys, wanted: np.ndarray, lo: np.ndarray, last: np.nd
 
     Returns
     -------
-    segments, images, rows : numpy.ndarray
-        Segment, image and global row of every image inside its interval (on the host).
+    segments, images : numpy.ndarray
+        Segment and image of every image inside its interval (on the host).
     """
     if keys.xp is not np:
         from labelscan.kernels.cuda_flat import flat_inside
 
         positions = keys.xp.flatnonzero(flat_inside(keys.images, keys.bounds, wanted, lo, last))
-        segments = keys.segments_at(positions)
-        return (to_host(segments), to_host(keys.images[positions]),
-                to_host(keys.row_ids[keys.grouped_rows(segments, positions)]))
+        return to_host(keys.segments_at(positions)), to_host(keys.images[positions])
     segments = keys.segment_of_images()
     positions = np.flatnonzero(wanted[segments])
     segments = segments[positions]
     images = keys.images[positions]
     inside = (images - lo.astype(images.dtype)[segments]) <= last[segments]
-    segments, positions, images = segments[inside], positions[inside], images[inside]
-    return segments, images, keys.row_ids[keys.grouped_rows(segments, positions)]
+    return segments[inside], images[inside]
 
 
 def flat_select(keys: FlatKeys, limit: np.ndarray, everything: np.ndarray, quota: np.ndarray) -> np.ndarray:

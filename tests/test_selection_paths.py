@@ -120,9 +120,11 @@ def _planner_with_collected(images, rows, counts, row_starts):
                                      counts=np.array([counts]), sizes=np.array([len(images)]),
                                      key_dtype=np.dtype(np.float32))
     planner = selection.SelectionPlanner(tasks, np.asarray(row_starts))
-    piece = {"task": np.zeros(len(images), np.intp), "image": np.asarray(images, np.uint64),
-             "row": np.asarray(rows, np.int64), "tie_counts": np.zeros(0, np.int64)}
-    return planner.finish(np.array([0]), np.zeros(0, np.intp), [piece])
+    partition = np.searchsorted(row_starts, rows, side="right") - 1
+    pieces = [{"task": np.zeros(np.count_nonzero(partition == p), np.intp),
+               "image": np.asarray(images, np.uint64)[partition == p], "tie_counts": np.zeros(0, np.int64)}
+              for p in range(len(row_starts))]
+    return planner.finish(np.array([0]), np.zeros(0, np.intp), pieces)
 
 
 def test_a_cut_between_values_selects_up_to_the_value():
