@@ -138,6 +138,24 @@ def test_a_cut_inside_a_tie_keeps_its_quota_in_row_order():
     np.testing.assert_array_equal(cutoffs.quota[0], [1, 0])    # the first 7 (row 1, partition 0)
 
 
+def test_a_tie_spread_over_partitions_fills_the_first_ones_first():
+    cutoffs = _planner_with_collected(images=[7, 3, 7, 7, 7, 9], rows=[0, 1, 2, 3, 4, 5], counts=4,
+                                      row_starts=[0, 1, 3, 5])
+    assert cutoffs.image[0] == 7
+    np.testing.assert_array_equal(cutoffs.quota[0], [1, 1, 1, 0])   # 3 of the four 7s, in row order
+
+
+@pytest.mark.parametrize("width", [20, 64])   # packed words; too wide to pack: lexicographic sort
+def test_collected_candidates_sort_by_task_then_offset(width):
+    rng = np.random.default_rng(width)
+    rank = rng.integers(0, 300, 5_000)
+    offsets = rng.integers(0, 1 << min(width, 63), 5_000, dtype=np.uint64) << np.uint64(max(width - 63, 0))
+    sorted_rank, sorted_offsets = selection._sort_candidates(rank, offsets, width)
+    order = np.lexsort((offsets, rank))
+    np.testing.assert_array_equal(sorted_rank, rank[order])
+    np.testing.assert_array_equal(sorted_offsets, offsets[order])
+
+
 @pytest.mark.parametrize("parts", [1, 3])
 def test_many_class_joint_pass_in_row_major_blocks(monkeypatch, parts):
     """K >= ROW_MAJOR_K on the host: argmax and confident guesses by row-major blocks, with NaN rows,
