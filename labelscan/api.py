@@ -8,6 +8,7 @@ import pandas as pd
 
 from labelscan import config
 from labelscan.io.commit import read_manifest
+from labelscan.io.locations import checked_locations
 from labelscan.io.redact import redact_url, scrubbed
 from labelscan.options import ScanOptions
 from labelscan.multilabel_scan import run_multilabel_scan
@@ -124,7 +125,7 @@ def scan(input_path, out_path, *, label_column="label", pred_probs_column="pred_
     overwrite : bool
         Replace another scan's outputs at ``out_path``.
     resume : bool
-        Keep the mask and issues parts that an interrupted (or finished) run of the same scan
+        Keep the mask, issues and rejected parts that an interrupted (or finished) run of the same scan
         (same configuration and input) already wrote, instead of writing them again; every
         other part is recomputed. The passes before the write run in full either way (the
         ranking needs every partition). See ``docs/storage.md``.
@@ -134,7 +135,7 @@ def scan(input_path, out_path, *, label_column="label", pred_probs_column="pred_
     retries : int, optional
         Retries of each task (worker loss). Default: the ``labelscan.retries`` setting (2).
     issues_per_part : int, optional
-        Rows per ranked issues part. Default: the ``labelscan.issues-per-part`` setting (1,000,000).
+        Rows per ranked issues part. Default: the ``labelscan.issues-per-part`` setting (4,000,000).
     progress : callable(stage, seconds), optional
         Called when each stage finishes.
     tie_break : {"stable", "numpy"}
@@ -178,6 +179,7 @@ def scan(input_path, out_path, *, label_column="label", pred_probs_column="pred_
         tie_break=tie_break)
     urls = [out_path, *([input_path] if isinstance(input_path, str) else list(input_path))]
     with scrubbed(storage_options, urls):   # no credential in a log line or an exception message
+        input_path = checked_locations(input_path, out_path)
         run = run_multilabel_scan if multi_label else run_scan
         summary = run(input_path, out_path, options=options, label_column=label_column,
                            pred_probs_column=pred_probs_column, id_column=id_column,

@@ -100,11 +100,12 @@ def _outcomes(runner, analysis):
                       analysis.requests, analysis.family_keys)
 
 
-def find_label_issues(labels, pred_probs, filter_by="prune_by_noise_rate", frac_noise=1.0,
-                      num_to_remove_per_class=None, min_examples_per_class=1, confident_joint=None,
-                      return_indices_ranked_by=None, rank_by_kwargs=None, n_jobs=None, *, multi_label=False,
-                      num_partitions=1, tie_break="stable", backend="numpy"):
-    """Find label issues in in-memory arrays: cleanlab 2.9's ``filter.find_label_issues``.
+def find_label_issues(labels, pred_probs, *, return_indices_ranked_by=None, rank_by_kwargs=None,
+                      filter_by="prune_by_noise_rate", frac_noise=1.0, num_to_remove_per_class=None,
+                      min_examples_per_class=1, confident_joint=None, n_jobs=None, verbose=False,
+                      multi_label=False, num_partitions=1, tie_break="stable", backend="numpy"):
+    """Find label issues in in-memory arrays: cleanlab 2.9's ``filter.find_label_issues``, with
+    its signature (every argument after ``pred_probs`` keyword-only) and three more keywords.
 
     Parameters
     ----------
@@ -119,6 +120,11 @@ def find_label_issues(labels, pred_probs, filter_by="prune_by_noise_rate", frac_
         ``{"adjust_pred_probs": bool}``.
     n_jobs : int, optional
         Accepted for compatibility; results never depend on it.
+    verbose : bool
+        Accepted for compatibility; labelscan prints nothing here.
+    multi_label : bool
+        ``labels`` is a list of lists of class indices: cleanlab's multi-label answer
+        (:func:`labelscan.multilabel.find_label_issues`).
     num_partitions : int
         Cut the rows into this many uneven partitions (exercises the distributed plan).
     tie_break : {"stable", "numpy"}
@@ -131,9 +137,6 @@ def find_label_issues(labels, pred_probs, filter_by="prune_by_noise_rate", frac_
     -------
     numpy.ndarray
         Boolean mask, shape (N,), or int64 indices of the issues ranked by the score.
-
-    With ``multi_label=True`` (labels a list of lists of class indices) the answer is cleanlab's
-    multi-label one: see :func:`labelscan.multilabel.find_label_issues`.
     """
     if multi_label:
         from labelscan.multilabel import find_label_issues_validated

@@ -413,6 +413,7 @@ def run_multilabel_scan(input_path, out_path, *, options: ScanOptions, label_col
         commit = OutputCommit(out_path, storage_options=storage_options, overwrite=overwrite,
                               config_hash=scan.config_hash(options, columns), input_fingerprint=plan.fingerprint,
                               track_progress=True, resume=resume, layout=layout_hash(plan, issues_per_part))
+        commit.check()   # a destination begin() would refuse fails the scan before any pass
         reader = plan.reader()
         sources = [MultiLabelParquetSource(reader, spec) for spec in plan.partitions]
         row_starts = np.asarray([spec.row_start for spec in plan.partitions], dtype=np.int64)

@@ -260,6 +260,7 @@ def run_scan(input_path, out_path, *, options: ScanOptions, label_column="label"
                               config_hash=config_hash(options, columns), input_fingerprint=plan.fingerprint,
                               track_progress=True, resume=resume,
                               layout=_layout(plan, issues_per_part, backend, [row_sum_tolerance, on_bad_rows]))
+        commit.check()   # a destination begin() would refuse fails the scan before any pass
         reader = plan.reader()   # not the whole plan in every task: it grows with the number of files
         sources = [ParquetSource(reader, spec, backend, row_sum_tolerance, on_bad_rows) for spec in plan.partitions]
         row_starts = np.asarray([spec.row_start for spec in plan.partitions], dtype=np.int64)

@@ -7,7 +7,7 @@ CliRunner, reaching a real ``LocalCluster`` of worker processes with ``--schedul
 - print one ``error:`` line naming the file and, for row-level problems, the row group, the
   row, its global row and how many rows are affected;
 - leave the destination untouched: absent stays absent, and a destination holding a previous
-  scan's outputs and an unrelated file keeps every byte.
+  scan's outputs and an unrelated file keeps every byte, ``--overwrite`` given.
 
 A bad partition is read once: input errors travel back as values from the first pass, so
 Dask's ``retries`` do not read it again.
@@ -92,7 +92,9 @@ def test_bad_input_is_refused_and_destination_untouched(name, tmp_path, cluster,
         shutil.copytree(previous_scan, out)
     before = digests(out)
 
-    result = scan_cli(data, out, cluster[0], *case.args)
+    # --overwrite: the previous scan is another scan's, which would be refused before any pass
+    overwrite = ["--overwrite"] if destination == "previous" else []
+    result = scan_cli(data, out, cluster[0], *case.args, *overwrite)
 
     output = result.output
     assert result.exit_code == case.exit_code, output
@@ -218,9 +220,9 @@ def test_row_sum_tolerance_allows_storage_rounding(dtype, num_classes):
 
 def test_usage_errors_of_the_api(tmp_path):
     with pytest.raises(UsageError, match="on_bad_rows must be one of"):
-        labelscan.scan(str(tmp_path), str(tmp_path / "out"), on_bad_rows="drop")
+        labelscan.scan(str(tmp_path / "in"), str(tmp_path / "out"), on_bad_rows="drop")
     with pytest.raises(UsageError, match="row_sum_tolerance must be >= 0"):
-        labelscan.scan(str(tmp_path), str(tmp_path / "out"), row_sum_tolerance=-1)
+        labelscan.scan(str(tmp_path / "in"), str(tmp_path / "out"), row_sum_tolerance=-1)
     assert not (tmp_path / "out").exists()
 
 

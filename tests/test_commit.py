@@ -183,6 +183,23 @@ def test_begin_clears_unfinished_leftovers(out_url):
     assert listing(out_url) == []
 
 
+def test_begin_leaves_other_files_inside_output_folders(out_url):
+    run_scan(out_url)
+    put(out_url, "issues/keep.txt", b"mine")
+    put(out_url, "statistics/notes.parquet.bak", b"mine")
+    put(out_url, "mask/part-00004.parquet.tmp-" + "a" * 32, b"staging")
+    make_commit(out_url, config_hash="c2", overwrite=True).begin()
+    assert listing(out_url) == ["issues/keep.txt", "statistics/notes.parquet.bak"]
+
+
+def test_writing_to_a_local_directory_path_is_refused(tmp_path):
+    (tmp_path / "summary.json").mkdir()
+    with pytest.raises(DestinationError, match="is a directory"):
+        make_commit(str(tmp_path)).write_json("summary.json", {})
+    assert [path.name for path in tmp_path.iterdir()] == ["summary.json"]
+    assert list((tmp_path / "summary.json").iterdir()) == []
+
+
 def test_begin_on_absent_destination(tmp_path):
     make_commit(str(tmp_path / "new" / "out")).begin()
     run_scan(str(tmp_path / "new" / "out"))

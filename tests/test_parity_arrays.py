@@ -611,3 +611,22 @@ def test_vs_stock_cleanlab_only_ties_differ(case):
             s = oracle.oracle_scores(labels, P)
             fail += [f"{case} {f} ranking: {p}" for p in oracle.rank_tie_only_problems(s, rg, rs)]
     _report(fail)
+
+
+def test_signature_is_cleanlabs():
+    """Every parameter of cleanlab 2.9's find_label_issues, with its kind and default."""
+    import inspect
+
+    import cleanlab.filter
+
+    import labelscan
+
+    ours = inspect.signature(labelscan.find_label_issues).parameters
+    for name, theirs in inspect.signature(cleanlab.filter.find_label_issues).parameters.items():
+        assert name in ours, name
+        assert (ours[name].kind, ours[name].default) == (theirs.kind, theirs.default), name
+    rng = np.random.default_rng(0)
+    pred_probs = rng.dirichlet(np.ones(3), 200)
+    labels = rng.integers(0, 3, 200)
+    np.testing.assert_array_equal(labelscan.find_label_issues(labels, pred_probs, verbose=True, n_jobs=2),
+                                  labelscan.find_label_issues(labels, pred_probs))

@@ -31,8 +31,11 @@ fingerprint's ``sha256`` recorded in its ``_SUCCESS`` (key
 
 import hashlib
 import json
+import posixpath
+import re
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 
 from labelscan.errors import DestinationError, InputError, UsageError
 from labelscan.io.atomic import json_bytes, parquet_bytes, put_bytes
@@ -44,6 +47,9 @@ OUTPUT_NAMES = ("issues", "mask", "rejected", "statistics", SUMMARY_NAME, "repor
 PROGRESS_NAME = "_progress"
 RESUMABLE_FOLDERS = ("mask", "issues", "rejected")
 MANIFEST_KEYS = ("files", "config_hash", "input_fingerprint")
+OWN_FILE_NAME = re.compile(r"(part-\d{5,}|[a-z_]+)\.parquet(\.tmp-[0-9a-f]{32})?")
+"""Names of the files labelscan writes in its output folders (``part-00003.parquet``,
+``statistics/joint.parquet``) and of their staging copies (:func:`~labelscan.io.atomic.put_bytes`)."""
 
 
 class _Destination:
@@ -139,7 +145,8 @@ class OutputCommit(_Destination):
         Outputs of an earlier run of the same scan (same ``config_hash`` and input
         fingerprint) or of an unfinished, unidentified run are replaced silently;
         another scan's need ``overwrite``. Files that are not labelscan outputs
-        are left alone. With ``resume``, the parts of a run of the same scan that
+        are left alone, inside its output folders too (only names matching
+        :data:`OWN_FILE_NAME` are removed there). With ``resume``, the parts of a run of the same scan that
         have a matching progress entry (or manifest entry) are kept, see
         :meth:`_prepare_resume`.
 
@@ -148,19 +155,61 @@ class OutputCommit(_Destination):
         DestinationError
             The destination holds another scan's outputs and ``overwrite`` is False.
         """
-        previous = self._previous_identity()
-        if previous not in (None, self._identity) and not self.overwrite:
-            raise DestinationError(
-                f"{self.urlpath} holds the outputs of another scan (config_hash "
-                f"{previous[0]}, input sha256 {previous[1]}); choose another destination or "
-                f"overwrite it")
+        previous = self.check()
         if self.resume and previous in (None, self._identity):
             self._prepare_resume()
             return
         fs = self.fs
-        for name in (SUCCESS_NAME, *OUTPUT_NAMES, PROGRESS_NAME):
-            if fs.exists(self.path(name)):
-                fs.rm(self.path(name), recursive=True)
+        if fs.exists(self.path(SUCCESS_NAME)):
+            fs.rm(self.path(SUCCESS_NAME))
+        if fs.exists(self.path(PROGRESS_NAME)):
+            fs.rm(self.path(PROGRESS_NAME), recursive=True)
+        self._remove_own_outputs(OUTPUT_NAMES)
+
+    def _own_files(self, folder) -> list:
+        """labelscan's files under the destination's ``folder`` (others are left alone)."""
+        if not self.fs.isdir(self.path(folder)):
+            return []
+        return [path for path in self.fs.find(self.path(folder))
+                if OWN_FILE_NAME.fullmatch(posixpath.basename(path))]
+
+    def _remove_own_outputs(self, names) -> None:
+        """Remove the output files ``names`` and labelscan's files under the output folders
+        among them, then those folders where they are left empty (local filesystems)."""
+        fs = self.fs
+        doomed = [self.path(name) for name in names if fs.isfile(self.path(name))]
+        folders = [name for name in names if fs.isdir(self.path(name))]
+        doomed += [path for folder in folders for path in self._own_files(folder)]
+        if doomed:
+            fs.rm(doomed)
+        if isinstance(fs, LocalFileSystem):   # object stores have no empty folders
+            for folder in folders:
+                if not fs.find(self.path(folder), withdirs=True):
+                    fs.rmdir(self.path(folder))
+
+    def check(self):
+        """Refuse a destination :meth:`begin` would refuse, without changing anything there
+        (scans call it before their first pass, and :meth:`begin` again before writing).
+
+        Returns
+        -------
+        tuple or None
+            The identity of the scan whose outputs are there, if any.
+
+        Raises
+        ------
+        DestinationError
+            The destination is a file, or holds another scan's outputs and ``overwrite`` is False.
+        """
+        if self.fs.isfile(self.path("").rstrip("/")):
+            raise DestinationError(f"{redact_url(self.urlpath)} is a file: the destination must be a folder")
+        previous = self._previous_identity()
+        if previous not in (None, self._identity) and not self.overwrite:
+            raise DestinationError(
+                f"{redact_url(self.urlpath)} holds the outputs of another scan (config_hash "
+                f"{previous[0]}, input sha256 {previous[1]}); choose another destination or "
+                f"overwrite it")
+        return previous
 
     def _previous_identity(self):
         for name in (SUCCESS_NAME, SUMMARY_NAME):
@@ -177,28 +226,22 @@ class OutputCommit(_Destination):
 
         A part is kept when its progress entry (or, for a finished run, its manifest
         entry) names this scan's ``config_hash`` and input sha256 and the object
-        exists with the recorded size. Every other object under ``mask/``, ``rejected/`` and
-        ``issues/`` (staging files included) and every other progress entry is
+        exists with the recorded size. Every other labelscan part under ``mask/``, ``rejected/``
+        and ``issues/`` (staging files included) and every other progress entry is
         removed, after the stale ``_SUCCESS``, so nothing of another run survives.
         """
         fs = self.fs
         finished = self.read_json(SUCCESS_NAME)
         if fs.exists(self.path(SUCCESS_NAME)):
             fs.rm(self.path(SUCCESS_NAME))
-        for name in (SUMMARY_NAME, "statistics", "report.html"):
-            if fs.exists(self.path(name)):
-                fs.rm(self.path(name), recursive=True)
+        self._remove_own_outputs((SUMMARY_NAME, "statistics", "report.html"))
         entries = self._read_progress()
         if (finished is not None and _scan_identity(finished) == self._identity
                 and finished.get("layout") == self.layout):
             for entry in finished.get("files", []):
                 if entry["path"].split("/", 1)[0] in RESUMABLE_FOLDERS:
                     entries.setdefault(entry["path"], self._progress_record(entry))
-        sizes = {}
-        for folder in RESUMABLE_FOLDERS:
-            if fs.exists(self.path(folder)):
-                for path, info in fs.find(self.path(folder), detail=True).items():
-                    sizes[self._relpath(path)] = info["size"]
+        sizes = {self._relpath(path): fs.size(path) for folder in RESUMABLE_FOLDERS for path in self._own_files(folder)}
         keep = {relpath: record for relpath, record in entries.items()
                 if self._matches(record, relpath) and sizes.get(relpath) == record["bytes"]}
         stale_objects = [self.path(relpath) for relpath in sizes if relpath not in keep]
