@@ -6,16 +6,19 @@ Dask setting: environment variables (``DASK_LABELSCAN__RETRIES=5``), a YAML file
 ``~/.config/dask/`` or ``$DASK_CONFIG``, or ``dask.config.set({"labelscan.retries": 5})``.
 An explicit argument always wins over the configuration.
 
-=============================  =======  ==============================================
-key                            default  meaning
-=============================  =======  ==============================================
-``labelscan.retries``          2        retries of each task (worker loss)
-``labelscan.rows-per-partition`` null   rows per partition (null: ≈ 64 MiB of predictions)
-``labelscan.cache``            auto     keep decoded partitions in worker memory
-``labelscan.issues-per-part``  1000000  target rows per ranked issues part
-``labelscan.timeout``          null     wall-clock limit of ``labelscan run`` jobs
-``labelscan.report.*``         …        ``report.html``: top issues, classes, bins
-=============================  =======  ==============================================
+=====================================  =======  ==============================================
+key                                    default  meaning
+=====================================  =======  ==============================================
+``labelscan.retries``                  2        retries of each task (worker loss)
+``labelscan.rows-per-partition``       null     rows per partition (null: ≈ 64 MiB of predictions)
+``labelscan.cache``                    auto     keep decoded partitions in worker memory
+``labelscan.issues-per-part``          4000000  target rows per ranked issues part
+``labelscan.timeout``                  null     wall-clock limit of ``labelscan run`` jobs
+``labelscan.report.top-issues``        50       ``report.html``: issues in the top-issues table
+``labelscan.report.max-classes``       40       ``report.html``: classes shown in the plots
+``labelscan.report.histogram-bins``    20       ``report.html``: bins of the label-quality histograms
+``labelscan.report.top-pairs``         20       ``report.html``: overlapping class pairs shown
+=====================================  =======  ==============================================
 """
 
 from __future__ import annotations

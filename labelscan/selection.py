@@ -708,7 +708,8 @@ class SelectionPlanner:
         if not len(collect):
             return
         rank = np.searchsorted(collect, np.concatenate([piece["task"] for piece in pieces]))
-        offsets = np.concatenate([piece["image"] for piece in pieces]).astype(np.uint64) - self.intervals.lo[collect][rank]
+        images = np.concatenate([piece["image"] for piece in pieces]).astype(np.uint64)
+        offsets = images - self.intervals.lo[collect][rank]
         partition = np.repeat(np.arange(len(pieces)), [len(piece["task"]) for piece in pieces])
         sorted_rank, sorted_offsets = _sort_candidates(rank, offsets, int(self.intervals.width[collect].max()))
         task_starts = np.searchsorted(sorted_rank, np.arange(len(collect)))

@@ -187,9 +187,19 @@ def test_begin_leaves_other_files_inside_output_folders(out_url):
     run_scan(out_url)
     put(out_url, "issues/keep.txt", b"mine")
     put(out_url, "statistics/notes.parquet.bak", b"mine")
+    put(out_url, "statistics/keep.parquet", b"mine")
     put(out_url, "mask/part-00004.parquet.tmp-" + "a" * 32, b"staging")
     make_commit(out_url, config_hash="c2", overwrite=True).begin()
-    assert listing(out_url) == ["issues/keep.txt", "statistics/notes.parquet.bak"]
+    assert listing(out_url) == ["issues/keep.txt", "statistics/keep.parquet", "statistics/notes.parquet.bak"]
+
+
+def test_own_statistics_names_are_the_matrices_a_wide_scan_writes():
+    from labelscan.plan import NoiseStatistics
+
+    matrices = [name for name, field in NoiseStatistics.__dataclass_fields__.items()
+                if "np.ndarray" in str(field.type) and name not in ("label_counts", "confident_thresholds", "py")]
+    assert all(commit_module.OWN_FILE_NAMES["statistics"].fullmatch(f"{name}.parquet") for name in matrices)
+    assert not commit_module.OWN_FILE_NAMES["statistics"].fullmatch("keep.parquet")
 
 
 def test_writing_to_a_local_directory_path_is_refused(tmp_path):

@@ -47,9 +47,14 @@ OUTPUT_NAMES = ("issues", "mask", "rejected", "statistics", SUMMARY_NAME, "repor
 PROGRESS_NAME = "_progress"
 RESUMABLE_FOLDERS = ("mask", "issues", "rejected")
 MANIFEST_KEYS = ("files", "config_hash", "input_fingerprint")
-OWN_FILE_NAME = re.compile(r"(part-\d{5,}|[a-z_]+)\.parquet(\.tmp-[0-9a-f]{32})?")
-"""Names of the files labelscan writes in its output folders (``part-00003.parquet``,
-``statistics/joint.parquet``) and of their staging copies (:func:`~labelscan.io.atomic.put_bytes`)."""
+_PART = r"part-\d{5,}"
+_STAGING = r"(\.tmp-[0-9a-f]{32})?"   # :func:`labelscan.io.atomic.put_bytes`'s staging copies
+OWN_FILE_NAMES = {
+    folder: re.compile(rf"{stem}\.parquet{_STAGING}")
+    for folder, stem in [("issues", _PART), ("mask", _PART), ("rejected", _PART),
+                         ("statistics", "(confident_joint|calibrated_confident_joint|joint|noise_matrix|"
+                                        "inverse_noise_matrix|prune_counts)")]}
+"""Per output folder, the names of the files labelscan writes there (and their staging copies)."""
 
 
 class _Destination:
@@ -146,9 +151,9 @@ class OutputCommit(_Destination):
         fingerprint) or of an unfinished, unidentified run are replaced silently;
         another scan's need ``overwrite``. Files that are not labelscan outputs
         are left alone, inside its output folders too (only names matching
-        :data:`OWN_FILE_NAME` are removed there). With ``resume``, the parts of a run of the same scan that
-        have a matching progress entry (or manifest entry) are kept, see
-        :meth:`_prepare_resume`.
+        :data:`OWN_FILE_NAMES` are removed there). With ``resume``, the parts of a run
+        of the same scan that have a matching progress entry (or manifest entry) are
+        kept, see :meth:`_prepare_resume`.
 
         Raises
         ------
@@ -170,8 +175,9 @@ class OutputCommit(_Destination):
         """labelscan's files under the destination's ``folder`` (others are left alone)."""
         if not self.fs.isdir(self.path(folder)):
             return []
-        return [path for path in self.fs.find(self.path(folder))
-                if OWN_FILE_NAME.fullmatch(posixpath.basename(path))]
+        own = OWN_FILE_NAMES[folder]
+        return [path for path in self.fs.find(self.path(folder)) if own.fullmatch(posixpath.relpath(
+            path, self.path(folder)))]
 
     def _remove_own_outputs(self, names) -> None:
         """Remove the output files ``names`` and labelscan's files under the output folders
