@@ -11,8 +11,10 @@
 
 Exit codes: 0 success; 2 usage (bad options, or a destination holding another scan);
 3 bad input (data, or an unfinished or corrupt scan); 4 infrastructure (storage, network,
-cluster); 1 an unexpected internal error (a bug: the traceback is printed). Errors print one
-``error: <message>`` line on stderr. Progress goes to stderr, results to stdout.
+cluster); 141 (128 + SIGPIPE, as Unix tools) when stdout's reader left early
+(``labelscan report OUT | head``), without a message; 1 an unexpected internal error (a bug:
+the traceback is printed). Errors print one ``error: <message>`` line on stderr. Progress goes
+to stderr, results to stdout.
 """
 
 from __future__ import annotations
@@ -22,40 +24,87 @@ import importlib.util
 import json
 import logging
 import math
+import os
 import re
+import select
+import sys
 import time
 
 import click
 
 from labelscan import __version__
-from labelscan.errors import EXIT_INFRASTRUCTURE, LabelscanError
+from labelscan.errors import EXIT_INFRASTRUCTURE, DestinationError, LabelscanError, UsageError
 from labelscan.io.redact import redact_url
 from labelscan.options import FILTERS, RANK_METHODS
 
 CACHE_CHOICES = {"auto": "auto", "on": True, "off": False}
 MAX_CLASSES_LISTED = 20
 _INT = re.compile(r"[+-]?\d+")
+EXIT_STDOUT_CLOSED = 128 + 13
+"""Exit code when stdout's reader left early: that of a Unix tool killed by SIGPIPE (13)."""
+NETWORK_MODULES = ("botocore.", "aiobotocore.", "aiohttp.")
+"""Modules of optional storage clients whose exceptions are storage or network failures."""
+COMMIT_OVERWRITE_HINT = "overwrite it"
+"""How :class:`~labelscan.io.commit.OutputCommit` ends its refusal of another scan's destination."""
 
 
 class _Group(click.Group):
     """A click group that turns labelscan's errors into ``error: ...`` and their exit codes."""
 
     def invoke(self, ctx):
-        try:
+        with command_errors():
             return super().invoke(ctx)
-        except LabelscanError as error:
-            _fail(ctx, str(error), error.exit_code)
-        except Exception as error:
-            if not _is_infrastructure(error):
-                raise  # a bug: let the traceback show
-            _fail(ctx, f"{type(error).__name__}: {error}" if str(error) else type(error).__name__,
-                  EXIT_INFRASTRUCTURE)
+
+
+@contextlib.contextmanager
+def command_errors():
+    """Report an escaping error the way the command line does, and exit with its code.
+
+    labelscan's errors and infrastructure failures (:func:`_is_infrastructure`) print one
+    ``error: <message>`` line on stderr and exit with their code (module docstring); a
+    closed stdout ends the process quietly (:func:`_exit_stdout_closed`). Any other
+    exception is a bug: it propagates with its traceback.
+
+    Raises
+    ------
+    SystemExit
+        With the error's exit code.
+    """
+    try:
+        yield
+    except LabelscanError as error:
+        _fail(str(error), error.exit_code)
+    except Exception as error:
+        if isinstance(error, BrokenPipeError) and _stdout_closed():
+            _exit_stdout_closed()
+        if not _is_infrastructure(error):
+            raise  # a bug: let the traceback show
+        _fail(f"{type(error).__name__}: {error}" if str(error) else type(error).__name__, EXIT_INFRASTRUCTURE)
 
 
 def _is_infrastructure(error: Exception) -> bool:
-    """Storage, network or cluster failures: OSError (timeouts, lost connections included), and
-    Dask's KilledWorker (a task's workers kept dying) or FutureCancelledError."""
+    """Whether ``error``, or an exception it was raised from or while handling, is a storage,
+    network or cluster failure (:func:`_is_infrastructure_failure`)."""
+    return any(_is_infrastructure_failure(link) for link in _exception_chain(error))
+
+
+def _exception_chain(error: BaseException):
+    """Yield ``error``, then its ``__cause__`` or ``__context__``, and so on, as a traceback shows them."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+
+
+def _is_infrastructure_failure(error: BaseException) -> bool:
+    """OSError (timeouts, lost connections included); an exception of the optional storage
+    clients (:data:`NETWORK_MODULES`: botocore, aiobotocore, aiohttp; matched by the modules of
+    its classes, so none of them is imported); Dask's KilledWorker (a task's workers kept
+    dying) or FutureCancelledError."""
     if isinstance(error, OSError):
+        return True
+    if any(cls.__module__.startswith(NETWORK_MODULES) for cls in type(error).__mro__):
         return True
     try:
         from distributed.client import FutureCancelledError
@@ -65,9 +114,38 @@ def _is_infrastructure(error: Exception) -> bool:
     return isinstance(error, (KilledWorker, FutureCancelledError))
 
 
-def _fail(ctx, message, code):
+def _fail(message, code):
     click.echo(f"error: {message}", err=True)
-    ctx.exit(code)
+    sys.exit(code)
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader has left (``labelscan report OUT | head``)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no file descriptor (tests), or no poll()
+        return False
+
+
+def _exit_stdout_closed():
+    """Exit with :data:`EXIT_STDOUT_CLOSED`, stdout pointed at devnull so that flushing it at
+    exit does not fail again (the "Note on SIGPIPE" of Python's ``signal`` docs)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(EXIT_STDOUT_CLOSED)
+
+
+def exit_code(error) -> int:
+    """The exit code the command line gives ``error`` (see the module docstring)."""
+    if isinstance(error, LabelscanError):
+        return error.exit_code
+    if isinstance(error, click.exceptions.Exit):
+        return error.exit_code
+    if isinstance(error, click.ClickException):
+        return error.exit_code
+    return EXIT_INFRASTRUCTURE if _is_infrastructure(error) else 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,13 +257,105 @@ def _int_list(ctx, param, value):
         raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
 
 
-def _name_list(ctx, param, value):
+def _class_names(ctx, param, value):
+    """``--class-names``: ``A,B,...`` or ``@FILE`` (a local text file, one name per line)."""
     if value is None:
         return None
-    names = [name.strip() for name in value.split(",")]
-    if any(not name for name in names):
+    if value.startswith("@"):
+        try:
+            with open(value[1:], encoding="utf-8") as handle:
+                names = [line.strip() for line in handle.read().splitlines()]
+        except OSError as error:
+            raise click.BadParameter(f"cannot read {value[1:]} ({error.strerror or error})") from None
+    else:
+        names = [name.strip() for name in value.split(",")]
+    if not names or any(not name for name in names):
         raise click.BadParameter(f"empty class name in {value!r}")
     return names
+
+
+def _distinct_names(ctx, param, values):
+    """A repeatable name option whose names must differ."""
+    repeated = sorted({name for name in values if values.count(name) > 1})
+    if repeated:
+        raise click.BadParameter(f"{', '.join(map(repr, repeated))} given more than once")
+    return values
+
+
+def _scheduler_address(ctx, param, value):
+    """``--scheduler``: an existing scheduler file, or an address (a tcp/tls one with a numeric port)."""
+    if value is None or os.path.exists(value):
+        return value
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    scheme, location = parse_address(value)
+    if scheme not in ("tcp", "tls"):
+        return value
+    try:
+        parse_host_port(location)
+    except ValueError:
+        if "://" not in value and (value.endswith(".json") or os.sep in value):
+            raise click.BadParameter(f"scheduler file {value} does not exist") from None
+        raise click.BadParameter(f"{value!r} is neither a scheduler file nor an address like "
+                                 f"tcp://HOST:PORT") from None
+    return value
+
+
+def _check_report_path(path):
+    """Refuse a performance report path that cannot be written, before anything runs.
+
+    Its folder is made if missing (as writing the report would make it).
+
+    Raises
+    ------
+    UsageError
+        ``path`` is a directory, or its folder cannot be made or written to.
+    """
+    if os.path.isdir(path):
+        raise UsageError(f"performance report {path} is a directory: give a file path (FILE.html)")
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"performance report {path}: cannot make its folder {folder} "
+                         f"({error.strerror or error})") from None
+    if not os.access(path if os.path.exists(path) else folder, os.W_OK):
+        raise UsageError(f"performance report {path}: {folder} is not writable")
+
+
+@contextlib.contextmanager
+def _naming_overwrite_option(option):
+    """Reword a refused destination's ``... or overwrite it`` to name ``option``, the command's way
+    to overwrite it."""
+    try:
+        yield
+    except DestinationError as error:
+        message = str(error)
+        if not message.endswith(COMMIT_OVERWRITE_HINT):
+            raise
+        raise DestinationError(f"{message.removesuffix(COMMIT_OVERWRITE_HINT)}give {option} to replace "
+                               f"its outputs") from None
+
+
+def load_job_logged(job_path, overrides, log_format, command):
+    """:func:`labelscan.jobs.load_job`; with JSON logs an invalid job file is also logged as an
+    ``error`` event (its ``job`` is the file name: the file's own ``name`` may be unreadable).
+
+    Returns
+    -------
+    labelscan.jobs.Job
+
+    Raises
+    ------
+    JobError
+        The job file is invalid.
+    """
+    from labelscan.jobs import load_job
+    from labelscan.progress import Observer
+
+    file_name = os.path.splitext(os.path.basename(job_path))[0]
+    with Observer(True, log_format, command=command, job=file_name).errors(exit_code):
+        return load_job(job_path, overrides)
 
 
 def _storage_option_flags(command):
@@ -194,6 +364,11 @@ def _storage_option_flags(command):
     return click.option("--storage-option", "storage_option_pairs", multiple=True, metavar="KEY=VALUE",
                         help="fsspec storage option, repeatable; dotted keys nest; true/false and "
                              "integers are converted.")(command)
+
+
+_scheduler_option = click.option("--scheduler", metavar="ADDRESS|FILE", callback=_scheduler_address,
+                                 help="Dask scheduler address (tcp://HOST:PORT) or scheduler file.")
+CLASS_NAMES_METAVAR = "A,B,...|@FILE"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,17 +437,6 @@ def _scan_cluster(workers, scheduler, observer, backend="auto"):
         observer.cluster(client, "local CUDA cluster" if gpu else "local cluster", True,
                          time.perf_counter() - started, _dashboard_link(client))
         yield client
-
-
-def _exit_code(error) -> int:
-    """The exit code the command line gives ``error`` (see the module docstring)."""
-    if isinstance(error, LabelscanError):
-        return error.exit_code
-    if isinstance(error, click.exceptions.Exit):
-        return error.exit_code
-    if isinstance(error, click.ClickException):
-        return error.exit_code
-    return EXIT_INFRASTRUCTURE if _is_infrastructure(error) else 1
 
 
 def _observability_flags(command):
@@ -401,10 +565,14 @@ def demo(rows, classes, noise_rate, seed, out, workers, quiet, as_json):
 @click.argument("input_path", metavar="IN")
 @click.argument("out_path", metavar="OUT")
 @click.option("--label-column", default="label", show_default=True, help="Integer given-label column.")
-@click.option("--pred-probs-column", multiple=True, metavar="NAME",
+@click.option("--pred-probs-column", multiple=True, metavar="NAME", callback=_distinct_names,
               help="A list column, or a column-name prefix; repeat to name K float columns in class "
                    "order [default: pred_probs].")
 @click.option("--id-column", metavar="NAME", help="Column carried into the outputs.")
+@click.option("--class-names", callback=_class_names, metavar=CLASS_NAMES_METAVAR,
+              help="K class names for summary.json and the report, comma-separated or @FILE (a local "
+                   "text file, one name per line, for names holding commas) [default: those in the "
+                   "parquet metadata].")
 @click.option("--multi-label", is_flag=True,
               help="The label column holds each row's class indices (list<int>) or a K-wide 0/1 vector: "
                    "cleanlab's multi-label answer (one-vs-rest per class; CPU).")
@@ -415,12 +583,15 @@ def demo(rows, classes, noise_rate, seed, out, workers, quiet, as_json):
 @click.option("--min-examples-per-class", type=click.IntRange(min=0), default=1, show_default=True)
 @click.option("--rank-by", type=click.Choice(RANK_METHODS), default="self_confidence", show_default=True)
 @click.option("--adjust-pred-probs", is_flag=True, help="Subtract the confident thresholds before scoring.")
-@click.option("--scheduler", metavar="ADDRESS|FILE", help="Dask scheduler address or scheduler file.")
+@_scheduler_option
 @click.option("--workers", type=click.IntRange(min=1),
               help="Start a local cluster of N worker processes [default: 1 using every core].")
 @_storage_option_flags
 @click.option("--rows-per-partition", type=click.IntRange(min=1),
               help="Rows per partition (whole row groups) [default: about 64 MiB of predictions].")
+@click.option("--issues-per-part", type=click.IntRange(min=1), metavar="ROWS",
+              help="Rows per ranked issues part (issues/part-NNNNN.parquet) [default: config "
+                   "labelscan.issues-per-part].")
 @click.option("--overwrite", is_flag=True, help="Replace another scan's outputs at OUT.")
 @click.option("--resume", is_flag=True,
               help="Keep the parts an interrupted run of the same scan already wrote to OUT "
@@ -449,11 +620,11 @@ def demo(rows, classes, noise_rate, seed, out, workers, quiet, as_json):
 @click.option("--quiet", "-q", is_flag=True, help="No progress; print one result line.")
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json instead of tables.")
 @_observability_flags
-def scan(input_path, out_path, label_column, pred_probs_column, id_column, multi_label, filter_by, frac_noise,
-         num_to_remove_per_class, min_examples_per_class, rank_by, adjust_pred_probs, scheduler, workers,
-         storage_option_pairs, endpoint_url, rows_per_partition, overwrite, resume, cache, retries, backend,
-         gpu, tie_break, row_sum_tolerance, on_bad_rows, top, quiet, as_json, performance_report,
-         log_format):
+def scan(input_path, out_path, label_column, pred_probs_column, id_column, class_names, multi_label, filter_by,
+         frac_noise, num_to_remove_per_class, min_examples_per_class, rank_by, adjust_pred_probs, scheduler,
+         workers, storage_option_pairs, endpoint_url, rows_per_partition, issues_per_part, overwrite, resume,
+         cache, retries, backend, gpu, tie_break, row_sum_tolerance, on_bad_rows, top, quiet, as_json,
+         performance_report, log_format):
     """Scan the parquet prediction set IN (file, directory, glob or URL) and write the outputs to OUT.
 
     OUT receives issues/ (ranked), mask/ (row aligned), summary.json and _SUCCESS (written last).
@@ -466,27 +637,31 @@ def scan(input_path, out_path, label_column, pred_probs_column, id_column, multi
     from labelscan.scan import check_validation_options
 
     check_validation_options(row_sum_tolerance, on_bad_rows)   # before a cluster starts
+    if performance_report:
+        _check_report_path(performance_report)
     from labelscan.jobs import performance_report_to
     from labelscan.progress import Observer
 
     storage_options = parse_storage_options(storage_option_pairs, endpoint_url)
     columns = list(pred_probs_column) or ["pred_probs"]
     observer = Observer(quiet or as_json, log_format, command="scan")
-    with observer.errors(_exit_code):
+    with observer.errors(exit_code):
         observer.start(f"labelscan scan {redact_url(input_path)} -> {redact_url(out_path)}",
                        input=redact_url(input_path), output=redact_url(out_path))
         with _quiet_local_workers(), _scan_cluster(workers, scheduler, observer, backend) as client, \
-                observer.progress(client) as progress, performance_report_to(performance_report, client):
+                observer.progress(client) as progress, performance_report_to(performance_report, client), \
+                _naming_overwrite_option("--overwrite"):
             result = labelscan.scan(
                 input_path, out_path, label_column=label_column,
                 pred_probs_column=columns[0] if len(columns) == 1 else columns, id_column=id_column,
-                filter_by=filter_by, frac_noise=frac_noise, num_to_remove_per_class=num_to_remove_per_class,
-                min_examples_per_class=min_examples_per_class, rank_by=rank_by,
-                adjust_pred_probs=adjust_pred_probs, client=client,
-                storage_options=storage_options, rows_per_partition=rows_per_partition, overwrite=overwrite,
-                resume=resume, cache=CACHE_CHOICES[cache] if cache else None, retries=retries,
-                progress=progress, backend=backend, tie_break=tie_break,
-                row_sum_tolerance=row_sum_tolerance, on_bad_rows=on_bad_rows, multi_label=multi_label)
+                class_names=class_names, filter_by=filter_by, frac_noise=frac_noise,
+                num_to_remove_per_class=num_to_remove_per_class, min_examples_per_class=min_examples_per_class,
+                rank_by=rank_by, adjust_pred_probs=adjust_pred_probs, client=client,
+                storage_options=storage_options, rows_per_partition=rows_per_partition,
+                issues_per_part=issues_per_part, overwrite=overwrite, resume=resume,
+                cache=CACHE_CHOICES[cache] if cache else None, retries=retries, progress=progress,
+                backend=backend, tie_break=tie_break, row_sum_tolerance=row_sum_tolerance,
+                on_bad_rows=on_bad_rows, multi_label=multi_label)
         observer.done(result)
     if performance_report:
         observer.note(f"performance report: {performance_report}", event="performance_report",
@@ -500,8 +675,9 @@ def scan(input_path, out_path, label_column, pred_probs_column, id_column, multi
 @click.argument("out_dir", metavar="OUT")
 @click.option("--rows-per-file", type=click.IntRange(min=1), default=1_000_000, show_default=True)
 @click.option("--row-group-rows", type=click.IntRange(min=1), default=250_000, show_default=True)
-@click.option("--class-names", callback=_name_list, metavar="A,B,...",
-              help="K class names, stored in the parquet metadata.")
+@click.option("--class-names", callback=_class_names, metavar=CLASS_NAMES_METAVAR,
+              help="K class names, stored in the parquet metadata: comma-separated or @FILE (a local "
+                   "text file, one name per line).")
 @click.option("--ids", "ids_path", metavar="PATH", help=".npy or .csv (with a header line) of row ids.")
 @click.option("--overwrite", is_flag=True, help="Replace parquet parts already in OUT.")
 @_storage_option_flags
@@ -534,8 +710,8 @@ def report(out_path, top, as_json, html_path, no_html, storage_option_pairs, end
     import labelscan
     from labelscan.report import write_report
 
-    result = labelscan.open_scan(out_path, storage_options=parse_storage_options(storage_option_pairs,
-                                                                                endpoint_url))
+    storage_options = parse_storage_options(storage_option_pairs, endpoint_url)
+    result = labelscan.open_scan(out_path, storage_options=storage_options)
     if not as_json:
         click.echo(f"verified: every file of {redact_url(out_path)} matches its _SUCCESS manifest")
     _show(result, top, False, as_json)
@@ -568,35 +744,61 @@ def run(job_path, overrides, dry_run, top, quiet, as_json, performance_report, l
 
     Invalid job files exit with code 2 and name the file, line and key of each problem.
     """
-    import labelscan
-    from labelscan.jobs import ensure_input, job_cluster, load_job, performance_report_to, time_limit
+    from labelscan.jobs import job_cluster
     from labelscan.progress import Observer
 
-    job = load_job(job_path, overrides)
+    job = load_job_logged(job_path, overrides, log_format, "run")
     if dry_run:
         job.storage_options()   # every environment variable it names must be set
         click.echo(json.dumps(job.describe(), indent=2, default=_json_default))
         click.echo(f"job {job_path} is valid (dry run: nothing was run)", err=True)
         return
     observer = Observer(quiet or as_json, log_format, command="run", job=job.name)
-    report_path = performance_report or job["performance_report"]
-    with observer.errors(_exit_code):
+    result = run_job(job, observer, job_cluster(job), performance_report or job["performance_report"])
+    _show(result, top, quiet, as_json)
+
+
+def run_job(job, observer, cluster, report_path=None):
+    """Run the scan of a job file as ``labelscan run`` does, telling ``observer`` about it.
+
+    Parameters
+    ----------
+    job : labelscan.jobs.Job
+    observer : labelscan.progress.Observer
+        Its JSON logs get ``start``, ``cluster``, the stages, ``done`` (or ``error``) and
+        ``performance_report``.
+    cluster : context manager
+        Yields ``(client, labelscan.jobs.ClusterInfo)`` and closes what it started, such as
+        :func:`labelscan.jobs.job_cluster`; entered within the job's timeout.
+    report_path : str, optional
+        Write a Dask performance report there (checked before anything runs).
+
+    Returns
+    -------
+    labelscan.ScanResult
+    """
+    import labelscan
+    from labelscan.jobs import ensure_input, performance_report_to, time_limit
+
+    with observer.errors(exit_code):
+        if report_path:
+            _check_report_path(report_path)
         kwargs = job.scan_kwargs()
-        observer.start(f"labelscan run {job_path} ({job.name}): {redact_url(str(job['input']))} -> "
+        observer.start(f"labelscan run {job.source} ({job.name}): {redact_url(str(job['input']))} -> "
                        f"{redact_url(job['output'])}", input=redact_url(str(job["input"])),
                        output=redact_url(job["output"]))
         started = time.perf_counter()
-        with time_limit(job["timeout"], f"job {job.name}"), _quiet_local_workers(), \
-                job_cluster(job) as (client, info):
+        with time_limit(job["timeout"], f"job {job.name}"), _quiet_local_workers(), cluster as (client, info):
             observer.cluster(client, info.description, info.started, time.perf_counter() - started,
                              info.dashboard)
             ensure_input(job, log=observer.note)
-            with observer.progress(client) as progress, performance_report_to(report_path, client):
+            with observer.progress(client) as progress, performance_report_to(report_path, client), \
+                    _naming_overwrite_option("overwrite: true (--set overwrite=true)"):
                 result = labelscan.scan(**kwargs, client=client, progress=progress)
         observer.done(result)
     if report_path:
         observer.note(f"performance report: {report_path}", event="performance_report", path=report_path)
-    _show(result, top, quiet, as_json)
+    return result
 
 
 @cli.command()
@@ -608,7 +810,7 @@ def run(job_path, overrides, dry_run, top, quiet, as_json, performance_report, l
 @click.option("--mask-only", is_flag=True, help="Only precision/recall/F1 of the flagged rows (no scores).")
 @click.option("--output", metavar="PATH", help="Where to write evaluation.json [default: OUT/evaluation.json].")
 @click.option("--no-write", is_flag=True, help="Do not write evaluation.json.")
-@click.option("--scheduler", metavar="ADDRESS|FILE", help="Dask scheduler address or scheduler file.")
+@_scheduler_option
 @click.option("--workers", type=click.IntRange(min=1),
               help="Start a local cluster of N worker processes [default: 1 using every core].")
 @_storage_option_flags

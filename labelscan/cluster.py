@@ -62,7 +62,7 @@ def get_client(client=None, scheduler=None, gpu=False, **local_kwargs):
         try:
             connection = (Client(scheduler_file=scheduler) if os.path.exists(scheduler)
                           else Client(scheduler, timeout="30s"))
-        except OSError as error:
+        except (OSError, ValueError) as error:   # ValueError: not an address (no port, a bad port)
             raise UsageError(f"cannot connect to the Dask scheduler at {scheduler}: {error}") from error
         with connection:
             yield connection

@@ -138,6 +138,7 @@ class ScanEvalSource:
 
         start, stop = self.spec.row_start, self.spec.row_start + self.spec.num_rows
         true_labels, mask = self._true_labels(start, stop), self._mask(start, stop)
+        self._check_classes(true_labels)
         if self.validation.get("on_bad_rows") == "skip":
             data = read_partition(self.plan, self.spec, self.validation.get("row_sum_tolerance"), "skip")
             kept = data.rejected.kept_rows()
@@ -160,6 +161,23 @@ class ScanEvalSource:
             table = _read_table(self.plan, self.spec, [self.truth["column"]])
             return decode_labels(table.column(self.truth["column"]), self.spec)
         return read_npy_rows(self.truth["fs"], self.truth["npy"], start, stop)
+
+    def _check_classes(self, true_labels):
+        """Raise :class:`InputError` naming where the first true label outside ``[0, K)`` is.
+
+        Every row is checked, rows the scan skipped included.
+        """
+        from labelscan.io.validate import row_error
+
+        outside = _rows_outside_classes(true_labels, self.plan.num_classes)
+        if not len(outside):
+            return
+        message = f"true label values outside [0, {self.plan.num_classes})"
+        if "column" in self.truth:
+            raise row_error(self.spec, f"{message} (column {self.truth['column']!r})", outside)
+        first = self.spec.row_start + int(outside[0])
+        location = {"path": self.truth["npy"], "row": first} if "npy" in self.truth else {"global_row": first}
+        raise InputError(message, **location, num_rows_affected=len(outside))
 
     def _mask(self, start, stop):
         import hashlib
@@ -202,6 +220,18 @@ def read_npy_rows(fs, path, start: int, stop: int) -> np.ndarray:
     if dtype.kind == "f" and not np.all(values == np.round(values)):
         raise InputError(f"true labels in {path} must be integers")
     return values.astype(np.int64)
+
+
+def _rows_outside_classes(true_labels, num_classes: int) -> np.ndarray:
+    """Positions of the true labels that are not class indices (outside ``[0, num_classes)``).
+
+    Returns
+    -------
+    numpy.ndarray
+        (m,) sorted row positions, empty when every label is a class index.
+    """
+    true_labels = np.asarray(true_labels)
+    return np.flatnonzero((true_labels < 0) | (true_labels >= num_classes))
 
 
 def npy_length(fs, path) -> int:
@@ -741,6 +771,9 @@ def evaluate_scan(out, true_labels, *, variants=SCORE_VARIANTS, input_path=None,
         # the manifest is checked here; every file a worker reads is verified against it there
         manifest = read_manifest(out, storage_options=storage_options, verify=False)
         summary = _verified_summary(out, manifest, storage_options)
+        if summary.get("multi_label"):
+            raise UsageError(f"the scan at {redact(out)} is a multi-label scan: evaluate supports "
+                             f"single-label scans only")
         config = summary["config"]
         source_path = input_path if input_path is not None else summary["input"]["path"]
         plan = plan_dataset(source_path, storage_options=storage_options, label_column=config["label_column"],

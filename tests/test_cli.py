@@ -169,7 +169,7 @@ def test_scan_tables_progress_and_destination(tmp_path, scheduler, arrays):
     assert invoke("scan", data, out, "--scheduler", scheduler, "-q").exit_code == 0
     clash = invoke("scan", data, out, "--scheduler", scheduler, "-q", "--filter-by", "both")
     assert clash.exit_code == 2, clash.output
-    assert clash.output.startswith("error: ") and "overwrite" in clash.output
+    assert clash.output.startswith("error: ") and "give --overwrite to replace its outputs" in clash.output
     again = invoke("scan", data, out, "--scheduler", scheduler, "-q", "--filter-by", "both", "--overwrite")
     assert again.exit_code == 0, again.output
     assert again.stdout.strip() == f"{out}: {labelscan.open_scan(str(out)).num_issues} issues in {NUM_ROWS} rows"
@@ -226,6 +226,58 @@ def test_infrastructure_errors_are_classified():
     assert not _is_infrastructure(ValueError("a bug"))
 
 
+def test_storage_client_errors_are_infrastructure():
+    """botocore/aiobotocore/aiohttp errors (not OSErrors) by their classes' modules, also when wrapped."""
+    import aiohttp
+    from botocore.exceptions import EndpointConnectionError, NoCredentialsError
+
+    from labelscan.cli import _is_infrastructure
+
+    unreachable = EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+    assert _is_infrastructure(unreachable) and _is_infrastructure(NoCredentialsError())
+    assert _is_infrastructure(aiohttp.ServerDisconnectedError())
+    try:
+        try:
+            raise unreachable
+        except EndpointConnectionError as error:
+            raise RuntimeError("listing failed") from error
+    except RuntimeError as wrapped:
+        assert _is_infrastructure(wrapped)
+    try:
+        try:
+            raise unreachable
+        except EndpointConnectionError:
+            raise ValueError("raised while handling it")
+    except ValueError as during:
+        assert _is_infrastructure(during)
+    try:
+        try:
+            raise unreachable
+        except EndpointConnectionError:
+            raise ValueError("a bug") from None
+    except ValueError as suppressed:
+        assert not _is_infrastructure(suppressed)
+
+
+UNREACHABLE_S3 = ["--endpoint-url", "http://127.0.0.1:1", "--storage-option", "key=dummy", "--storage-option",
+                  "secret=dummy", "--storage-option", "config_kwargs.retries.max_attempts=1"]
+
+
+@pytest.mark.parametrize("command", ["scan-input", "scan-output", "report"])
+def test_unreachable_s3_endpoint_exits_4(command, tmp_path, scheduler, arrays):
+    labels, pred_probs = arrays
+    data = write_set(tmp_path / "data", labels, pred_probs, files=1)
+    args = {"scan-input": ["scan", "s3://bucket/preds/", tmp_path / "out", "--scheduler", scheduler],
+            "scan-output": ["scan", data, "s3://bucket/out", "--scheduler", scheduler],
+            "report": ["report", "s3://bucket/out"]}[command]
+    result = invoke(*args, *UNREACHABLE_S3)
+    assert result.exit_code == 4, result.output
+    assert result.stderr.splitlines()[-1].startswith("error: EndpointConnectionError: Could not connect to the "
+                                                     "endpoint URL")
+    assert "Traceback" not in result.output and "dummy" not in result.output
+    assert_nothing_written(tmp_path / "out")
+
+
 @pytest.mark.parametrize("args", [
     ["--filter-by", "nope"],
     ["--rank-by", "margin"],
@@ -243,6 +295,43 @@ def test_bad_options_exit_2(args, tmp_path):
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
     assert_nothing_written(tmp_path / "out")
+
+
+@pytest.mark.parametrize("command", ["scan", "evaluate"])
+@pytest.mark.parametrize("address, message", [
+    ("/nonexistent/scheduler.json", "scheduler file /nonexistent/scheduler.json does not exist"),
+    ("tcp://localhost:notaport", "'tcp://localhost:notaport' is neither a scheduler file nor an address"),
+])
+def test_bad_scheduler_is_named_before_anything_runs(command, address, message, tmp_path):
+    extra = [tmp_path / "out"] if command == "scan" else ["--true-labels", "verified"]
+    result = invoke(command, tmp_path / "in", *extra, "--scheduler", address)
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '--scheduler': {message}" in result.output and "Traceback" not in result.output
+    assert_nothing_written(tmp_path / "out")
+
+
+def test_repeated_pred_probs_column_is_refused(tmp_path, arrays):
+    labels, pred_probs = arrays
+    data = write_set(tmp_path / "data", labels, pred_probs, files=1, k_columns=True)
+    result = invoke("scan", data, tmp_path / "out", "--pred-probs-column", "p0", "--pred-probs-column", "p1",
+                    "--pred-probs-column", "p0")
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--pred-probs-column': 'p0' given more than once" in result.output
+    assert_nothing_written(tmp_path / "out")
+
+
+@pytest.mark.parametrize("where", ["directory", "unmakeable-folder"])
+def test_performance_report_path_is_checked_before_the_scan(where, tmp_path, scheduler, arrays):
+    labels, pred_probs = arrays
+    data = write_set(tmp_path / "data", labels, pred_probs, files=1)
+    (tmp_path / "file").write_text("not a folder")
+    report = {"directory": tmp_path, "unmakeable-folder": tmp_path / "file" / "sub" / "perf.html"}[where]
+    out = tmp_path / "scan"
+    result = invoke("scan", data, out, "--scheduler", scheduler, "--performance-report", report)
+    assert result.exit_code == 2, result.output
+    expected = "is a directory: give a file path" if where == "directory" else "cannot make its folder"
+    assert result.output.startswith(f"error: performance report {report}") and expected in result.output
+    assert_nothing_written(out)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -326,6 +415,85 @@ def test_convert_csv_with_ids_and_bad_inputs(tmp_path):
     assert names.exit_code == 2 and "class names" in names.output
     wrong_type = invoke("convert", tmp_path / "p.txt", tmp_path / "y.csv", tmp_path / "data4")
     assert wrong_type.exit_code == 2 and wrong_type.output.startswith("error: ")
+    no_pred_probs = invoke("convert", tmp_path / "nope.csv", tmp_path / "y.csv", tmp_path / "data5")
+    assert no_pred_probs.exit_code == 3, no_pred_probs.output
+    assert no_pred_probs.output == f"error: no such pred_probs file in {tmp_path / 'nope.csv'}\n"
+    no_labels = invoke("convert", tmp_path / "p.csv", tmp_path / "nope.npy", tmp_path / "data5")
+    assert no_labels.exit_code == 3 and f"error: no such labels file in {tmp_path / 'nope.npy'}" in no_labels.output
+    assert not (tmp_path / "data5").exists()
+
+
+def test_report_and_evaluate_say_there_is_no_scan(tmp_path):
+    for args in (["report"], ["evaluate", "--true-labels", "verified"]):
+        result = invoke(args[0], tmp_path / "nowhere", *args[1:])
+        assert result.exit_code == 3, result.output
+        assert result.output == f"error: there is no scan at {tmp_path / 'nowhere'} (no such folder)\n"
+    (tmp_path / "empty").mkdir()
+    unfinished = invoke("report", tmp_path / "empty")
+    assert unfinished.exit_code == 3 and "unfinished (no _SUCCESS)" in unfinished.output
+
+
+def test_scan_has_an_option_for_every_scan_argument(tmp_path, scheduler, arrays):
+    """README: `labelscan scan --help` lists every option of labelscan.scan (client and progress
+    are objects; storage_options come from --storage-option/--endpoint-url)."""
+    options = {param.name for param in cli.commands["scan"].params}
+    arguments = set(inspect.signature(labelscan.scan).parameters) - {"client", "progress"}
+    renamed = {"storage_options": "storage_option_pairs"}
+    assert {renamed.get(name, name) for name in arguments} <= options, sorted(
+        {renamed.get(name, name) for name in arguments} - options)
+
+    labels, pred_probs = arrays
+    data = write_set(tmp_path / "data", labels, pred_probs, files=1)
+    names = ["ant, small", "bee", "cat", "dog"]
+    (tmp_path / "names.txt").write_text("\n".join(names) + "\n")
+    out = tmp_path / "scan"
+    result = invoke("scan", data, out, "--scheduler", scheduler, "--json", "--class-names",
+                    f"@{tmp_path / 'names.txt'}", "--issues-per-part", "100")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["class_names"] == names
+    parts = sorted((out / "issues").glob("part-*.parquet"))
+    assert len(parts) > 1 and sum(pq.ParquetFile(part).metadata.num_rows for part in parts) == summary["num_issues"]
+    listed = invoke("scan", data, tmp_path / "scan2", "--class-names", "a,b,c,d,e", "--scheduler", scheduler)
+    assert listed.exit_code == 2 and "error: class_names has 5 names" in listed.output, listed.output
+
+
+def test_report_to_a_closed_stdout_exits_quietly(tmp_path, scheduler, arrays):
+    """`labelscan report OUT | head`: the reader leaves; no error line, 141 as a Unix tool killed by SIGPIPE."""
+    labels, pred_probs = arrays
+    data = write_set(tmp_path / "data", labels, pred_probs, files=1)
+    assert invoke("scan", data, tmp_path / "scan", "--scheduler", scheduler, "-q").exit_code == 0
+    read_end, write_end = os.pipe()
+    os.close(read_end)      # the reader has left before the first line
+    try:
+        proc = subprocess.run([sys.executable, "-m", "labelscan.cli", "report", str(tmp_path / "scan"), "--no-html"],
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, env=subprocess_env(),
+                              timeout=120, check=False)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141, proc.stderr
+    assert proc.stderr == ""
+
+
+def test_run_names_its_overwrite_key_and_logs_invalid_jobs(tmp_path, scheduler, arrays):
+    labels, pred_probs = arrays
+    data = write_set(tmp_path / "data", labels, pred_probs, files=1)
+    out = tmp_path / "scan"
+    assert invoke("scan", data, out, "--scheduler", scheduler, "-q").exit_code == 0
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump({"input": str(data), "output": str(out), "filter_by": "both",
+                                   "cluster": {"scheduler": scheduler}}))
+    clash = invoke("run", job, "-q")
+    assert clash.exit_code == 2, clash.output
+    assert "give overwrite: true (--set overwrite=true) to replace its outputs" in clash.output
+
+    (tmp_path / "bad.yaml").write_text("input: x\n")
+    invalid = invoke("run", tmp_path / "bad.yaml", "--log-format", "json")
+    assert invalid.exit_code == 2, invalid.output
+    (record,) = [json.loads(line) for line in invalid.stderr.splitlines() if line.startswith("{")]
+    assert record["event"] == "error" and record["exit_code"] == 2 and record["job"] == "bad"
+    assert "output: required key is missing" in record["message"]
+    assert "error: invalid job file" in invalid.stderr
 
 
 # ---------------------------------------------------------------------------------------------

@@ -125,6 +125,22 @@ def test_bad_conversions(tmp_path):
         convert_arrays(str(tmp_path / "bad.csv"), paths["y"], str(tmp_path / "out-csv"))
 
 
+def test_missing_inputs_are_named(tmp_path, memory_url):
+    labels, pred_probs = arrays(20, 3, np.float32)
+    np.save(tmp_path / "p.npy", pred_probs)
+    np.save(tmp_path / "y.npy", labels)
+    for role, missing, pred_probs_path, labels_path in [
+            ("pred_probs", str(tmp_path / "nope.npy"), str(tmp_path / "nope.npy"), str(tmp_path / "y.npy")),
+            ("labels", f"{memory_url}/nope.csv", str(tmp_path / "p.npy"), f"{memory_url}/nope.csv")]:
+        with pytest.raises(InputError) as raised:
+            convert_arrays(pred_probs_path, labels_path, str(tmp_path / "out"))
+        assert str(raised.value) == f"no such {role} file in {missing}" and raised.value.path == missing
+    with pytest.raises(InputError, match=f"no such ids file in {tmp_path / 'ids.npy'}"):
+        convert_arrays(str(tmp_path / "p.npy"), str(tmp_path / "y.npy"), str(tmp_path / "out"),
+                       ids_path=str(tmp_path / "ids.npy"))
+    assert not (tmp_path / "out").exists()
+
+
 def test_existing_parts_need_overwrite(tmp_path):
     labels, pred_probs = arrays(30, 3, np.float32)
     np.save(tmp_path / "p.npy", pred_probs)

@@ -6,18 +6,24 @@
   ``jobs/`` (the images copy ``jobs/`` to ``/app/jobs/``) that validate;
 - Dockerfiles copy only files that exist, and their ignore files keep them;
 - cross references: Secrets, the scheduler service of the DaskCluster, the autoscaler's cluster;
-- the SLURM driver compiles and uses dask-jobqueue; every folder has a README.
+- the SLURM driver compiles and uses dask-jobqueue, runs a job (on a stand-in cluster) and reports
+  errors as ``labelscan run`` does; every folder has a README.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib.util
+import json
 import re
 import shlex
+import sys
+import types
 from pathlib import Path
 
 import pytest
 import yaml
+from distributed import LocalCluster
 
 from labelscan.cli import cli
 from labelscan.jobs import load_job
@@ -216,3 +222,54 @@ def test_slurm_driver():
     assert sbatch.startswith("#!/bin/bash") and "#SBATCH" in sbatch
     for reference in re.findall(r"(deploy/\S+|jobs/\S+\.yaml)", sbatch):
         assert (REPO / reference.rstrip('}"')).exists(), f"labelscan.sbatch names missing {reference}"
+
+
+class StandInSLURMCluster(LocalCluster):
+    """A ``dask_jobqueue.SLURMCluster`` stand-in: an in-process LocalCluster, scaled in jobs."""
+
+    def __init__(self, **kwargs):
+        super().__init__(n_workers=0, threads_per_worker=1, processes=False, dashboard_address=":0")
+
+    def scale(self, jobs):
+        super().scale(jobs)
+
+
+def _slurm_driver(monkeypatch):
+    """deploy/slurm/run_labelscan.py imported as a module, dask-jobqueue stubbed (it is not a dependency)."""
+    monkeypatch.setitem(sys.modules, "dask_jobqueue", types.SimpleNamespace(SLURMCluster=StandInSLURMCluster))
+    spec = importlib.util.spec_from_file_location("run_labelscan", DEPLOY / "slurm" / "run_labelscan.py")
+    driver = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(driver)
+    return driver
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_slurm_driver_reports_an_invalid_job_as_labelscan_run_does(log_format, tmp_path, monkeypatch, capsys):
+    """Exit code 2, one ``error:`` line and (JSON logs) an ``error`` event, as ``labelscan run``; no traceback."""
+    job = tmp_path / "bad.yaml"
+    job.write_text("input: x\n")
+    with pytest.raises(SystemExit) as exited:
+        _slurm_driver(monkeypatch).main([str(job), "--log-format", log_format])
+    assert exited.value.code == 2
+    stderr = capsys.readouterr().err.splitlines()
+    assert stderr[-1] == f"error: invalid job file: {job}:1: output: required key is missing"
+    if log_format == "json":
+        record = json.loads(stderr[0])
+        assert record["event"] == "error" and record["exit_code"] == 2 and record["error"] == "JobError"
+        assert record["command"] == "slurm" and record["job"] == "bad"
+    else:
+        assert len(stderr) == 1
+
+
+def test_slurm_driver_runs_a_job_as_labelscan_run_does(tmp_path, monkeypatch, capsys):
+    job = tmp_path / "demo.yaml"
+    job.write_text(yaml.safe_dump({"input": str(tmp_path / "data"), "output": str(tmp_path / "scan"),
+                                   "generate": {"rows": 2000, "classes": 3}}))
+    assert _slurm_driver(monkeypatch).main([str(job), "--jobs", "1", "--log-format", "json"]) == 0
+    captured = capsys.readouterr()
+    records = [json.loads(line) for line in captured.err.splitlines() if line.startswith("{")]
+    events = [record["event"] for record in records]
+    assert events[0] == "start" and "cluster" in events and events[-1] == "done", events
+    assert records[events.index("cluster")]["cluster"] == "SLURM cluster"
+    assert (tmp_path / "scan" / "_SUCCESS").exists()
+    assert captured.out.startswith(f"{tmp_path / 'scan'}: ") and "in 2000 rows" in captured.out

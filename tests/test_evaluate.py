@@ -20,9 +20,11 @@ import cleanlab.rank
 
 try:
     import synthetic
+    from test_multilabel import make_multilabel
     from test_parity_real import DATA_ROOT
 except ImportError:  # tests/ imported as a package
     from tests import synthetic
+    from tests.test_multilabel import make_multilabel
     from tests.test_parity_real import DATA_ROOT
 
 import labelscan
@@ -144,6 +146,11 @@ def test_entropy_of_probabilities_above_one_is_reported_not_raised():
 # a finished scan
 
 
+OUTSIDE_ROW = 2600
+"""The row of the ``scanned`` input's column ``outside`` (true labels) holding K: row 400 of row
+group 1 of ``part-1.parquet``."""
+
+
 @pytest.fixture(scope="module")
 def scanned(tmp_path_factory, threaded_client):
     import pyarrow as pa
@@ -151,10 +158,13 @@ def scanned(tmp_path_factory, threaded_client):
 
     labels, pred_probs = synthetic.make("dirichlet_f64")
     truth = noisy_truth(labels, 6, num_classes=pred_probs.shape[1])
+    outside = truth.copy()
+    outside[OUTSIDE_ROW] = pred_probs.shape[1]
     root = tmp_path_factory.mktemp("evaluate")
     (root / "in").mkdir()
     for index, (start, stop) in enumerate([(0, 1700), (1700, 4000)]):
         table = pa.table({"label": labels[start:stop], "verified": truth[start:stop].astype(np.int16),
+                          "outside": outside[start:stop],
                           "pred_probs": pa.FixedSizeListArray.from_arrays(pa.array(pred_probs[start:stop].ravel()),
                                                                           pred_probs.shape[1])})
         pq.write_table(table, root / "in" / f"part-{index}.parquet", row_group_size=500)
@@ -208,6 +218,39 @@ def test_scan_evaluation_errors(scanned, threaded_client):
         ev.evaluate(str(tampered), "verified", client=threaded_client, write=False)
 
 
+def test_scan_evaluation_refuses_true_labels_outside_the_classes(scanned, threaded_client):
+    root, labels, pred_probs, truth, result = scanned
+    num_classes = pred_probs.shape[1]
+    np.save(root / "beyond.npy", np.full(len(truth), num_classes + 1))   # all 11s for K = 10, say
+    with pytest.raises(InputError, match=rf"^true label values outside \[0, {num_classes}\) in "
+                                         rf"{root / 'beyond.npy'}, row \d+; \d+ rows affected$"):
+        ev.evaluate(str(root / "out"), str(root / "beyond.npy"), client=threaded_client, write=False)
+    with pytest.raises(InputError, match=rf"^true label values outside \[0, {num_classes}\) \(column 'outside'\) "
+                                         rf"in {root / 'in' / 'part-1.parquet'}, row group 1, row 400 "
+                                         rf"\(global row {OUTSIDE_ROW}\); 1 row affected$"):
+        ev.evaluate(str(root / "out"), "outside", client=threaded_client, variants=(), write=False)
+    negative = truth.copy()
+    negative[123] = -1
+    with pytest.raises(InputError, match=r"outside \[0, \d+\) \(global row 123\); 1 row affected$"):
+        ev.evaluate(str(root / "out"), negative, client=threaded_client, write=False)
+
+
+def test_scan_evaluation_refuses_multi_label_scans(tmp_path, threaded_client):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    labels, pred_probs = make_multilabel(200, 3, 0, absent=False)
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table({"labels": pa.array(labels, type=pa.list_(pa.int32())),
+                             "pred_probs": pa.FixedSizeListArray.from_arrays(pa.array(pred_probs.ravel()), 3)}),
+                   tmp_path / "in" / "part-0.parquet")
+    labelscan.scan(str(tmp_path / "in"), str(tmp_path / "out"), label_column="labels", multi_label=True,
+                   client=threaded_client)
+    np.save(tmp_path / "truth.npy", np.zeros(len(labels), dtype=np.int64))
+    with pytest.raises(UsageError, match="is a multi-label scan: evaluate supports single-label scans only"):
+        ev.evaluate(str(tmp_path / "out"), str(tmp_path / "truth.npy"), client=threaded_client)
+
+
 def test_cli_evaluate(scanned, threaded_client):
     from labelscan.cli import cli
 
@@ -224,7 +267,7 @@ def test_cli_evaluate(scanned, threaded_client):
     assert table.exit_code == 0 and "precision" in table.output and "AUROC" not in table.output
     missing = CliRunner().invoke(cli, ["evaluate", str(root / "nowhere"), "--true-labels", "verified",
                                        "--scheduler", address])
-    assert missing.exit_code == 3 and "error:" in missing.output
+    assert missing.exit_code == 3 and f"error: there is no scan at {root / 'nowhere'}" in missing.output
 
 
 # ---------------------------------------------------------------------------------------------

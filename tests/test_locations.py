@@ -71,3 +71,28 @@ def test_a_refused_destination_fails_before_any_pass(noisy_set, tmp_path, thread
         labelscan.scan(noisy_set, str(tmp_path / "afile"), client=threaded_client, progress=lambda stage, seconds: seen.append(stage))
     assert (tmp_path / "afile").read_text() == "mine"
     assert seen == []   # no stage ran
+
+
+def test_repeated_pred_probs_columns_and_bad_scheduler_addresses_are_usage_errors(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "wide"
+    folder.mkdir()
+    pq.write_table(pa.table({"label": [0, 1], "p0": [0.9, 0.2], "p1": [0.1, 0.8]}), folder / "part-0.parquet")
+    with pytest.raises(UsageError, match="given more than once"):
+        labelscan.scan(str(folder), str(tmp_path / "out"), pred_probs_column=["p0", "p0"])
+    for address in ("tcp://localhost:notaport", "tcp://localhost"):
+        with pytest.raises(UsageError, match="cannot connect to the Dask scheduler"):
+            labelscan.scan(str(folder), str(tmp_path / "out"), scheduler=address)
+    assert not (tmp_path / "out").exists()
+
+
+def test_reading_a_missing_scan_says_there_is_none(tmp_path):
+    from labelscan.errors import InputError
+
+    with pytest.raises(InputError, match="there is no scan at"):
+        labelscan.open_scan(str(tmp_path / "nothing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="unfinished"):
+        labelscan.open_scan(str(tmp_path / "empty"))

@@ -10,22 +10,44 @@ describes on them, and releases them at the end. The job file's ``cluster:`` key
 
 Needs ``pip install dask-jobqueue`` next to labelscan, on a file system the worker nodes share
 (the workers import labelscan and read the input).
+
+It runs the job as ``labelscan run`` does (:func:`labelscan.cli.run_job`): the same progress
+lines or JSON logs, and the same errors (:func:`labelscan.cli.command_errors`): one ``error:``
+line (and a JSON ``error`` event with ``--log-format json``) and ``labelscan run``'s exit code.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 from dask_jobqueue import SLURMCluster
 from distributed import Client
 
-import labelscan
-from labelscan.jobs import ensure_input, load_job, performance_report_to, time_limit
+from labelscan.cli import command_errors, load_job_logged, run_job
+from labelscan.jobs import ClusterInfo, dashboard_link
 from labelscan.progress import Observer
 
 
 def main(argv=None) -> int:
+    """Run the job file that ``argv`` names on a SLURMCluster, as ``labelscan run`` runs it.
+
+    Returns
+    -------
+    int
+        0; an error exits (:class:`SystemExit`) with ``labelscan run``'s code for it.
+    """
+    args = _parser().parse_args(argv)
+    with command_errors():
+        job = load_job_logged(args.job, (), args.log_format, "slurm")
+        observer = Observer(False, args.log_format, command="slurm", job=job.name)
+        result = run_job(job, observer, _slurm_cluster(args, observer), job["performance_report"])
+    print(f"{result.out}: {result.num_issues} issues in {result.summary['num_rows']} rows")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("job", help="job file (jobs/*.yaml)")
     parser.add_argument("--jobs", type=int, default=4, help="SLURM worker jobs (one Dask worker each)")
@@ -37,32 +59,27 @@ def main(argv=None) -> int:
     parser.add_argument("--walltime", default="02:00:00", help="walltime of each worker job")
     parser.add_argument("--local-directory", default="$TMPDIR", help="node-local scratch for spilling")
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
-    args = parser.parse_args(argv)
+    return parser
 
-    job = load_job(args.job)
-    observer = Observer(False, args.log_format, command="slurm", job=job.name)
+
+@contextlib.contextmanager
+def _slurm_cluster(args, observer):
+    """Yield ``(client, ClusterInfo)`` of a SLURMCluster sized by ``args`` once a worker has joined;
+    release its worker jobs after."""
     cluster = SLURMCluster(
         cores=args.cores, processes=1, memory=args.memory, queue=args.queue, account=args.account,
         walltime=args.walltime, local_directory=args.local_directory,
         job_extra_directives=["--exclusive"] if args.cores >= 32 else [],
         worker_extra_args=["--preload", "labelscan.cli"],   # labelscan's own errors logged once
     )
-    try:
+    with cluster, Client(cluster) as client:
         if args.adapt_max:
             cluster.adapt(minimum_jobs=1, maximum_jobs=args.adapt_max)
         else:
             cluster.scale(jobs=args.jobs)
-        with Client(cluster) as client, time_limit(job["timeout"], f"job {job.name}"):
-            observer.note(f"SLURM cluster: dashboard {client.dashboard_link}; waiting for a worker")
-            client.wait_for_workers(1)
-            ensure_input(job, log=observer.note)
-            with observer.progress(client) as progress, performance_report_to(job["performance_report"], client):
-                result = labelscan.scan(**job.scan_kwargs(), client=client, progress=progress)
-            observer.done(result)
-    finally:
-        cluster.close()
-    print(f"{result.out}: {result.num_issues} issues in {result.summary['num_rows']} rows")
-    return 0
+        observer.note(f"SLURM cluster: dashboard {client.dashboard_link}; waiting for a worker")
+        client.wait_for_workers(1)
+        yield client, ClusterInfo("slurm", True, "SLURM cluster", dashboard_link(client))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from labelscan.errors import InputError
+from labelscan.errors import InputError, UsageError
 from labelscan.io.validate import RowProblem, raise_first
 
 FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
@@ -92,6 +92,9 @@ def _list_layout(field, path):
 
 
 def _columns_layout(schema, names, path):
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise UsageError(f"pred_probs columns {repeated} given more than once")
     missing = [name for name in names if name not in schema.names]
     if missing:
         raise InputError(f"missing pred_probs columns {missing}", path=path)

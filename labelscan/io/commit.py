@@ -386,8 +386,8 @@ def read_manifest(urlpath, storage_options=None, verify=True):
     Raises
     ------
     InputError
-        The scan is unfinished (no ``_SUCCESS``), or a listed file is missing or
-        does not match its checksum.
+        There is no folder at ``urlpath``, the scan is unfinished (no ``_SUCCESS``), or a
+        listed file is missing or does not match its checksum.
     """
     destination = _Destination(urlpath, storage_options)
     try:
@@ -395,6 +395,8 @@ def read_manifest(urlpath, storage_options=None, verify=True):
     except ValueError as error:
         raise InputError(f"scan at {urlpath} has an unreadable {SUCCESS_NAME} ({error})") from error
     if manifest is None:
+        if not destination.fs.exists(destination.path("").rstrip("/")):
+            raise InputError(f"there is no scan at {redact_url(urlpath)} (no such folder)")
         raise InputError(f"scan at {urlpath} is unfinished (no {SUCCESS_NAME})")
     if verify:
         for entry in manifest["files"]:

@@ -23,6 +23,7 @@ import pyarrow.csv as pacsv
 
 from labelscan.errors import InputError, UsageError
 from labelscan.io.partset import PartSetWriter, prediction_table
+from labelscan.io.redact import redact_url
 
 NPY_BLOCK_BYTES = 16 * 2**20
 CSV_BLOCK_BYTES = 16 * 2**20
@@ -63,7 +64,7 @@ def convert_arrays(pred_probs_path, labels_path, out_dir, *, rows_per_file=1_000
     Raises
     ------
     InputError
-        Unreadable inputs, wrong shapes or dtypes, or inputs of different lengths.
+        Missing or unreadable inputs, wrong shapes or dtypes, or inputs of different lengths.
     UsageError
         Bad sizes, or ``class_names`` not of length K.
     """
@@ -156,12 +157,26 @@ class _RowReader:
 
 
 def _open_source(urlpath, storage_options, role):
+    """The source reading the ``role`` input at ``urlpath``.
+
+    Raises
+    ------
+    UsageError
+        ``urlpath`` is neither a ``.npy`` nor a ``.csv`` file.
+    InputError
+        There is no such file, or it does not hold a ``role`` array.
+    """
     fs, path = fsspec.core.url_to_fs(urlpath, **storage_options)
     if path.endswith(".npy"):
-        return _NpySource(fs, path, role)
-    if path.endswith(".csv"):
-        return _CsvSource(fs, path, role)
-    raise UsageError(f"{urlpath}: expected a .npy or .csv file")
+        source_class = _NpySource
+    elif path.endswith(".csv"):
+        source_class = _CsvSource
+    else:
+        raise UsageError(f"{urlpath}: expected a .npy or .csv file")
+    try:
+        return source_class(fs, path, role)
+    except FileNotFoundError as error:
+        raise InputError(f"no such {role} file", path=redact_url(urlpath)) from error
 
 
 def _check_shape(ndim, dtype, role, path):
