@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from labelscan import config
+from labelscan.errors import UsageError
 from labelscan.io.commit import read_manifest
-from labelscan.io.locations import checked_locations
+from labelscan.io.locations import as_strings, checked_locations
 from labelscan.io.redact import redact_url, scrubbed
 from labelscan.options import ScanOptions
 from labelscan.multilabel_scan import run_multilabel_scan
@@ -49,7 +51,12 @@ class ScanResult:
             fs, root = fsspec.core.url_to_fs(self.out, **(self.storage_options or {}))
             for path in sorted(fs.glob(f"{root.rstrip('/')}/{folder}/part-*.parquet")):
                 with fs.open(path, "rb") as handle:
-                    frame = pq.read_table(handle, columns=columns).to_pandas()
+                    parquet = pq.ParquetFile(handle)
+                    unknown = sorted(set(columns or ()) - set(parquet.schema_arrow.names))
+                    if unknown:
+                        raise UsageError(f"no column {unknown} in {folder}/; its columns: "
+                                         f"{parquet.schema_arrow.names}")
+                    frame = parquet.read(columns=columns).to_pandas()
                 frames.append(frame)
                 rows += len(frame)
                 if limit is not None and rows >= limit:
@@ -60,7 +67,15 @@ class ScanResult:
         return table if limit is None else table.head(limit)
 
     def issues(self, n: int | None = 100) -> pd.DataFrame:
-        """The ``n`` worst-ranked issues (all of them with ``n=None``), as a DataFrame."""
+        """The ``n`` worst-ranked issues (all of them with ``n=None``), as a DataFrame.
+
+        Raises
+        ------
+        UsageError
+            ``n`` is not a non-negative integer or None.
+        """
+        if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0):
+            raise UsageError(f"n must be a non-negative integer or None, not {n!r}")
         return self._read_parts("issues", limit=n)
 
     def statistics(self) -> dict:
@@ -178,6 +193,7 @@ def scan(input_path, out_path, *, label_column="label", pred_probs_column="pred_
         num_to_remove_per_class=None if num_to_remove_per_class is None else tuple(num_to_remove_per_class),
         min_examples_per_class=min_examples_per_class, rank_by=rank_by, adjust_pred_probs=adjust_pred_probs,
         tie_break=tie_break)
+    input_path, out_path = as_strings(input_path, out_path)
     urls = [out_path, *([input_path] if isinstance(input_path, str) else list(input_path))]
     with scrubbed(storage_options, urls):   # no credential in a log line or an exception message
         input_path = checked_locations(input_path, out_path)
@@ -193,11 +209,14 @@ def scan(input_path, out_path, *, label_column="label", pred_probs_column="pred_
 
 
 def open_scan(out_path, storage_options=None) -> ScanResult:
-    """Open a finished scan (verifies ``_SUCCESS`` and every checksum)."""
+    """Open a finished scan (verifies ``_SUCCESS`` and every checksum); ``out_path`` a path,
+    path-like object or URL."""
     import json
+    import os
 
     import fsspec
 
+    out_path = os.fspath(out_path)
     with scrubbed(storage_options, [out_path]):
         read_manifest(out_path, storage_options=storage_options, verify=True)
         fs, root = fsspec.core.url_to_fs(out_path, **(storage_options or {}))

@@ -448,18 +448,11 @@ def _observability_flags(command):
                              "bokeh.")(command)
 
 
-STAGE_ORDER = ("generate", "plan", "read", "thresholds", "joint", "scores", "cutoffs", "flag", "rank",
-               "evaluate")
-
-
 def _fmt_seconds(timings: dict) -> str:
-    """``stage seconds`` pairs in pipeline order (summary.json stores them sorted by name), total last."""
-    def position(stage):
-        if stage == "total":
-            return (2, 0)
-        return (0, STAGE_ORDER.index(stage)) if stage in STAGE_ORDER else (1, 0)
+    """``stage seconds`` pairs in run order, total last."""
+    from labelscan.progress import in_run_order
 
-    return " · ".join(f"{stage} {timings[stage]:.2f}" for stage in sorted(timings, key=position))
+    return " · ".join(f"{stage} {timings[stage]:.2f}" for stage in in_run_order(timings))
 
 
 def _issues_table(frame, class_names=None) -> str:

@@ -661,6 +661,12 @@ def evaluate(out_or_mask, true_labels, *, labels=None, pred_probs=None, variants
     true_labels = np.asarray(true_labels)
     if true_labels.shape != labels.shape:
         raise UsageError(f"true_labels has shape {true_labels.shape}; labels {labels.shape}")
+    # K from pred_probs when given; without them only negative labels are known to be wrong
+    num_classes = np.shape(pred_probs)[1] if pred_probs is not None else np.iinfo(np.int64).max
+    outside = _rows_outside_classes(true_labels, num_classes)
+    if len(outside):
+        raise InputError(f"true label values outside [0, {'K' if pred_probs is None else num_classes})",
+                         global_row=int(outside[0]), num_rows_affected=len(outside))
     mask = None if out_or_mask is None else _as_mask(out_or_mask, len(labels))
     thresholds = None
     if pred_probs is not None and len(variants):

@@ -31,6 +31,21 @@ import time
 STAGES = ("read", "thresholds", "joint", "cutoffs", "flag", "rank")
 """A scan's stages in order, as reported to the ``progress`` callback and in ``summary.json``."""
 
+TIMING_ORDER = ("cluster", "generate", "plan", "read", "thresholds", "joint", "scores", "cutoffs",
+                "unique-ids", "flag", "rank", "evaluate")
+"""Every timed step of a run, in the order it runs (``summary.json`` stores them sorted by name)."""
+
+
+def in_run_order(timings: dict) -> list:
+    """The keys of ``timings`` in :data:`TIMING_ORDER`, unknown ones after them, ``total`` last."""
+    def position(stage):
+        if stage == "total":
+            return (2, 0)
+        return (0, TIMING_ORDER.index(stage)) if stage in TIMING_ORDER else (1, 0)
+
+    return sorted(timings, key=position)
+
+
 STEP_STAGE = {
     "read": "read", "counts": "read",
     "thresholds": "thresholds", "threshold": "thresholds",

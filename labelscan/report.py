@@ -34,6 +34,7 @@ import math
 import numpy as np
 
 from labelscan import config, report_multilabel, report_quality
+from labelscan.progress import in_run_order
 from labelscan.summary_statistics import read_statistic
 
 REPORT_NAME = "report.html"
@@ -423,8 +424,8 @@ def render_report(result, *, top=None, max_classes=None, bins=None, input_storag
     subset = ("" if len(shown) == len(names) else
               f'<p class="muted">Showing the {len(shown)} of {len(names)} classes with the most issues.</p>')
     timings = summary.get("timings", {})
-    timing_rows = "".join(f'<tr><td class="l">{_esc(stage)}</td><td>{float(seconds):.2f} s</td></tr>'
-                          for stage, seconds in timings.items())
+    timing_rows = "".join(f'<tr><td class="l">{_esc(stage)}</td><td>{float(timings[stage]):.2f} s</td></tr>'
+                          for stage in in_run_order(timings))
     histogram_svgs = "".join(
         histogram_svg(histograms["clean"][k], histograms["flagged"][k], histograms["edges"], names[k],
                       f"quality-histogram-{k}") for k in shown)

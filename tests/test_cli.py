@@ -429,6 +429,9 @@ def test_report_and_evaluate_say_there_is_no_scan(tmp_path):
         assert result.exit_code == 3, result.output
         assert result.output == f"error: there is no scan at {tmp_path / 'nowhere'} (no such folder)\n"
     (tmp_path / "empty").mkdir()
+    empty = invoke("report", tmp_path / "empty")
+    assert empty.exit_code == 3 and "there is no scan at" in empty.output, empty.output
+    (tmp_path / "empty" / "summary.json").write_text("{}")
     unfinished = invoke("report", tmp_path / "empty")
     assert unfinished.exit_code == 3 and "unfinished (no _SUCCESS)" in unfinished.output
 

@@ -148,7 +148,9 @@ def test_begin_removes_stale_success_of_the_same_scan(out_url):
     put(out_url, "notes.txt", b"mine")
     make_commit(out_url).begin()
     assert listing(out_url) == ["notes.txt"]
-    with pytest.raises(InputError, match="unfinished"):
+    fs, root = fsspec.core.url_to_fs(out_url)
+    assert sorted(fs.ls(root, detail=False)) == [f"{root}/notes.txt"]   # emptied folders removed
+    with pytest.raises(InputError, match="there is no scan"):
         read_manifest(out_url)
     run_scan(out_url)
     read_manifest(out_url)

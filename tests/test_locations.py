@@ -94,5 +94,8 @@ def test_reading_a_missing_scan_says_there_is_none(tmp_path):
     with pytest.raises(InputError, match="there is no scan at"):
         labelscan.open_scan(str(tmp_path / "nothing"))
     (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="there is no scan at .*no _SUCCESS and no other output"):
+        labelscan.open_scan(tmp_path / "empty")
+    (tmp_path / "empty" / "mask").mkdir()
     with pytest.raises(InputError, match="unfinished"):
         labelscan.open_scan(str(tmp_path / "empty"))

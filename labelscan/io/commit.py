@@ -190,7 +190,7 @@ class OutputCommit(_Destination):
             fs.rm(doomed)
         if isinstance(fs, LocalFileSystem):   # object stores have no empty folders
             for folder in folders:
-                if not fs.find(self.path(folder), withdirs=True):
+                if not fs.ls(self.path(folder)):
                     fs.rmdir(self.path(folder))
 
     def check(self):
@@ -386,8 +386,9 @@ def read_manifest(urlpath, storage_options=None, verify=True):
     Raises
     ------
     InputError
-        There is no folder at ``urlpath``, the scan is unfinished (no ``_SUCCESS``), or a
-        listed file is missing or does not match its checksum.
+        There is no scan at ``urlpath`` (no folder, or no output of a scan in it), the
+        scan is unfinished (no ``_SUCCESS``), or a listed file is missing or does not
+        match its checksum.
     """
     destination = _Destination(urlpath, storage_options)
     try:
@@ -397,6 +398,9 @@ def read_manifest(urlpath, storage_options=None, verify=True):
     if manifest is None:
         if not destination.fs.exists(destination.path("").rstrip("/")):
             raise InputError(f"there is no scan at {redact_url(urlpath)} (no such folder)")
+        if not any(destination.fs.exists(destination.path(name)) for name in (*OUTPUT_NAMES, PROGRESS_NAME)):
+            raise InputError(f"there is no scan at {redact_url(urlpath)} (no {SUCCESS_NAME} and no "
+                             f"other output of a scan there)")
         raise InputError(f"scan at {urlpath} is unfinished (no {SUCCESS_NAME})")
     if verify:
         for entry in manifest["files"]:

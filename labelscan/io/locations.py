@@ -21,6 +21,17 @@ from labelscan.io.redact import redact_url
 LOCAL_PROTOCOLS = (None, "file", "local")
 
 
+def as_strings(input_path, out_path) -> tuple:
+    """``(input_path, out_path)`` with path-like objects (``pathlib.Path``) made strings; an input
+    list stays a list."""
+    def text(location):
+        return os.fspath(location) if isinstance(location, os.PathLike) else location
+
+    if isinstance(input_path, (str, os.PathLike)):
+        return text(input_path), text(out_path)
+    return [text(location) for location in input_path], text(out_path)
+
+
 def checked_locations(input_path, out_path):
     """The input location(s) with local paths made absolute, after checking both locations.
 
