@@ -381,16 +381,12 @@ class Job:
             A named environment variable is not set.
         """
         environ = os.environ if environ is None else environ
-        options = _deep_copy(self.values["storage_options"] or {})
-        missing = []
-        for option, (variable, where) in self.storage_options_env.items():
-            if variable not in environ:
-                missing.append(f"{where}: storage_options_env.{option}: environment variable "
-                               f"{variable} is not set")
-                continue
-            _set_dotted(options, option, _env_value(environ[variable]))
+        missing = _unset_variables(self.storage_options_env, environ)
         if missing:
             raise JobError(missing)
+        options = _deep_copy(self.values["storage_options"] or {})
+        for option, (variable, _) in self.storage_options_env.items():
+            _set_dotted(options, option, _env_value(environ[variable]))
         return options or None
 
     def scan_kwargs(self, environ=None) -> dict:
@@ -472,13 +468,20 @@ def parse_job(text: str, source: str = "<job>", overrides=(), environ=None, now=
             _apply_override(ctx, root, pair)
         if ctx.problems:
             raise JobError(ctx.problems)
-        values, env_options = _validate(ctx, loader, root, environ if environ is not None else os.environ,
-                                        now or datetime.datetime.now(datetime.timezone.utc))
+        environ = environ if environ is not None else os.environ
+        values, env_options = _validate(ctx, loader, root, environ, now or datetime.datetime.now(datetime.timezone.utc))
+        ctx.problems += _unset_variables(env_options, environ)   # reported with the file's other problems
         if ctx.problems:
             raise JobError(ctx.problems)
         return Job(source=source, values=values, storage_options_env=env_options)
     finally:
         loader.dispose()
+
+
+def _unset_variables(storage_options_env: dict, environ) -> list:
+    """A problem per ``storage_options_env`` entry whose environment variable is not set."""
+    return [f"{where}: storage_options_env.{option}: environment variable {variable} is not set"
+            for option, (variable, where) in storage_options_env.items() if variable not in environ]
 
 
 def _apply_override(ctx, root, pair):

@@ -345,3 +345,11 @@ def test_operations_doc_lists_every_task_prefix():
     for key in config.DEFAULTS["labelscan"]:
         assert f"labelscan.{key}" in doc, f"docs/operations.md does not list config key labelscan.{key}"
     assert os.path.exists(REPO / "labelscan" / "labelscan.yaml")
+
+
+def test_every_unset_environment_variable_is_reported_at_once():
+    with pytest.raises(JobError) as caught:
+        load_job(str(REPO / "jobs" / "nightly-s3.yaml"), environ={})
+    message = str(caught.value)
+    for variable in ("DASK_SCHEDULER_ADDRESS", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "S3_ENDPOINT_URL"):
+        assert f"environment variable {variable} is not set" in message, message
