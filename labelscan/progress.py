@@ -140,7 +140,7 @@ class ScanProgress:
         self.live = (isatty() or _in_notebook()) if live is None else live
         self.counter = TaskCounter(client) if client is not None else None
         self.timings: dict = {}
-        self._stage_started = time.perf_counter()
+        self._entered = self._stage_started = time.perf_counter()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = None
@@ -149,7 +149,7 @@ class ScanProgress:
     def __enter__(self):
         if self.counter is not None:
             self.counter.start()
-        self._stage_started = time.perf_counter()
+        self._entered = self._stage_started = time.perf_counter()
         if self.live and self.counter is not None:
             self._thread = threading.Thread(target=self._redraw_loop, name="labelscan-progress", daemon=True)
             self._thread.start()
@@ -192,12 +192,16 @@ class ScanProgress:
             if stage is None:
                 continue
             done, total = self.counts().get(stage, (0, 0))
+            now = time.perf_counter()
+            if stage == STAGES[0] and not total:   # still planning: the first stage's clock starts later
+                label, elapsed, self._stage_started = "plan", now - self._entered, now
+            else:
+                label, elapsed = stage, now - self._stage_started
             filled = int(BAR_WIDTH * done / total) if total else 0
-            elapsed = time.perf_counter() - self._stage_started
             with self._lock:
                 if self._stop.is_set():
                     return
-                self._write(f"\r\033[K  {stage:<12}[{'#' * filled}{' ' * (BAR_WIDTH - filled)}] "
+                self._write(f"\r\033[K  {label:<12}[{'#' * filled}{' ' * (BAR_WIDTH - filled)}] "
                             f"{done:>5}/{total:<5} tasks {elapsed:7.1f} s")
 
     def __call__(self, stage, seconds):
@@ -207,7 +211,7 @@ class ScanProgress:
         line = f"  {stage:<12}{seconds:9.2f} s"
         with self._lock:
             self._write(("\r\033[K" if self.live else "") + line
-                        + (f"  ({tasks} tasks)" if self.live and tasks else "") + "\n")
+                        + (f"  ({tasks} task{'s' if tasks > 1 else ''})" if self.live and tasks else "") + "\n")
 
 
 class JsonLog:

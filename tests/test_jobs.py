@@ -307,6 +307,8 @@ def test_live_progress_counts_tasks():
     client, stream = _FakeClient(), io.StringIO()
     client.futures["labelscan-read-0a1b2c3d4e5f6a7b-9"] = _State("finished")   # before: not counted
     with ScanProgress(client, stream, live=True) as progress:
+        time.sleep(0.5)   # no task of the scan yet: it is planning
+        assert re.search(r"plan\s+\[ {20}\]\s+0/0\s+tasks\s+0\.[2-9] s", stream.getvalue()), stream.getvalue()
         for i in range(4):
             client.futures[f"labelscan-read-0a1b2c3d4e5f6a7b-{i}"] = _State("finished" if i < 3 else "pending")
         time.sleep(0.5)
