@@ -29,6 +29,7 @@ import argparse
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -104,6 +105,8 @@ def bench_size(recorder: Recorder, size: str, args) -> None:
             shutil.rmtree(out)
         client.close()
         cluster.close()
+        recorder.save(args.out)   # each GPU count's records survive a later count's failure
+        print(f"{size} on {count} GPU(s): {median:.2f} s (median of {len(seconds)})", file=sys.stderr, flush=True)
     first = args.gpus[0]
     for count in args.gpus[1:]:
         recorder.add(f"labelscan_{count}gpu", size, "outputs_identical_to_1gpu",
