@@ -145,8 +145,9 @@ def scan(input_path, out_path, *, label_column="label", pred_probs_column="pred_
         other part is recomputed. The passes before the write run in full either way (the
         ranking needs every partition). See ``docs/storage.md``.
     cache : {"auto", True, False}, optional
-        Keep decoded partitions in worker memory between passes ("auto": when they fit in 40% of it;
-        GPU scans: in 60% of the devices' memory).
+        Keep decoded partitions in worker memory between passes ("auto": the first partitions
+        that fit in 40% of it, GPU scans in 60% of the devices' memory; each pass re-reads the
+        others).
         Default: the ``labelscan.cache`` setting ("auto").
     retries : int, optional
         Retries of each task (worker loss). Default: the ``labelscan.retries`` setting (2).

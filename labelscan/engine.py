@@ -68,7 +68,7 @@ class Stopwatch:
 
 
 def analyse(runner, sources, row_starts, num_classes: int, dtype, options: ScanOptions,
-            report=None, cache: bool = True, cache_keys: bool = True) -> Analysis:
+            report=None, cache: bool | int = True, cache_keys: bool = True) -> Analysis:
     """Run every pass up to the flag pass.
 
     Parameters
@@ -84,11 +84,12 @@ def analyse(runner, sources, row_starts, num_classes: int, dtype, options: ScanO
     options : ScanOptions
     report : callable(stage, seconds), optional
         Called after each stage (progress).
-    cache : bool
-        Keep decoded partitions in worker memory between passes; otherwise every pass
-        re-reads its partition (memory bounded by the partitions in flight).
+    cache : bool or int
+        Keep decoded partitions in worker memory between passes: all (True), none (False), or
+        this many, the first ones; every pass re-reads the others (memory bounded by the
+        partitions in flight).
     cache_keys : bool
-        With ``cache``, also keep each partition's selection key images (``(K - 1)`` per row
+        For the cached partitions, also keep their selection key images (``(K - 1)`` per row
         for the noise-rate filters) between the cutoff rounds; otherwise each round recomputes
         them from the cached partition (GPU workers: a few kernels, and no device memory held).
 
@@ -98,7 +99,8 @@ def analyse(runner, sources, row_starts, num_classes: int, dtype, options: ScanO
     """
     options.check_classes(num_classes)
     clock = Stopwatch(report)
-    parts = runner.map("read", passes.prepare, sources) if cache else list(sources)
+    num_cached = len(sources) if cache is True else int(cache)   # False: 0
+    parts = [*runner.map("read", passes.prepare, sources[:num_cached]), *sources[num_cached:]]
     per_partition_counts = runner.gather(runner.map("counts", passes.label_counts, parts))
     failures = [counts for counts in per_partition_counts if isinstance(counts, passes.InputFailure)]
     if failures:
@@ -134,9 +136,10 @@ def analyse(runner, sources, row_starts, num_classes: int, dtype, options: ScanO
         score_dtype = np.asarray(runner.gather(
             runner.submit("score-dtype", _dtype_of, filter_scores[0]))).dtype if len(sources) else dtype
     families = plan.selection_families(stats, options, dtype, num_rows, score_dtype)
+    kept_keys = num_cached if cache_keys else 0
     keys_per_family = [
-        runner.map("keys", selection.partition_keys, parts, filter_scores, tasks=tasks) if cache and cache_keys
-        else list(zip(parts, filter_scores))
+        [*runner.map("keys", selection.partition_keys, parts[:kept_keys], filter_scores[:kept_keys], tasks=tasks),
+         *zip(parts[kept_keys:], filter_scores[kept_keys:])]
         for tasks in families
     ]
     cutoffs = [find_cutoffs(runner, keys, tasks, np.asarray(row_starts))

@@ -419,7 +419,7 @@ def run_multilabel_scan(input_path, out_path, *, options: ScanOptions, label_col
         row_starts = np.asarray([spec.row_start for spec in plan.partitions], dtype=np.int64)
         timings["plan"] = round(time.perf_counter() - started - timings["cluster"], 6)
         runner = DaskRunner(dask_client, retries=retries)
-        keep_cached = scan._should_cache(cache, plan, dask_client)
+        keep_cached = scan.cached_partitions(cache, plan, dask_client) == len(plan.partitions)   # all or none
         analysis = analyse(runner, sources, row_starts, plan.num_rows, plan.num_classes, plan.pred_probs_dtype,
                            options, report=report, cache=keep_cached)
         timings.update(analysis.timings)
@@ -460,6 +460,7 @@ def run_multilabel_scan(input_path, out_path, *, options: ScanOptions, label_col
         "pred_probs_dtype": np.dtype(plan.pred_probs_dtype).name,
         "class_names": class_names,
         "cached_partitions": keep_cached,
+        "num_cached_partitions": len(sources) if keep_cached else 0,
         "backend": "numpy",
         "statistics": statistics_section(analysis),
         "num_issues": num_issues,

@@ -266,9 +266,9 @@ def run_scan(input_path, out_path, *, options: ScanOptions, label_column="label"
         row_starts = np.asarray([spec.row_start for spec in plan.partitions], dtype=np.int64)
         timings["plan"] = round(time.perf_counter() - started - timings["cluster"], 6)
         runner = DaskRunner(dask_client, retries=retries)
-        keep_cached = _should_cache(cache, plan, dask_client, backend)
+        num_cached = cached_partitions(cache, plan, dask_client, backend)
         analysis = engine.analyse(runner, sources, row_starts, plan.num_classes, plan.pred_probs_dtype, options,
-                                  report=report, cache=keep_cached, cache_keys=backend != "cupy")
+                                  report=report, cache=num_cached, cache_keys=backend != "cupy")
         timings.update(analysis.timings)
         clock = engine.Stopwatch(report)
         if id_column is not None:   # before anything is written: a bad input leaves OUT untouched
@@ -306,7 +306,8 @@ def run_scan(input_path, out_path, *, options: ScanOptions, label_column="label"
         "num_partitions": len(sources),
         "pred_probs_dtype": np.dtype(plan.pred_probs_dtype).name,
         "class_names": class_names,
-        "cached_partitions": keep_cached,
+        "cached_partitions": num_cached == len(sources),
+        "num_cached_partitions": num_cached,
         "backend": backend,
         "statistics": statistics,
         "num_issues": int(issues_per_class.sum()),
@@ -357,20 +358,34 @@ def _plan(input_path, columns, storage_options, rows_per_partition, threads: int
     return plan
 
 
-def _should_cache(cache, plan, client, backend: str = "numpy") -> bool:
-    """Whether partitions stay decoded on the workers between passes: ``cache`` unless "auto";
-    then whether the dataset takes at most :data:`CACHE_FRACTION` of the workers' memory (on
-    GPU workers, of the devices' memory, counting the grouped copy's per-row indices)."""
+def cached_partitions(cache, plan, client, backend: str = "numpy") -> int:
+    """How many partitions, from the first, stay decoded on the workers between passes.
+
+    ``cache`` True: all; False: none. ``"auto"``: as many as take at most
+    :data:`CACHE_FRACTION` of the workers' memory (on GPU workers :data:`GPU_CACHE_FRACTION`
+    of the devices' memory, counting the grouped copy's per-row indices); the others are
+    read again by each pass, so a set slightly larger than that memory costs a few re-reads
+    instead of a re-read of everything.
+
+    Returns
+    -------
+    int
+        In ``[0, len(plan.partitions)]``.
+    """
+    num_partitions = len(plan.partitions)
     if cache != "auto":
-        return bool(cache)
+        return num_partitions if cache else 0
     row_bytes = plan.num_classes * np.dtype(plan.pred_probs_dtype).itemsize
     if backend == "cupy":
         row_bytes += GROUPED_ROW_BYTES
         limit = worker_device_memory(client)
     else:
         limit = worker_memory_limit(client)
+    if limit == 0:
+        return num_partitions
     fraction = GPU_CACHE_FRACTION if backend == "cupy" else CACHE_FRACTION
-    return limit == 0 or plan.num_rows * row_bytes <= fraction * limit
+    cumulative_bytes = np.cumsum([spec.num_rows for spec in plan.partitions]) * row_bytes
+    return int(np.searchsorted(cumulative_bytes, fraction * limit, side="right"))
 
 
 def _write_issues(runner, written, summaries, commit, per_part, write=write_ranked) -> list:

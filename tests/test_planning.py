@@ -59,3 +59,32 @@ def test_issues_fitting_one_part_skip_the_histogram_waves(tmp_path):
     assert "rank-histogram" not in stages["one"] and "rank-histogram" in stages["ranges"]
     assert len(list((tmp_path / "one" / "issues").glob("part-*.parquet"))) == 1
     assert _ranked_issues(tmp_path / "one").equals(_ranked_issues(tmp_path / "ranges"))
+
+
+def _mask_and_issues(out):
+    import pandas as pd
+
+    return [pd.concat([pd.read_parquet(path) for path in sorted((out / folder).glob("part-*.parquet"))])
+            for folder in ("mask", "issues")]
+
+
+@pytest.mark.parametrize("filter_by", ["prune_by_noise_rate", "low_self_confidence"])
+def test_partitions_beyond_the_memory_budget_are_read_again(tmp_path, monkeypatch, filter_by):
+    """cache="auto" keeps the first partitions that fit in its share of the workers' memory and
+    re-reads the others each pass: the same outputs as a scan keeping everything."""
+    import importlib
+
+    scan_module = importlib.import_module("labelscan.scan")   # labelscan.scan is also the function
+    folder = _write_set(tmp_path / "in", files=6, rows=700, classes=5)
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=":0") as client:
+        kept = labelscan.scan(str(folder), str(tmp_path / "all"), client=client, cache=True,
+                              rows_per_partition=700, filter_by=filter_by, rank_by="normalized_margin")
+        row_bytes = 5 * 4
+        budget = 2.5 * 700 * row_bytes / scan_module.CACHE_FRACTION   # room for two partitions and a half
+        monkeypatch.setattr(scan_module, "worker_memory_limit", lambda client: budget)
+        partial = labelscan.scan(str(folder), str(tmp_path / "partial"), client=client,
+                                 rows_per_partition=700, filter_by=filter_by, rank_by="normalized_margin")
+    assert (kept.summary["num_cached_partitions"], partial.summary["num_cached_partitions"]) == (6, 2)
+    assert kept.summary["cached_partitions"] and not partial.summary["cached_partitions"]
+    for got, expected in zip(_mask_and_issues(tmp_path / "partial"), _mask_and_issues(tmp_path / "all")):
+        assert got.equals(expected)
