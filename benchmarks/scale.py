@@ -100,6 +100,8 @@ def bench_size(recorder: Recorder, size: str, args) -> None:
         recorder.add(benchmark, size, "vs_read_floor_parallel", median / parallel_floor, "ratio")
         for stage, value in summaries[-1]["timings"].items():
             recorder.add(benchmark, size, f"stage_{stage}", value, "s")
+        recorder.add(benchmark, size, "num_cached_partitions", summaries[-1]["num_cached_partitions"], "count")
+        recorder.add(benchmark, size, "num_partitions", summaries[-1]["num_partitions"], "count")
         digests[count] = output_digests(out)
         if not args.keep_outputs:
             shutil.rmtree(out)

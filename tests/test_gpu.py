@@ -157,6 +157,27 @@ def test_scan_outputs_identical_on_cuda_cluster(tmp_path):
 
 
 
+def test_partial_device_cache_gives_the_same_outputs(tmp_path, monkeypatch):
+    """cache="auto" keeps the first partitions that fit in its share of the device memory and
+    re-reads the others: the outputs of a scan keeping all of them."""
+    import importlib
+
+    from distributed import Client
+    from test_planning import _write_set
+
+    scan_module = importlib.import_module("labelscan.scan")
+    folder = _write_set(tmp_path / "in", files=6, rows=700, classes=5)
+    with Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=":0") as client:
+        kept = labelscan.scan(str(folder), str(tmp_path / "all"), client=client, backend="cupy", cache=True,
+                              rows_per_partition=700)
+        budget = 2.5 * 700 * (5 * 4 + scan_module.GROUPED_ROW_BYTES) / scan_module.GPU_CACHE_FRACTION
+        monkeypatch.setattr(scan_module, "worker_device_memory", lambda client: budget)
+        partial = labelscan.scan(str(folder), str(tmp_path / "partial"), client=client, backend="cupy",
+                                 rows_per_partition=700)
+    assert (kept.summary["num_cached_partitions"], partial.summary["num_cached_partitions"]) == (6, 2)
+    assert _digests(tmp_path / "partial") == _digests(tmp_path / "all")
+
+
 def _reads_null_fixed_size_lists() -> bool:
     """Whether this pyarrow reads null ``fixed_size_list`` rows back from parquet
     (apache/arrow#35692; the lent GPU machine's pyarrow does not)."""
