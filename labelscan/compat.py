@@ -91,7 +91,7 @@ def _analyse(labels, pred_probs, options: ScanOptions, num_partitions: int, back
     sources = [ArraySource(int(a), labels[a:b], np.ascontiguousarray(pred_probs[a:b]), backend)
                for a, b in zip(bounds[:-1], bounds[1:])]
     runner = InProcessRunner()
-    analysis = engine.analyse(runner, sources, bounds[:-1], pred_probs.shape[1], pred_probs.dtype, options)
+    analysis = engine.analyse(runner, sources, pred_probs.shape[1], pred_probs.dtype, options)
     return runner, analysis
 
 

@@ -67,7 +67,7 @@ class Stopwatch:
             self.report(stage, self.timings[stage])
 
 
-def analyse(runner, sources, row_starts, num_classes: int, dtype, options: ScanOptions,
+def analyse(runner, sources, num_classes: int, dtype, options: ScanOptions,
             report=None, cache: bool | int = True, cache_keys: bool = True) -> Analysis:
     """Run every pass up to the flag pass.
 
@@ -76,8 +76,6 @@ def analyse(runner, sources, row_starts, num_classes: int, dtype, options: ScanO
     runner : InProcessRunner or DaskRunner
     sources : list
         Partition sources in global row order (objects with ``load()``).
-    row_starts : numpy.ndarray, shape (P,)
-        Global index of each partition's first row.
     num_classes : int
     dtype : numpy.dtype
         Dtype of pred_probs.
@@ -142,7 +140,7 @@ def analyse(runner, sources, row_starts, num_classes: int, dtype, options: ScanO
          *zip(parts[kept_keys:], filter_scores[kept_keys:])]
         for tasks in families
     ]
-    cutoffs = [find_cutoffs(runner, keys, tasks, np.asarray(row_starts))
+    cutoffs = [find_cutoffs(runner, keys, tasks)
                for keys, tasks in zip(keys_per_family, families)]
     clock.lap("cutoffs")
 
@@ -166,7 +164,7 @@ def _dtype_of(values: np.ndarray) -> np.ndarray:
     return np.zeros(0, dtype=values.dtype)
 
 
-def find_cutoffs(runner, keys, tasks: selection.SelectionTasks, row_starts) -> selection.Cutoffs:
+def find_cutoffs(runner, keys, tasks: selection.SelectionTasks) -> selection.Cutoffs:
     """Exact per-partition cutoffs of one selection family (refine rounds, then resolve).
 
     Parameters
@@ -174,7 +172,7 @@ def find_cutoffs(runner, keys, tasks: selection.SelectionTasks, row_starts) -> s
     keys : list
         Per partition: cached key images, or ``(part, scores)`` to compute them from.
     """
-    planner = selection.SelectionPlanner(tasks, row_starts)
+    planner = selection.SelectionPlanner(tasks)
     while (step := planner.next_refine()) is not None:
         active, bits = step
         histograms = runner.map("cutoffs", selection.histogram, keys, tasks=tasks,

@@ -263,11 +263,10 @@ def run_scan(input_path, out_path, *, options: ScanOptions, label_column="label"
         commit.check()   # a destination begin() would refuse fails the scan before any pass
         reader = plan.reader()   # not the whole plan in every task: it grows with the number of files
         sources = [ParquetSource(reader, spec, backend, row_sum_tolerance, on_bad_rows) for spec in plan.partitions]
-        row_starts = np.asarray([spec.row_start for spec in plan.partitions], dtype=np.int64)
         timings["plan"] = round(time.perf_counter() - started - timings["cluster"], 6)
         runner = DaskRunner(dask_client, retries=retries)
         num_cached = cached_partitions(cache, plan, dask_client, backend)
-        analysis = engine.analyse(runner, sources, row_starts, plan.num_classes, plan.pred_probs_dtype, options,
+        analysis = engine.analyse(runner, sources, plan.num_classes, plan.pred_probs_dtype, options,
                                   report=report, cache=num_cached, cache_keys=backend != "cupy")
         timings.update(analysis.timings)
         clock = engine.Stopwatch(report)

@@ -593,7 +593,6 @@ class SelectionPlanner:
     """Drives the refine / resolve rounds of one task family on the driver."""
 
     tasks: SelectionTasks
-    row_starts: np.ndarray
     intervals: Intervals = field(init=False)
 
     def __post_init__(self):
@@ -669,8 +668,7 @@ class SelectionPlanner:
         pieces : list of dict
             :func:`resolve_pieces` output of every partition, in partition order.
         """
-        num_parts = len(self.row_starts)
-        quota = np.zeros((len(self.tasks), num_parts), dtype=np.int64)
+        quota = np.zeros((len(self.tasks), len(pieces)), dtype=np.int64)
         image = np.zeros(len(self.tasks), dtype=np.uint64)
         select_all = self.select_all.copy()
         whole = np.setdiff1d(self._single_value_tasks(), split_ties, assume_unique=True)
@@ -723,15 +721,16 @@ class SelectionPlanner:
         if not splits.any():
             return
         image[collect[splits]] = cut_images[splits]
+        num_splits = np.count_nonzero(splits)
         split_of_rank = np.full(len(collect), -1)
-        split_of_rank[splits] = np.arange(np.count_nonzero(splits))
+        split_of_rank[splits] = np.arange(num_splits)
         # tied rows the cut takes: those at or before it in (task, image) order
         at_cut = (split_of_rank[sorted_rank] >= 0) & (sorted_offsets == cut_offsets[sorted_rank]) \
             & (np.arange(len(sorted_rank)) <= cut[sorted_rank])
-        needed = np.bincount(split_of_rank[sorted_rank[at_cut]], minlength=len(split_of_rank[splits]))
+        needed = np.bincount(split_of_rank[sorted_rank[at_cut]], minlength=num_splits)
         tied = (split_of_rank[rank] >= 0) & (offsets == cut_offsets[rank])
         cells = split_of_rank[rank[tied]] * len(pieces) + partition[tied]
-        tie_counts = np.bincount(cells, minlength=len(needed) * len(pieces)).reshape(len(needed), len(pieces))
+        tie_counts = np.bincount(cells, minlength=num_splits * len(pieces)).reshape(num_splits, len(pieces))
         quota[collect[splits]] = _tie_quota(needed, tie_counts)
 
 

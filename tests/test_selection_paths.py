@@ -119,7 +119,7 @@ def _planner_with_collected(images, rows, counts, row_starts):
     tasks = selection.SelectionTasks(kind=selection.BY_CLASS, classes=np.array([0]), columns=np.array([-1]),
                                      counts=np.array([counts]), sizes=np.array([len(images)]),
                                      key_dtype=np.dtype(np.float32))
-    planner = selection.SelectionPlanner(tasks, np.asarray(row_starts))
+    planner = selection.SelectionPlanner(tasks)
     partition = np.searchsorted(row_starts, rows, side="right") - 1
     pieces = [{"task": np.zeros(np.count_nonzero(partition == p), np.intp),
                "image": np.asarray(images, np.uint64)[partition == p], "tie_counts": np.zeros(0, np.int64)}
@@ -184,7 +184,7 @@ def _planner_with_inside(inside) -> selection.SelectionPlanner:
     sizes = np.full(len(inside), 1 << 20, dtype=np.int64)
     tasks = selection.SelectionTasks(selection.BY_CLASS, np.zeros(len(inside), np.intp), np.full(len(inside), -1),
                                      np.ones(len(inside), np.int64), sizes, np.dtype(np.float32))
-    planner = selection.SelectionPlanner(tasks, np.zeros(1, np.int64))
+    planner = selection.SelectionPlanner(tasks)
     planner.intervals.inside[:] = inside
     return planner
 
