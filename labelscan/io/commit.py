@@ -171,13 +171,14 @@ class OutputCommit(_Destination):
             fs.rm(self.path(PROGRESS_NAME), recursive=True)
         self._remove_own_outputs(OUTPUT_NAMES)
 
-    def _own_files(self, folder) -> list:
-        """labelscan's files under the destination's ``folder`` (others are left alone)."""
+    def _own_files(self, folder) -> dict:
+        """``{path: size}`` of labelscan's files under the destination's ``folder`` (one
+        listing; other files are left out)."""
         if not self.fs.isdir(self.path(folder)):
-            return []
+            return {}
         own = OWN_FILE_NAMES[folder]
-        return [path for path in self.fs.find(self.path(folder)) if own.fullmatch(posixpath.relpath(
-            path, self.path(folder)))]
+        return {path: info["size"] for path, info in self.fs.find(self.path(folder), detail=True).items()
+                if own.fullmatch(posixpath.relpath(path, self.path(folder)))}
 
     def _remove_own_outputs(self, names) -> None:
         """Remove the output files ``names`` and labelscan's files under the output folders
@@ -247,7 +248,8 @@ class OutputCommit(_Destination):
             for entry in finished.get("files", []):
                 if entry["path"].split("/", 1)[0] in RESUMABLE_FOLDERS:
                     entries.setdefault(entry["path"], self._progress_record(entry))
-        sizes = {self._relpath(path): fs.size(path) for folder in RESUMABLE_FOLDERS for path in self._own_files(folder)}
+        sizes = {self._relpath(path): size for folder in RESUMABLE_FOLDERS
+                 for path, size in self._own_files(folder).items()}
         keep = {relpath: record for relpath, record in entries.items()
                 if self._matches(record, relpath) and sizes.get(relpath) == record["bytes"]}
         stale_objects = [self.path(relpath) for relpath in sizes if relpath not in keep]
