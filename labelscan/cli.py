@@ -33,7 +33,7 @@ import time
 import click
 
 from labelscan import __version__
-from labelscan.errors import EXIT_INFRASTRUCTURE, DestinationError, LabelscanError, UsageError
+from labelscan.errors import EXIT_INFRASTRUCTURE, LabelscanError, OccupiedDestinationError, UsageError
 from labelscan.io.redact import redact_url
 from labelscan.options import FILTERS, RANK_METHODS
 
@@ -44,8 +44,6 @@ EXIT_STDOUT_CLOSED = 128 + 13
 """Exit code when stdout's reader left early: that of a Unix tool killed by SIGPIPE (13)."""
 NETWORK_MODULES = ("botocore.", "aiobotocore.", "aiohttp.")
 """Modules of optional storage clients whose exceptions are storage or network failures."""
-COMMIT_OVERWRITE_HINT = "overwrite it"
-"""How :class:`~labelscan.io.commit.OutputCommit` ends its refusal of another scan's destination."""
 
 
 class _Group(click.Group):
@@ -325,16 +323,12 @@ def _check_report_path(path):
 
 @contextlib.contextmanager
 def _naming_overwrite_option(option):
-    """Reword a refused destination's ``... or overwrite it`` to name ``option``, the command's way
-    to overwrite it."""
+    """Name ``option``, the command's way to overwrite, in the refusal of a destination holding
+    another scan's outputs."""
     try:
         yield
-    except DestinationError as error:
-        message = str(error)
-        if not message.endswith(COMMIT_OVERWRITE_HINT):
-            raise
-        raise DestinationError(f"{message.removesuffix(COMMIT_OVERWRITE_HINT)}give {option} to replace "
-                               f"its outputs") from None
+    except OccupiedDestinationError as error:
+        raise OccupiedDestinationError(error.occupied, f"give {option}") from None
 
 
 def load_job_logged(job_path, overrides, log_format, command):

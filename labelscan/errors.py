@@ -32,6 +32,26 @@ class DestinationError(LabelscanError):
     exit_code = EXIT_USAGE
 
 
+class OccupiedDestinationError(DestinationError):
+    """The destination holds another scan's outputs.
+
+    Parameters
+    ----------
+    occupied : str
+        Which destination and whose outputs, e.g. ``"out/ holds the outputs of another scan (...)"``.
+    how_to_overwrite : str
+        How the caller replaces them, in the caller's terms (the Python argument by default; the
+        command line names its option).
+    """
+
+    def __init__(self, occupied, how_to_overwrite="pass overwrite=True"):
+        super().__init__(occupied, how_to_overwrite)   # the args LabelscanError.__reduce__ pickles
+        self.occupied, self.how_to_overwrite = occupied, how_to_overwrite
+
+    def __str__(self):
+        return f"{self.occupied}; choose another destination or {self.how_to_overwrite} to replace its outputs"
+
+
 class InputError(LabelscanError):
     """Bad input data, located as precisely as is known.
 

@@ -37,7 +37,7 @@ import re
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from labelscan.errors import DestinationError, InputError, UsageError
+from labelscan.errors import DestinationError, InputError, OccupiedDestinationError, UsageError
 from labelscan.io.atomic import json_bytes, parquet_bytes, put_bytes
 from labelscan.io.redact import redact_url
 
@@ -206,16 +206,16 @@ class OutputCommit(_Destination):
         Raises
         ------
         DestinationError
-            The destination is a file, or holds another scan's outputs and ``overwrite`` is False.
+            The destination is a file, or (:class:`~labelscan.errors.OccupiedDestinationError`)
+            holds another scan's outputs and ``overwrite`` is False.
         """
         if self.fs.isfile(self.path("").rstrip("/")):
             raise DestinationError(f"{redact_url(self.urlpath)} is a file: the destination must be a folder")
         previous = self._previous_identity()
         if previous not in (None, self._identity) and not self.overwrite:
-            raise DestinationError(
+            raise OccupiedDestinationError(
                 f"{redact_url(self.urlpath)} holds the outputs of another scan (config_hash "
-                f"{previous[0]}, input sha256 {previous[1]}); choose another destination or "
-                f"overwrite it")
+                f"{previous[0]}, input sha256 {previous[1]})")
         return previous
 
     def _previous_identity(self):
