@@ -274,7 +274,9 @@ def _class_names(ctx, param, value):
 
 def _distinct_names(ctx, param, values):
     """A repeatable name option whose names must differ."""
-    repeated = sorted({name for name in values if values.count(name) > 1})
+    from labelscan.io.columns import repeated_names
+
+    repeated = repeated_names(values)
     if repeated:
         raise click.BadParameter(f"{', '.join(map(repr, repeated))} given more than once")
     return values

@@ -11,6 +11,7 @@ list slot flattens to nothing and would silently shift every later row.
 ``flatten()`` (unlike ``.values``) honours slice offsets.
 """
 
+import collections
 import re
 from dataclasses import dataclass
 
@@ -91,8 +92,13 @@ def _list_layout(field, path):
     return PredProbsLayout(column=field.name, columns=None, dtype=dtype, num_classes=num_classes)
 
 
+def repeated_names(names) -> list:
+    """The names given more than once in ``names``, sorted."""
+    return sorted(name for name, count in collections.Counter(names).items() if count > 1)
+
+
 def _columns_layout(schema, names, path):
-    repeated = sorted({name for name in names if names.count(name) > 1})
+    repeated = repeated_names(names)
     if repeated:
         raise UsageError(f"pred_probs columns {repeated} given more than once")
     missing = [name for name in names if name not in schema.names]
