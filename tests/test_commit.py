@@ -162,7 +162,7 @@ def test_begin_refuses_another_scans_destination(out_url, other):
     run_scan(out_url)
     fs, root = fsspec.core.url_to_fs(out_url)
     fs.pipe_file(f"{root}/notes.txt", b"mine")
-    with pytest.raises(DestinationError, match="holds the outputs of another scan"):
+    with pytest.raises(DestinationError, match="holds the outputs of another scan .*; choose another destination or pass overwrite=True"):
         make_commit(out_url, **other).begin()
     read_manifest(out_url)   # untouched
     make_commit(out_url, overwrite=True, **other).begin()
