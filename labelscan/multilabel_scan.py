@@ -208,7 +208,7 @@ def analyse(runner, sources, row_starts, num_rows: int, num_classes: int, dtype,
                  for family in families]
     cutoffs = []
     for tasks, keys in keyed:
-        cutoffs.append(engine.find_cutoffs(runner, keys, tasks, np.asarray(row_starts)))
+        cutoffs.append(engine.find_cutoffs(runner, keys, tasks))
         runner.release(keys)
     clock.lap("cutoffs")
     requests = [mlp.MultiLabelRequest(filter_by=options.filter_by, thresholds=thresholds, families=families,
