@@ -14,6 +14,7 @@ concatenate without casts.
 
 import contextlib
 import json
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
@@ -26,6 +27,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from labelscan.errors import InputError
+from labelscan.io import pages
 from labelscan.io.columns import (PredProbsLayout, check_id_column, check_label_column,
                                   columns_problems, decode_columns, decode_ids, decode_labels,
                                   decode_list, list_blocks, list_problems, null_problems, resolve_pred_probs)
@@ -265,13 +267,16 @@ def _open_parquet(fs, path, buffer_size=0):
     flipped bits in them raise :class:`InputError` instead of passing as other numbers.
     """
     with _native_or_fsspec(fs, path) as handle:
-        try:
-            parquet = pq.ParquetFile(handle, buffer_size=buffer_size, page_checksum_verification=True)
-        except Exception as error:
-            if _is_corrupt(error):
-                raise InputError(f"not a readable parquet file ({error})", path=path) from error
-            raise
-        yield parquet
+        yield _parquet_file(handle, path, buffer_size)
+
+
+def _parquet_file(handle, path, buffer_size=0):
+    try:
+        return pq.ParquetFile(handle, buffer_size=buffer_size, page_checksum_verification=True)
+    except Exception as error:
+        if _is_corrupt(error):
+            raise InputError(f"not a readable parquet file ({error})", path=path) from error
+        raise
 
 
 @contextlib.contextmanager
@@ -403,7 +408,8 @@ def _piece(path, groups):
 def _read_table(plan, spec, columns):
     """The ``columns`` of a partition's rows: its pieces read and concatenated, in order."""
     ensure_decode_threads()
-    tables = [_read_piece(plan, piece, columns) for piece in spec.pieces]
+    list_column = plan.pred_probs_column if plan.pred_probs_column in columns and pages.preferred() else None
+    tables = [_read_piece(plan, piece, columns, list_column) for piece in spec.pieces]
     if len(tables) == 1:
         return tables[0]
     return pa.table({name: pa.chunked_array([chunk for table in tables for chunk in table.column(name).chunks],
@@ -411,9 +417,11 @@ def _read_table(plan, spec, columns):
                      for name in columns})
 
 
-def _read_piece(plan, piece, columns):
+def _read_piece(plan, piece, columns, list_column=None):
     try:
-        table = _decode_row_groups(plan.fs, piece, columns)
+        table = _decode_list_pages(plan, piece, columns, list_column) if list_column is not None else None
+        if table is None:
+            table = _decode_row_groups(plan.fs, piece, columns)
     except InputError:
         raise
     except Exception as error:
@@ -447,6 +455,51 @@ def _decode_row_groups(fs, piece, columns):
         return fragment.to_table(columns=columns, use_threads=True)
     with _open_parquet(fs, piece.path) as parquet:
         return parquet.read_row_groups(list(piece.row_groups), columns=columns)
+
+
+def _decode_list_pages(plan, piece, columns, list_column):
+    """A piece's row groups as one table, its list column decoded by :mod:`labelscan.io.pages`
+    and the other columns by Arrow; None when the list column needs Arrow's reader."""
+    with _native_or_fsspec(plan.fs, piece.path) as handle:
+        parquet = _parquet_file(handle, piece.path)
+        leaf = pages.list_leaf(parquet, list_column, plan.num_classes)
+        if leaf is None:
+            return None
+        try:
+            values = pages.read_list_values(parquet, _range_reader(handle), piece.row_groups, leaf)
+        except pages.Unsupported:
+            return None
+        others = [name for name in columns if name != list_column]
+        rest = parquet.read_row_groups(list(piece.row_groups), columns=others, use_threads=False) if others else None
+    column_type = parquet.schema_arrow.field(list_column).type
+    arrays = {list_column: _list_array(values, column_type, leaf.list_size)}
+    if rest is not None:
+        arrays.update((name, rest.column(name)) for name in others)
+    return pa.table({name: arrays[name] for name in columns})
+
+
+def _range_reader(handle):
+    """``read(offset, size) -> bytes`` of an open file, safe to call from several threads."""
+    if hasattr(handle, "read_at"):    # pyarrow files: positional reads, no shared cursor
+        return lambda offset, size: handle.read_at(size, offset)
+    lock = threading.Lock()
+
+    def read(offset, size):
+        with lock:
+            handle.seek(offset)
+            return handle.read(size)
+    return read
+
+
+def _list_array(values, column_type, list_size):
+    """An Arrow list array of ``column_type`` over ``values`` (K per row, no nulls), zero-copy."""
+    flat = pa.array(values)
+    if pa.types.is_fixed_size_list(column_type):
+        return pa.FixedSizeListArray.from_arrays(flat, type=column_type)
+    offsets = np.arange(0, len(values) + 1, list_size,
+                        dtype=np.int64 if pa.types.is_large_list(column_type) else np.int32)
+    array_type = pa.LargeListArray if pa.types.is_large_list(column_type) else pa.ListArray
+    return array_type.from_arrays(pa.array(offsets), flat, type=column_type)
 
 
 NULL_FIXED_SIZE_LIST_MESSAGE = "Expected all lists to be of size"

@@ -1,0 +1,90 @@
+"""The few parts of Thrift's compact protocol that parquet page headers use.
+
+A page header is a Thrift struct; :func:`read_struct` turns one into nested dicts keyed by
+field id (``{1: page_type, 2: uncompressed_size, 3: compressed_size, ...}``). Strings and
+doubles (page statistics) are skipped: only the integers, booleans and nested structs a
+page walker needs are kept.
+"""
+
+from __future__ import annotations
+
+BOOLEAN_TRUE, BOOLEAN_FALSE, BYTE, I16, I32, I64, DOUBLE, BINARY, LIST, SET, MAP, STRUCT = range(1, 13)
+
+
+class ThriftError(ValueError):
+    """Bytes that are not a compact-protocol struct this reader understands."""
+
+
+def read_varint(buffer, position: int) -> tuple[int, int]:
+    """An unsigned LEB128 integer at ``position``: ``(value, next position)``."""
+    value = shift = 0
+    while True:
+        if position >= len(buffer):
+            raise ThriftError("truncated varint")
+        byte = buffer[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, position
+        shift += 7
+        if shift > 63:
+            raise ThriftError("varint longer than 64 bits")
+
+
+def _zigzag(value: int) -> int:
+    return (value >> 1) ^ -(value & 1)
+
+
+def read_struct(buffer, position: int = 0) -> tuple[dict, int]:
+    """The struct at ``position``: ``({field id: value}, position after its stop byte)``.
+
+    Raises
+    ------
+    ThriftError
+        Truncated bytes or a type this reader does not know.
+    """
+    fields = {}
+    field_id = 0
+    while True:
+        if position >= len(buffer):
+            raise ThriftError("truncated struct")
+        header = buffer[position]
+        position += 1
+        if header == 0:
+            return fields, position
+        kind, delta = header & 0x0F, header >> 4
+        if delta:
+            field_id += delta
+        else:
+            raw, position = read_varint(buffer, position)
+            field_id = _zigzag(raw)
+        fields[field_id], position = _read_value(buffer, position, kind)
+
+
+def _read_value(buffer, position: int, kind: int):
+    if kind in (BOOLEAN_TRUE, BOOLEAN_FALSE):
+        return kind == BOOLEAN_TRUE, position
+    if kind == BYTE:
+        return buffer[position], position + 1
+    if kind in (I16, I32, I64):
+        raw, position = read_varint(buffer, position)
+        return _zigzag(raw), position
+    if kind == DOUBLE:
+        return None, position + 8
+    if kind == BINARY:
+        length, position = read_varint(buffer, position)
+        return None, position + length
+    if kind in (LIST, SET):
+        header = buffer[position]
+        position += 1
+        size, element_kind = header >> 4, header & 0x0F
+        if size == 15:
+            size, position = read_varint(buffer, position)
+        items = []
+        for _ in range(size):
+            item, position = _read_value(buffer, position, element_kind)
+            items.append(item)
+        return items, position
+    if kind == STRUCT:
+        return read_struct(buffer, position)
+    raise ThriftError(f"unsupported compact-protocol type {kind}")
