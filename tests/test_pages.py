@@ -114,6 +114,15 @@ def test_lists_of_other_lengths_are_refused_even_with_the_right_total(tmp_path):
     assert _refused(tmp_path / "p.parquet", 2)
 
 
+def test_a_section_remembered_as_valid_does_not_pass_other_levels(tmp_path):
+    good = pa.array([[0.5, 0.5], [0.25, 0.75], [1.0, 0.0]], pa.list_(pa.float32()))
+    pq.write_table(pa.table({"label": [0, 1, 0], "pred_probs": good}), tmp_path / "good.parquet")
+    assert not _refused(tmp_path / "good.parquet", 2)       # its sections are now remembered
+    ragged = pa.array([[1.0], [0.5, 0.5], [0.2, 0.3, 0.5]], pa.list_(pa.float32()))
+    pq.write_table(pa.table({"label": [0, 1, 0], "pred_probs": ragged}), tmp_path / "ragged.parquet")
+    assert _refused(tmp_path / "ragged.parquet", 2)         # same value count, other repetition levels
+
+
 def test_float16_and_non_list_columns_are_left_to_arrow(tmp_path):
     half = pa.FixedSizeListArray.from_arrays(pa.array(np.full(4, 0.5, np.float16)), 2)
     pq.write_table(pa.table({"label": [0, 1], "pred_probs": half}), tmp_path / "h.parquet")

@@ -51,8 +51,9 @@ PHYSICAL_DTYPES = {"FLOAT": np.dtype("<f4"), "DOUBLE": np.dtype("<f8")}
 MAX_CORES = 4
 """The most cores of a process that reads list columns with this module (above: Arrow)."""
 
-MAX_CHECKED_SECTIONS = 4096
-"""Level sections remembered as valid per process (a few per page size and K in practice)."""
+MAX_CHECKED_SECTIONS = 256
+"""Level sections remembered as valid per process (a few per page size and K in practice; at
+most ~40 KB each)."""
 
 
 def preferred() -> bool:
@@ -274,12 +275,12 @@ def _check_levels(kind: str, section, max_level: int, count: int, list_size: int
     """Raise :class:`Unsupported` unless ``section`` encodes the levels of ``count`` values, all
     present, starting ``position`` values into rows of ``list_size`` values.
 
-    Sections found valid are remembered: pages of one size give identical level bytes, so
-    most pages cost one dictionary lookup.
+    The last valid section of each (kind, count, phase) is remembered: pages of one size give
+    identical level bytes, so most pages cost one byte comparison.
     """
     phase = position % list_size
-    key = (kind, max_level, count, list_size, phase, bytes(section))
-    if key in _checked_sections:
+    key = (kind, max_level, count, list_size, phase)
+    if _checked_sections.get(key) == section:
         return
     levels = decode_hybrid(section, max_level.bit_length(), count)
     if kind == "definition":
@@ -291,7 +292,7 @@ def _check_levels(kind: str, section, max_level: int, count: int, list_size: int
     with _checked_lock:
         if len(_checked_sections) >= MAX_CHECKED_SECTIONS:
             _checked_sections.clear()
-        _checked_sections[key] = True
+        _checked_sections[key] = bytes(section)
 
 
 def decode_hybrid(buffer, bit_width: int, count: int) -> np.ndarray:
