@@ -16,11 +16,11 @@ that do not match, bytes it cannot parse — raises :class:`Unsupported`, and th
 the row groups with Arrow instead (which also reports real corruption precisely). The values
 are the stored bytes themselves, so both readers give identical arrays.
 
-It is faster per core than Arrow (100M x 10 on a 16-core GPU host, one thread: 21-29M rows/s
-against 16-17M; on the 2-core development machine 69M against 25-30M rows/s), but part of its
-work holds the GIL, so it stops scaling at a few threads where Arrow's C++ reader keeps going
-(8 threads on that host: 54-57M against 74-82M rows/s). :func:`preferred` therefore turns it
-on only in processes of at most :data:`MAX_CORES` cores.
+Its page walk runs in Python and holds the GIL. Alone it reads about as fast as Arrow on 16
+cores and faster on few (the 2-core development machine: 10M x 10 in 0.14 s against 0.34 s on
+one thread), but in a process whose other threads also run Python (a GPU worker launching CuPy
+kernels) it waits for the GIL where Arrow's C++ reader does not (docs/benchmarks.md).
+:func:`preferred` therefore turns it on only in processes of at most :data:`MAX_CORES` cores.
 """
 
 from __future__ import annotations
@@ -182,8 +182,17 @@ def _decode_chunk(chunk, read_range, leaf: ListLeaf, out: np.ndarray) -> None:
 
 
 def _walk_pages(data, codec, leaf: ListLeaf, out: np.ndarray) -> None:
+    """Decode a column chunk's pages into ``out``.
+
+    A PLAIN page's values are copied with a memoryview assignment, which keeps the GIL:
+    besides the decompression, a page costs no GIL release, and so no wait to take it back
+    behind other threads running Python (each such wait may last the interpreter's switch
+    interval).
+    """
     position = written = 0
     dictionary = None
+    out_bytes = memoryview(out).cast("B")
+    itemsize = leaf.dtype.itemsize
     while written < len(out):
         header, position = read_struct(data, position)
         page_type, uncompressed_size, compressed_size = header[1], header[2], header[3]
@@ -202,7 +211,12 @@ def _walk_pages(data, codec, leaf: ListLeaf, out: np.ndarray) -> None:
             count, encoding, values = _data_page(page_type, header, body, uncompressed_size, codec, leaf, written)
             if written + count > len(out):
                 raise Unsupported("more values than rows x K")
-            out[written:written + count] = _page_values(values, encoding, count, dictionary, leaf.dtype)
+            if encoding == PLAIN:
+                if len(values) < count * itemsize:
+                    raise Unsupported("page shorter than its values")
+                out_bytes[written * itemsize:(written + count) * itemsize] = values[:count * itemsize]
+            else:
+                out[written:written + count] = _dictionary_values(values, encoding, count, dictionary)
             written += count
         elif page_type != INDEX_PAGE:
             raise Unsupported(f"page type {page_type}")
@@ -256,9 +270,7 @@ def _data_page(page_type, header, body, uncompressed_size, codec, leaf: ListLeaf
     return count, encoding, values
 
 
-def _page_values(values, encoding: int, count: int, dictionary, dtype) -> np.ndarray:
-    if encoding == PLAIN:
-        return np.frombuffer(values, dtype, count=count)
+def _dictionary_values(values, encoding: int, count: int, dictionary) -> np.ndarray:
     if encoding in (PLAIN_DICTIONARY, RLE_DICTIONARY) and dictionary is not None:
         indices = decode_hybrid(values[1:], values[0], count)
         if count and int(indices.max()) >= len(dictionary):
