@@ -61,8 +61,8 @@ class ParquetSource:
     """One partition of a parquet set, read on the worker and computed on ``backend``.
 
     Its rows are validated as they are read, so their predictions are finite (``finite``);
-    host partitions take list-column predictions as zero-copy chunks (``row_blocks``), which
-    grouping gathers straight from.
+    list-column predictions come as zero-copy chunks (``row_blocks``), which grouping gathers
+    straight from on the host and which reach the device through one staging copy.
     """
 
     finite = True
@@ -73,8 +73,7 @@ class ParquetSource:
     on_bad_rows: str = "error"
 
     def load(self):
-        data = read_partition(self.plan, self.spec, self.row_sum_tolerance, self.on_bad_rows,
-                              row_blocks=self.backend == "numpy")
+        data = read_partition(self.plan, self.spec, self.row_sum_tolerance, self.on_bad_rows, row_blocks=True)
         return data.row_start, data.labels, data.pred_probs, data.ids, data.rejected
 
     def load_ids(self):

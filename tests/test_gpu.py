@@ -221,3 +221,16 @@ def test_skipped_bad_rows_give_identical_outputs_on_cuda_cluster(tmp_path, filte
     for key in ("num_partitions", "num_rows", "num_rows_scanned", "num_rows_rejected", "num_rows_rejected_per_reason",
                 "num_issues", "num_issues_per_class", "statistics", "health"):
         assert gpu.summary[key] == cpu.summary[key], key
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_to_device_joins_row_blocks(dtype):
+    from labelscan.kernels.device import to_device
+
+    rng = np.random.default_rng(0)
+    blocks = [rng.random((rows, 7)).astype(dtype) for rows in (5, 0, 1000, 3)]
+    whole = np.concatenate(blocks)
+    assert (to_device(blocks).get() == whole).all()
+    assert to_device(blocks).shape == whole.shape
+    assert (to_device(whole[:, 2]).get() == whole[:, 2]).all()       # strided single array
+    assert to_device([whole[:0]]).shape == (0, 7)

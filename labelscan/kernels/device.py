@@ -24,26 +24,34 @@ def _pinned_buffer(nbytes: int) -> np.ndarray:
     return buffer[:nbytes]
 
 
-def to_device(array: np.ndarray):
+def to_device(array):
     """Copy a host array to the current GPU through the thread's pinned staging buffer.
 
     Parameters
     ----------
-    array : numpy.ndarray
-        Any shape; made C-contiguous.
+    array : numpy.ndarray or list of numpy.ndarray
+        Any shape; or row blocks of one dtype and trailing shape (zero-copy chunks of a
+        partition), written one after the other into the staging buffer: joined on their way
+        to the device instead of in a host copy of their own.
 
     Returns
     -------
     cupy.ndarray
-        Same shape and dtype, on the device.
+        Same shape and dtype (blocks: their concatenation), on the device.
     """
     import cupy
 
-    array = np.ascontiguousarray(array)
-    if not array.size:   # a partition whose rows were all skipped: nothing to copy
-        return cupy.empty(array.shape, dtype=array.dtype)
-    staging = _pinned_buffer(array.nbytes).view(array.dtype).reshape(array.shape)
-    np.copyto(staging, array)
+    blocks = array if isinstance(array, list) else [array]
+    first = blocks[0]
+    shape = (sum(len(block) for block in blocks), *first.shape[1:]) if isinstance(array, list) else first.shape
+    nbytes = int(np.prod(shape, dtype=np.int64)) * first.dtype.itemsize
+    if not nbytes:   # a partition whose rows were all skipped: nothing to copy
+        return cupy.empty(shape, dtype=first.dtype)
+    staging = _pinned_buffer(nbytes).view(first.dtype).reshape(shape)
+    start = 0
+    for block in blocks:
+        np.copyto(staging[start:start + len(block)], block)
+        start += len(block)
     device = cupy.empty(array.shape, dtype=array.dtype)
     device.set(staging)
     cupy.cuda.get_current_stream().synchronize()  # the staging buffer is reused next time
