@@ -52,7 +52,7 @@ def to_device(array):
     for block in blocks:
         np.copyto(staging[start:start + len(block)], block)
         start += len(block)
-    device = cupy.empty(array.shape, dtype=array.dtype)
+    device = cupy.empty(shape, dtype=first.dtype)
     device.set(staging)
     cupy.cuda.get_current_stream().synchronize()  # the staging buffer is reused next time
     return device
