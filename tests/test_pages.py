@@ -209,3 +209,23 @@ def test_reader_benchmark_runs(tmp_path, monkeypatch):
     assert {(r["benchmark"], r["metric"]) for r in records} >= {
         ("read_arrow", "rows_per_second_2_threads"), ("read_pages", "seconds_1_threads")}
     assert pages.MAX_CORES in reader.DECODERS.values()
+
+
+def test_page_headers_missing_fields_are_refused():
+    leaf = pages.ListLeaf(1, np.dtype("<f4"), 2, 3, 1)
+    header_without_sizes = bytes([0x15, 0x00, 0x00])      # only field 1 (page type 0)
+    with pytest.raises(pages.Unsupported):
+        pages._decode_chunk(_FakeChunk(len(header_without_sizes)), lambda offset, size: header_without_sizes,
+                            leaf, np.empty(4, np.float32))
+
+
+class _FakeChunk:
+    """The column chunk metadata :func:`pages._decode_chunk` reads."""
+
+    compression = "UNCOMPRESSED"
+    num_values = 4
+    has_dictionary_page = False
+    data_page_offset = 0
+
+    def __init__(self, size):
+        self.total_compressed_size = size

@@ -109,7 +109,7 @@ def list_leaf(parquet, column: str, list_size: int) -> ListLeaf | None:
         return None
     leaf = parquet.schema.column(leaves[0])
     dtype = PHYSICAL_DTYPES.get(leaf.physical_type)
-    if dtype is None or field_type.value_type.to_pandas_dtype() != dtype or leaf.max_repetition_level != 1:
+    if dtype is None or field_type.value_type != pa.from_numpy_dtype(dtype) or leaf.max_repetition_level != 1:
         return None
     return ListLeaf(leaves[0], dtype, list_size, leaf.max_definition_level, leaf.max_repetition_level)
 
@@ -144,7 +144,7 @@ def read_list_values(parquet, read_range, row_groups, leaf: ListLeaf) -> np.ndar
         _decode_chunk(metadata.row_group(index).column(leaf.column_index), read_range, leaf, values[start:stop])
 
     jobs = list(zip(row_groups, [0, *ends[:-1]], ends))
-    if len(jobs) > 1:   # row groups in parallel, as Arrow decodes them (the copies release the GIL)
+    if len(jobs) > 1:   # row groups in parallel, as Arrow decodes them (reads and decompression release the GIL)
         list(_decode_pool().map(lambda job: decode(*job), jobs))
     else:
         for job in jobs:
@@ -177,8 +177,8 @@ def _decode_chunk(chunk, read_range, leaf: ListLeaf, out: np.ndarray) -> None:
     data = _bytes_view(read_range(first_page, chunk.total_compressed_size))
     try:
         _walk_pages(data, codec, leaf, out)
-    except (ThriftError, IndexError, ValueError, pa.ArrowException) as error:
-        raise Unsupported(f"unreadable pages ({error})") from error
+    except (ThriftError, IndexError, KeyError, TypeError, ValueError, pa.ArrowException) as error:
+        raise Unsupported(f"unreadable pages ({error!r})") from error
 
 
 def _walk_pages(data, codec, leaf: ListLeaf, out: np.ndarray) -> None:
