@@ -472,6 +472,8 @@ def _decode_list_pages(plan, piece, columns, list_column):
         others = [name for name in columns if name != list_column]
         rest = parquet.read_row_groups(list(piece.row_groups), columns=others, use_threads=False) if others else None
     column_type = parquet.schema_arrow.field(list_column).type
+    if pa.types.is_list(column_type) and len(values) > np.iinfo(np.int32).max:
+        return None   # past 32-bit list offsets: Arrow splits such a piece into chunks
     arrays = {list_column: _list_array(values, column_type, leaf.list_size)}
     if rest is not None:
         arrays.update((name, rest.column(name)) for name in others)
