@@ -109,15 +109,25 @@ def bench_size(recorder: Recorder, size: str, args) -> None:
         cluster.close()
         recorder.save(args.out)   # each GPU count's records survive a later count's failure
         print(f"{size} on {count} GPU(s): {median:.2f} s (median of {len(seconds)})", file=sys.stderr, flush=True)
-    first = args.gpus[0]
-    for count in args.gpus[1:]:
-        recorder.add(f"labelscan_{count}gpu", size, "outputs_identical_to_1gpu",
-                     digests[count] == digests[first], "bool")
-        one = [r["value"] for r in recorder.records if r["benchmark"] == f"labelscan_{first}gpu"
-               and r["size"] == size and r["metric"] == "seconds"][0]
-        many = [r["value"] for r in recorder.records if r["benchmark"] == f"labelscan_{count}gpu"
-                and r["size"] == size and r["metric"] == "seconds"][0]
-        recorder.add(f"labelscan_{count}gpu", size, "speedup_vs_1gpu", one / many, "ratio")
+    add_speedups(recorder, size, args.gpus, digests)
+
+
+def add_speedups(recorder: Recorder, size: str, counts: list[int], digests: dict) -> None:
+    """Each GPU count against the baseline (one GPU when measured, else the fewest): whether its
+    outputs are identical and its speed-up (``outputs_identical_to_<b>gpu``, ``speedup_vs_<b>gpu``)."""
+    baseline = 1 if 1 in counts else min(counts)
+
+    def seconds(count):
+        return next(r["value"] for r in recorder.records if r["benchmark"] == f"labelscan_{count}gpu"
+                    and r["size"] == size and r["metric"] == "seconds")
+
+    for count in counts:
+        if count == baseline:
+            continue
+        recorder.add(f"labelscan_{count}gpu", size, f"outputs_identical_to_{baseline}gpu",
+                     digests[count] == digests[baseline], "bool")
+        recorder.add(f"labelscan_{count}gpu", size, f"speedup_vs_{baseline}gpu", seconds(baseline) / seconds(count),
+                     "ratio")
 
 
 def main(argv=None) -> None:

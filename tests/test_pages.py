@@ -196,21 +196,6 @@ def test_thrift_struct():
         read_struct(encoded[:-1])
 
 
-def test_reader_benchmark_runs(tmp_path, monkeypatch):
-    import json
-
-    from benchmarks import reader
-
-    monkeypatch.setattr(pages, "MAX_CORES", pages.MAX_CORES)   # restored after the benchmark's choices
-    out = tmp_path / "reader.json"
-    reader.main(["--size", "20Kx10", "--threads", "1,2", "--repeat", "1", "--jobs", "1",
-                 "--data-dir", str(tmp_path), "--out", str(out)])
-    records = json.loads(out.read_text())
-    assert {(r["benchmark"], r["metric"]) for r in records} >= {
-        ("read_arrow", "rows_per_second_2_threads"), ("read_pages", "seconds_1_threads")}
-    assert pages.MAX_CORES in reader.DECODERS.values()
-
-
 def test_page_headers_missing_fields_are_refused():
     leaf = pages.ListLeaf(1, np.dtype("<f4"), 2, 3, 1)
     header_without_sizes = bytes([0x15, 0x00, 0x00])      # only field 1 (page type 0)

@@ -1,0 +1,41 @@
+"""The benchmark modules' own logic, on tiny inputs (their measurements live in docs/benchmarks.md)."""
+
+import json
+
+from benchmarks import reader
+from benchmarks.cpu import Recorder
+from benchmarks.scale import add_speedups
+from labelscan.io import pages
+
+
+def test_reader_benchmark_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(pages, "MAX_CORES", pages.MAX_CORES)   # restored after the benchmark's choices
+    out = tmp_path / "reader.json"
+    reader.main(["--size", "20Kx10", "--threads", "1,2", "--repeat", "1", "--jobs", "1",
+                 "--data-dir", str(tmp_path), "--out", str(out)])
+    records = json.loads(out.read_text())
+    assert {(r["benchmark"], r["metric"]) for r in records} >= {
+        ("read_arrow", "rows_per_second_2_threads"), ("read_pages", "seconds_1_threads")}
+    assert pages.MAX_CORES in reader.DECODERS.values()
+
+
+def test_speedups_are_against_one_gpu_whatever_the_order():
+    recorder = Recorder({}, {})
+    for count, seconds in ((4, 20.0), (2, 30.0), (1, 60.0)):
+        recorder.add(f"labelscan_{count}gpu", "1Bx10", "seconds", seconds, "s")
+    add_speedups(recorder, "1Bx10", [4, 2, 1], {4: {"a": "x"}, 2: {"a": "x"}, 1: {"a": "x"}})
+    found = {(r["benchmark"], r["metric"]): r["value"] for r in recorder.records}
+    assert found[("labelscan_4gpu", "speedup_vs_1gpu")] == 3.0
+    assert found[("labelscan_2gpu", "speedup_vs_1gpu")] == 2.0
+    assert found[("labelscan_2gpu", "outputs_identical_to_1gpu")] is True
+    assert ("labelscan_1gpu", "speedup_vs_1gpu") not in found
+
+
+def test_speedups_without_one_gpu_use_the_fewest():
+    recorder = Recorder({}, {})
+    for count, seconds in ((4, 20.0), (2, 30.0)):
+        recorder.add(f"labelscan_{count}gpu", "1Bx10", "seconds", seconds, "s")
+    add_speedups(recorder, "1Bx10", [4, 2], {4: {"a": "x"}, 2: {"a": "y"}})
+    found = {(r["benchmark"], r["metric"]): r["value"] for r in recorder.records}
+    assert found[("labelscan_4gpu", "speedup_vs_2gpu")] == 1.5
+    assert found[("labelscan_4gpu", "outputs_identical_to_2gpu")] is False
