@@ -123,7 +123,10 @@ def test_a_section_remembered_as_valid_does_not_pass_other_levels(tmp_path):
     assert _refused(tmp_path / "ragged.parquet", 2)         # same value count, other repetition levels
 
 
-def test_float16_and_non_list_columns_are_left_to_arrow(tmp_path):
+def test_float16_and_non_list_columns_are_left_to_arrow(tmp_path, monkeypatch):
+    monkeypatch.setattr(pages, "MAX_CORES", 1 << 20)
+    assert pages.preferred(np.float32) and pages.preferred(np.float64)
+    assert not pages.preferred(np.float16)          # the files are not even opened for it
     half = pa.FixedSizeListArray.from_arrays(pa.array(np.full(4, 0.5, np.float16)), 2)
     pq.write_table(pa.table({"label": [0, 1], "pred_probs": half}), tmp_path / "h.parquet")
     assert _refused(tmp_path / "h.parquet", 2)
@@ -197,7 +200,7 @@ def test_thrift_struct():
 
 
 def test_page_headers_missing_fields_are_refused():
-    leaf = pages.ListLeaf(1, np.dtype("<f4"), 2, 3, 1)
+    leaf = pages.ListLeaf(1, np.dtype("<f4"), 2, 3, 1, pa.list_(pa.float32(), 2))
     header_without_sizes = bytes([0x15, 0x00, 0x00])      # only field 1 (page type 0)
     with pytest.raises(pages.Unsupported):
         pages._decode_chunk(_FakeChunk(len(header_without_sizes)), lambda offset, size: header_without_sizes,

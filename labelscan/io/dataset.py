@@ -408,7 +408,8 @@ def _piece(path, groups):
 def _read_table(plan, spec, columns):
     """The ``columns`` of a partition's rows: its pieces read and concatenated, in order."""
     ensure_decode_threads()
-    list_column = plan.pred_probs_column if plan.pred_probs_column in columns and pages.preferred() else None
+    list_column = (plan.pred_probs_column if plan.pred_probs_column in columns and pages.preferred(plan.pred_probs_dtype)
+                   else None)
     tables = [_read_piece(plan, piece, columns, list_column) for piece in spec.pieces]
     if len(tables) == 1:
         return tables[0]
@@ -463,18 +464,16 @@ def _decode_list_pages(plan, piece, columns, list_column):
     with _native_or_fsspec(plan.fs, piece.path) as handle:
         parquet = _parquet_file(handle, piece.path)
         leaf = pages.list_leaf(parquet, list_column, plan.num_classes)
-        if leaf is None:
-            return None
+        if leaf is None or (pa.types.is_list(leaf.column_type)
+                            and piece.num_rows * leaf.list_size > np.iinfo(np.int32).max):
+            return None   # not decodable here, or past 32-bit list offsets (Arrow reads it in chunks)
         try:
             values = pages.read_list_values(parquet, _range_reader(handle), piece.row_groups, leaf)
         except pages.Unsupported:
             return None
         others = [name for name in columns if name != list_column]
         rest = parquet.read_row_groups(list(piece.row_groups), columns=others, use_threads=False) if others else None
-    column_type = parquet.schema_arrow.field(list_column).type
-    if pa.types.is_list(column_type) and len(values) > np.iinfo(np.int32).max:
-        return None   # past 32-bit list offsets: Arrow splits such a piece into chunks
-    arrays = {list_column: _list_array(values, column_type, leaf.list_size)}
+    arrays = {list_column: _list_array(values, leaf.column_type, leaf.list_size)}
     if rest is not None:
         arrays.update((name, rest.column(name)) for name in others)
     return pa.table({name: arrays[name] for name in columns})

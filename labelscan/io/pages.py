@@ -56,9 +56,10 @@ MAX_CHECKED_SECTIONS = 256
 most ~40 KB each)."""
 
 
-def preferred() -> bool:
-    """Whether this process should read list columns with this module rather than Arrow."""
-    return available_cores() <= MAX_CORES
+def preferred(dtype) -> bool:
+    """Whether this process should read list columns of ``dtype`` values with this module
+    rather than Arrow (float16 is stored in another parquet type, which only Arrow reads)."""
+    return np.dtype(dtype) in PHYSICAL_DTYPES.values() and available_cores() <= MAX_CORES
 
 
 class Unsupported(Exception):
@@ -79,6 +80,8 @@ class ListLeaf:
         K, the values of every row.
     max_definition_level, max_repetition_level : int
         Of the leaf (a value present at every level has the maximum definition level).
+    column_type : pyarrow.DataType
+        The column's Arrow type (``list``, ``large_list`` or ``fixed_size_list``).
     """
 
     column_index: int
@@ -86,6 +89,7 @@ class ListLeaf:
     list_size: int
     max_definition_level: int
     max_repetition_level: int
+    column_type: pa.DataType
 
 
 def list_leaf(parquet, column: str, list_size: int) -> ListLeaf | None:
@@ -111,7 +115,7 @@ def list_leaf(parquet, column: str, list_size: int) -> ListLeaf | None:
     dtype = PHYSICAL_DTYPES.get(leaf.physical_type)
     if dtype is None or field_type.value_type != pa.from_numpy_dtype(dtype) or leaf.max_repetition_level != 1:
         return None
-    return ListLeaf(leaves[0], dtype, list_size, leaf.max_definition_level, leaf.max_repetition_level)
+    return ListLeaf(leaves[0], dtype, list_size, leaf.max_definition_level, leaf.max_repetition_level, field_type)
 
 
 def read_list_values(parquet, read_range, row_groups, leaf: ListLeaf) -> np.ndarray:
@@ -247,13 +251,9 @@ def _data_page(page_type, header, body, uncompressed_size, codec, leaf: ListLeaf
         if page.get(3, RLE) != RLE or page.get(4, RLE) != RLE:
             raise Unsupported("levels not RLE")
         raw = _decompress(body, uncompressed_size, codec)
-        offset = 0
-        sections = []
-        for _ in (leaf.max_repetition_level, leaf.max_definition_level):   # both > 0 for a list
-            length = int.from_bytes(raw[offset:offset + 4], "little")
-            sections.append(raw[offset + 4:offset + 4 + length])
-            offset += 4 + length
-        repetition, definition, values = sections[0], sections[1], raw[offset:]
+        repetition, offset = _length_prefixed(raw, 0)   # a list has both levels
+        definition, offset = _length_prefixed(raw, offset)
+        values = raw[offset:]
     else:
         page = header[8]
         count, encoding = page[1], page[4]
@@ -268,6 +268,13 @@ def _data_page(page_type, header, body, uncompressed_size, codec, leaf: ListLeaf
     _check_levels("repetition", repetition, leaf.max_repetition_level, count, leaf.list_size, position)
     _check_levels("definition", definition, leaf.max_definition_level, count, leaf.list_size, position)
     return count, encoding, values
+
+
+def _length_prefixed(raw, offset: int):
+    """A data page v1 level section (4-byte little-endian length, then the bytes) at ``offset``:
+    ``(section, offset after it)``."""
+    length = int.from_bytes(raw[offset:offset + 4], "little")
+    return raw[offset + 4:offset + 4 + length], offset + 4 + length
 
 
 def _dictionary_values(values, encoding: int, count: int, dictionary) -> np.ndarray:

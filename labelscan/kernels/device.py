@@ -43,7 +43,7 @@ def to_device(array):
 
     blocks = array if isinstance(array, list) else [array]
     first = blocks[0]
-    shape = (sum(len(block) for block in blocks), *first.shape[1:]) if isinstance(array, list) else first.shape
+    shape = (sum(len(block) for block in blocks), *first.shape[1:])
     nbytes = int(np.prod(shape, dtype=np.int64)) * first.dtype.itemsize
     if not nbytes:   # a partition whose rows were all skipped: nothing to copy
         return cupy.empty(shape, dtype=first.dtype)
