@@ -83,7 +83,7 @@ def bench_size(recorder: Recorder, size: str, args) -> None:
     floor = add_timing(recorder, "read_floor", size, timed_runs(lambda: read_floor_once(paths), 1)[0])
     parallel_floor = add_timing(recorder, "read_floor_parallel", size,
                                 timed_runs(lambda: read_floor_parallel(paths), 1)[0])
-    digests = {}
+    digests, medians = {}, {}
     for count in args.gpus:
         cluster, client, started = gpu_cluster(count)
         benchmark = f"labelscan_{count}gpu"
@@ -94,7 +94,7 @@ def bench_size(recorder: Recorder, size: str, args) -> None:
         summaries = []
         seconds, _ = timed_runs(lambda: summaries.append(labelscan_once(folder, out, client, **options)),
                                 args.repeat)
-        median = add_timing(recorder, benchmark, size, seconds)
+        median = medians[count] = add_timing(recorder, benchmark, size, seconds)
         recorder.add(benchmark, size, "rows_per_second", rows / median, "rows/s")
         recorder.add(benchmark, size, "vs_read_floor", median / floor, "ratio")
         recorder.add(benchmark, size, "vs_read_floor_parallel", median / parallel_floor, "ratio")
@@ -109,24 +109,26 @@ def bench_size(recorder: Recorder, size: str, args) -> None:
         cluster.close()
         recorder.save(args.out)   # each GPU count's records survive a later count's failure
         print(f"{size} on {count} GPU(s): {median:.2f} s (median of {len(seconds)})", file=sys.stderr, flush=True)
-    add_speedups(recorder, size, args.gpus, digests)
+    add_speedups(recorder, size, medians, digests)
 
 
-def add_speedups(recorder: Recorder, size: str, counts: list[int], digests: dict) -> None:
-    """Each GPU count against the baseline (one GPU when measured, else the fewest): whether its
-    outputs are identical and its speed-up (``outputs_identical_to_<b>gpu``, ``speedup_vs_<b>gpu``)."""
-    baseline = 1 if 1 in counts else min(counts)
+def add_speedups(recorder: Recorder, size: str, medians: dict, digests: dict) -> None:
+    """Each GPU count against the fewest measured (one GPU when measured), whatever the order they
+    ran in: whether its outputs are identical and its speed-up (``outputs_identical_to_<b>gpu``,
+    ``speedup_vs_<b>gpu``).
 
-    def seconds(count):
-        return next(r["value"] for r in recorder.records if r["benchmark"] == f"labelscan_{count}gpu"
-                    and r["size"] == size and r["metric"] == "seconds")
-
-    for count in counts:
+    Parameters
+    ----------
+    medians, digests : dict
+        Per GPU count: median seconds, and :func:`output_digests`.
+    """
+    baseline = min(medians)
+    for count in medians:
         if count == baseline:
             continue
         recorder.add(f"labelscan_{count}gpu", size, f"outputs_identical_to_{baseline}gpu",
                      digests[count] == digests[baseline], "bool")
-        recorder.add(f"labelscan_{count}gpu", size, f"speedup_vs_{baseline}gpu", seconds(baseline) / seconds(count),
+        recorder.add(f"labelscan_{count}gpu", size, f"speedup_vs_{baseline}gpu", medians[baseline] / medians[count],
                      "ratio")
 
 
