@@ -32,9 +32,9 @@ class PartitionOutcome:
     rejected : labelscan.io.rejects.Rejections or None
         The partition's input rows left out (skipped bad rows); the arrays above hold the others.
     issues : dict[str, numpy.ndarray]
-        Flagged rows sorted by (label_quality, row_id): ``row_id``, ``given_label``,
-        ``predicted_label``, ``label_quality``, ``image`` (order image of label_quality),
-        and ``id`` when ids are known.
+        Flagged rows sorted by (label_quality, row_id): ``row_id``, ``given_label`` and
+        ``predicted_label`` (int16, or int32 past 32,767 classes: what travels to the ranking),
+        ``label_quality``, ``image`` (order image of label_quality), and ``id`` when ids are known.
     issues_per_class : numpy.ndarray, shape (K,), int64
     """
 
@@ -63,7 +63,7 @@ def partition_outcome(part: grouped.GroupedPartition, facts: passes.RowFacts, re
     flagged = passes.flagged_rows(part, facts, request, family_keys)
     quality = grouped.label_quality_scores(part, request.rank_by, request.adjust_pred_probs, request.thresholds)
     row_order = {"row_id": part.row_ids_in_row_order(),
-                 "predicted_label": part.to_row_order(facts.predicted).astype(np.int64),
+                 "predicted_label": part.to_row_order(facts.predicted),
                  "label_quality": part.to_row_order(quality)}
     is_label_issue = part.to_row_order(flagged)
     # the issues are ranked where the partition lives (ties stay in row order)
@@ -72,13 +72,13 @@ def partition_outcome(part: grouped.GroupedPartition, facts: passes.RowFacts, re
     ranked = stable_argsort(images)
     issue_rows = issue_rows[ranked]
     issues = {name: to_host(values[issue_rows]) for name, values in row_order.items()}
-    issues["given_label"] = to_host(part.labels[part.grouped_positions()[issue_rows]])
+    issues["given_label"] = to_host(part.labels[part.grouped_positions()[issue_rows]]).astype(facts.predicted.dtype)
     issues["image"] = to_host(images[ranked])
     if part.ids is not None:
         issues["id"] = part.ids[to_host(issue_rows)]
     return PartitionOutcome(  # row-order results on the host, whatever the partition's device
         row_ids=to_host(row_order["row_id"]),
-        predicted_label=to_host(row_order["predicted_label"]),
+        predicted_label=to_host(row_order["predicted_label"]).astype(np.int64),
         is_label_issue=to_host(is_label_issue),
         label_quality=to_host(row_order["label_quality"]),
         ids=part.ids,
@@ -92,10 +92,13 @@ def merge_ranked(issue_sets: list) -> dict:
     """Merge sorted issue runs (given in partition order) into one run sorted by (image, row_id).
 
     Runs of later partitions hold later rows, so a stable sort by image alone keeps ties in row
-    order (and the merge sort exploits the presorted runs).
+    order (and the merge sort exploits the presorted runs). Runs without an ``image`` column
+    are sorted by the order image of their ``label_quality`` (recomputed here: it need not
+    travel between workers).
     """
     if not issue_sets:
         return {}
     merged = {name: np.concatenate([s[name] for s in issue_sets]) for name in issue_sets[0]}
-    order = np.argsort(merged["image"], kind="stable")
+    images = merged["image"] if "image" in merged else float_images(merged["label_quality"])
+    order = np.argsort(images, kind="stable")
     return {name: values[order] for name, values in merged.items()}

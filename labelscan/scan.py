@@ -180,20 +180,28 @@ def rank_ranges(histogram: np.ndarray, per_part: int) -> np.ndarray:
     return np.concatenate([[0], cuts, [len(histogram)]])
 
 
-def issues_in_range(written: WrittenPartition, low_bin: int, high_bin: int, shift: int) -> dict:
+def issues_in_range(written: WrittenPartition, low_bin: int, high_bin: int, shift: int,
+                    quality_images: bool = False) -> dict:
     """A partition's issues whose score image's top bits fall in ``[low_bin, high_bin)``.
 
     The issues are sorted by image, so the range is one slice found by binary search: the
     ``R`` ranges of ``P`` partitions cost ``O(P R log n)`` plus the rows moved, not ``O(P R n)``.
+    ``quality_images``: see :func:`all_issues`.
     """
     images = written.issues["image"]
     start, stop = (_first_at_or_above(images, edge, shift) for edge in (low_bin, high_bin))
-    return {name: values[start:stop] for name, values in written.issues.items()}
+    return {name: values[start:stop] for name, values in all_issues(written, quality_images).items()}
 
 
-def all_issues(written: WrittenPartition) -> dict:
-    """A partition's sorted issues, whole (the only score range)."""
-    return written.issues
+def all_issues(written: WrittenPartition, quality_images: bool = False) -> dict:
+    """A partition's sorted issues, whole (the only score range).
+
+    ``quality_images``: the images are those of ``label_quality``, so they stay behind (the
+    ranking task recomputes them: 8 of 24 bytes an issue that would travel between workers).
+    """
+    if not quality_images:
+        return written.issues
+    return {name: values for name, values in written.issues.items() if name != "image"}
 
 
 def _first_at_or_above(sorted_images: np.ndarray, top_bits: int, shift: int) -> int:
@@ -210,7 +218,8 @@ def write_ranked(first_rank: int, index: int, commit: OutputCommit, *issue_sets)
                "row_id": merged["row_id"]}
     if "id" in merged:
         columns["id"] = merged["id"]
-    columns.update(given_label=merged["given_label"], predicted_label=merged["predicted_label"],
+    columns.update(given_label=merged["given_label"].astype(np.int64),
+                   predicted_label=merged["predicted_label"].astype(np.int64),
                    label_quality=merged["label_quality"])
     return commit.write_table(f"issues/part-{index:05d}.parquet", pa.table(columns))
 
@@ -387,14 +396,16 @@ def cached_partitions(cache, plan, client, backend: str = "numpy") -> int:
 
 
 def _write_issues(runner, written, summaries, commit, per_part, write=write_ranked) -> list:
-    """Rank every partition's issues by score ranges and write each range with ``write``."""
+    """Rank every partition's issues (sorted by the images of their ``label_quality``) by score
+    ranges and write each range with ``write``."""
     num_issues = int(sum(np.sum(s["issues_per_class"]) for s in summaries))
     handles, _ = rank_by_ranges(runner, written, summaries[0]["rank_shift"], per_part, write, commit,
-                                num_issues=num_issues)
+                                num_issues=num_issues, quality_images=True)
     return runner.gather(handles)
 
 
-def rank_by_ranges(runner, written, shift: int, per_part: int, combine, *args, num_issues=None) -> tuple:
+def rank_by_ranges(runner, written, shift: int, per_part: int, combine, *args, num_issues=None,
+                   quality_images: bool = False) -> tuple:
     """Split every partition's sorted issues into global score ranges; one task per range.
 
     Parameters
@@ -412,6 +423,9 @@ def rank_by_ranges(runner, written, shift: int, per_part: int, combine, *args, n
     num_issues : int, optional
         The total, when known: at most ``per_part`` issues form one range without the
         histogram and planning steps (the same single range they would give).
+    quality_images : bool
+        The images are those of ``issues["label_quality"]``: ``combine`` gets the pieces without
+        them (see :func:`all_issues`).
 
     Returns
     -------
@@ -421,7 +435,7 @@ def rank_by_ranges(runner, written, shift: int, per_part: int, combine, *args, n
         The first global rank of each range.
     """
     if num_issues is not None and num_issues <= per_part:
-        pieces = runner.map("rank-split", all_issues, written)
+        pieces = runner.map("rank-split", all_issues, written, quality_images=quality_images)
         return [runner.submit("rank", combine, 0, 0, *args, *pieces)], np.zeros(1, dtype=np.int64)
     histogram = runner.reduce("rank-histogram-merge", passes.sum_arrays,
                               runner.map("rank-histogram", rank_histogram, written))
@@ -429,6 +443,7 @@ def rank_by_ranges(runner, written, shift: int, per_part: int, combine, *args, n
     bounds, first_ranks = ranges["bounds"], ranges["first_ranks"]
     handles = []
     for index, (low, high) in enumerate(zip(bounds[:-1], bounds[1:])):
-        pieces = runner.map("rank-split", issues_in_range, written, low_bin=int(low), high_bin=int(high), shift=shift)
+        pieces = runner.map("rank-split", issues_in_range, written, low_bin=int(low), high_bin=int(high), shift=shift,
+                            quality_images=quality_images)
         handles.append(runner.submit("rank", combine, int(first_ranks[index]), index, *args, *pieces))
     return handles, np.asarray(first_ranks, dtype=np.int64)
