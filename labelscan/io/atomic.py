@@ -10,7 +10,6 @@ identical objects.
 """
 
 import hashlib
-import io
 import json
 import posixpath
 import uuid
@@ -44,8 +43,14 @@ def parquet_bytes(tables, row_group_rows=None):
     -------
     bytes
         Identical for identical tables.
+
+    Notes
+    -----
+    The writer fills an Arrow buffer, never a Python file object: each write to one would take
+    the GIL, and with other threads running Python each waits its turn (a 13M-row mask part:
+    0.23 s alone, 13.8 s beside one busy Python thread, 0.26 s with the Arrow buffer).
     """
-    buffer = io.BytesIO()
+    buffer = pa.BufferOutputStream()
     writer = None
     for table in tables:
         if writer is None:
@@ -55,7 +60,7 @@ def parquet_bytes(tables, row_group_rows=None):
     if writer is None:
         raise ValueError("parquet_bytes needs at least one table")
     writer.close()
-    return buffer.getvalue()
+    return buffer.getvalue().to_pybytes()
 
 
 def _integer_encodings(schema) -> dict:
