@@ -88,13 +88,46 @@ there (it updates its own ``os.environ`` before spawning).
 """
 
 
+GPU_WORKER_MALLOC = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": str(1 << 32),
+                     "MALLOC_TRIM_THRESHOLD_": str(1 << 32)}
+"""glibc settings of the GPU workers labelscan starts: one heap that keeps freed memory.
+
+A GPU worker's host work (decoded partitions, masks and issues on their way out) is made of
+temporaries of 50-500 MB, allocated by several threads. glibc gives each thread its own arena,
+whose heaps are at most 64 MB, so every such temporary is a fresh mapping whose pages fault in
+(zeroed) on first touch, and its unmapping blocks the other threads' page faults. One arena
+without mmap and trimming reuses the same pages: 400M x 10 on one H100 13.5 -> 11.0 s, on two
+7.6 s instead of 9.3 s (medians of 3). The cost: a worker's resident memory stays at its peak,
+which on a GPU host is a few GB per worker. On CPU workers (smaller partitions, 2 threads) it
+changed nothing measurable, so they keep glibc's defaults.
+"""
+
+
 @contextlib.contextmanager
-def worker_environment():
-    """Apply :data:`WORKER_ENVIRONMENT` while worker processes are spawned."""
+def worker_environment(variables: dict | None = None):
+    """Apply :data:`WORKER_ENVIRONMENT` (and set ``variables`` in the workers) while worker
+    processes are spawned.
+
+    The variables go into this process's environment while the workers spawn (the nanny keeps
+    a value found there over its configuration's) and are restored after, so clusters started
+    later here do not inherit them; the nanny's configuration holds them for worker restarts.
+    """
     import dask
 
-    with dask.config.set(WORKER_ENVIRONMENT):
-        yield
+    variables = variables or {}
+    saved = {name: os.environ.get(name) for name in variables}
+    config = {**WORKER_ENVIRONMENT, **{f"distributed.nanny.pre-spawn-environ.{name}": value
+                                       for name, value in variables.items()}}
+    try:
+        os.environ.update(variables)
+        with dask.config.set(config):
+            yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def local_cluster(**kwargs):
@@ -122,7 +155,7 @@ def local_cuda_cluster(**kwargs):
     # several threads per GPU worker: parquet decoding and output encoding run on the host and
     # overlap with the device work of other partitions
     threads = max(1, min(GPU_WORKER_THREADS, available_cores() // max(get_n_gpus(), 1)))
-    with worker_environment():
+    with worker_environment(GPU_WORKER_MALLOC):
         return LocalCUDACluster(**{"dashboard_address": ":0", "threads_per_worker": threads, **kwargs})
 
 

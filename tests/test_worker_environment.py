@@ -77,3 +77,21 @@ def test_decode_errors_of_null_fixed_size_lists_say_what_to_do():
     error = pa.ArrowInvalid("Expected all lists to be of size=4 but index 77 had size=0")
     assert "apache/arrow#35692" in _decode_hint(error)
     assert _decode_hint(pa.ArrowInvalid("Couldn't deserialize thrift")) == ""
+
+
+def test_gpu_worker_malloc_settings_reach_the_workers_and_stay_out_of_this_process():
+    """What ``local_cuda_cluster`` spawns its workers with (shown on a LocalCluster: same
+    nanny): the workers see :data:`GPU_WORKER_MALLOC`, and the environment the nanny wrote
+    into this process is put back."""
+    from labelscan.cluster import GPU_WORKER_MALLOC, worker_environment
+
+    before = {name: os.environ.get(name) for name in GPU_WORKER_MALLOC}
+
+    def malloc_settings():
+        return {name: os.environ.get(name) for name in GPU_WORKER_MALLOC}
+
+    with worker_environment(GPU_WORKER_MALLOC):
+        cluster = LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None)
+    with cluster, Client(cluster) as client:
+        assert _worker_values(client, malloc_settings) == [GPU_WORKER_MALLOC]
+        assert {name: os.environ.get(name) for name in GPU_WORKER_MALLOC} == before
