@@ -96,8 +96,8 @@ def _analyse(labels, pred_probs, options: ScanOptions, num_partitions: int, back
 
 
 def _outcomes(runner, analysis):
-    return runner.map("flag", outcome.partition_outcome, analysis.parts, analysis.facts,
-                      analysis.requests, analysis.family_keys)
+    return runner.map("flag", outcome.partition_outcome, analysis.parts, analysis.facts, analysis.cutoffs,
+                      analysis.family_keys, request=analysis.request)
 
 
 def find_label_issues(labels, pred_probs, *, return_indices_ranked_by=None, rank_by_kwargs=None,

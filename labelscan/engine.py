@@ -37,8 +37,10 @@ class Analysis:
         Per partition, per selection family: its cached key images, or ``(part, scores)`` to
         compute them from.
     stats : plan.NoiseStatistics
-    requests : list of passes.FlagRequest
-        One per partition.
+    request : passes.FlagRequest
+        The same for every partition.
+    cutoffs : list of list
+        Per partition, per selection family: its :class:`~labelscan.selection.PartitionCutoffs`.
     timings : dict[str, float]
         Seconds per stage.
     """
@@ -47,7 +49,8 @@ class Analysis:
     facts: list
     family_keys: list
     stats: plan.NoiseStatistics
-    requests: list
+    request: passes.FlagRequest
+    cutoffs: list
     timings: dict = field(default_factory=dict)
 
 
@@ -115,8 +118,11 @@ def analyse(runner, sources, num_classes: int, dtype, options: ScanOptions,
 
     pieces = runner.map("thresholds", passes.threshold_pieces, parts, list(class_offsets),
                         class_totals=class_totals)
-    merged = runner.gather(runner.reduce("thresholds-merge", passes.merge_threshold_pieces, pieces))
-    thresholds = plan.confident_thresholds(merged, class_totals, dtype)
+    # the pieces (up to 127 raw values per cut leaf, thousands of small arrays at K=1000) are
+    # folded where they were merged: only the K thresholds travel to the client
+    merged = runner.reduce("thresholds-merge", passes.merge_threshold_pieces, pieces)
+    thresholds = runner.gather(runner.submit("thresholds-fold", plan.confident_thresholds, merged,
+                                             class_totals, dtype))
     clock.lap("thresholds")
 
     facts = runner.map("joint", passes.row_facts, parts, thresholds=thresholds)
@@ -144,19 +150,12 @@ def analyse(runner, sources, num_classes: int, dtype, options: ScanOptions,
                for keys, tasks in zip(keys_per_family, families)]
     clock.lap("cutoffs")
 
-    requests = [
-        passes.FlagRequest(
-            filter_by=options.filter_by,
-            families=[(tasks, cut.for_partition(i)) for tasks, cut in zip(families, cutoffs)],
-            rank_by=options.rank_by,
-            adjust_pred_probs=options.adjust_pred_probs,
-            thresholds=thresholds,
-        )
-        for i in range(len(sources))
-    ]
+    request = passes.FlagRequest(filter_by=options.filter_by, families=families, rank_by=options.rank_by,
+                                 adjust_pred_probs=options.adjust_pred_probs, thresholds=thresholds)
     family_keys = [[keys[i] for keys in keys_per_family] for i in range(len(sources))]
-    return Analysis(parts=parts, facts=facts, family_keys=family_keys, stats=stats,
-                    requests=requests, timings=clock.timings)
+    return Analysis(parts=parts, facts=facts, family_keys=family_keys, stats=stats, request=request,
+                    cutoffs=[[cut.for_partition(i) for cut in cutoffs] for i in range(len(sources))],
+                    timings=clock.timings)
 
 
 def _dtype_of(values: np.ndarray) -> np.ndarray:

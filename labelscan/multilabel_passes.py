@@ -266,12 +266,12 @@ def flag(part, request: MultiLabelRequest):
             binary = part.binary(c)
             facts = passes.row_facts(binary, request.thresholds[c])
             class_request = passes.FlagRequest(
-                filter_by=request.filter_by,
-                families=[(family.per_class[c], family.class_cutoffs(cutoffs, c))
-                          for family, cutoffs in zip(request.families, request.cutoffs)],
+                filter_by=request.filter_by, families=[family.per_class[c] for family in request.families],
                 rank_by=request.rank_by, adjust_pred_probs=request.adjust_pred_probs,
                 thresholds=request.thresholds[c])
-            chosen = passes.flagged_rows(binary, facts, class_request, [(binary, None)] * len(request.families))
+            class_cutoffs = [family.class_cutoffs(cutoffs, c) for family, cutoffs in zip(request.families, request.cutoffs)]
+            chosen = passes.flagged_rows(binary, facts, class_request, class_cutoffs,
+                                         [(binary, None)] * len(request.families))
             per_class[:, c] = binary.to_row_order(chosen)
         flagged = per_class.any(axis=1)
     quality = quality_scores(part, request.rank_by, request.adjust_pred_probs, request.thresholds)

@@ -48,19 +48,21 @@ class PartitionOutcome:
     issues_per_class: np.ndarray
 
 
-def partition_outcome(part: grouped.GroupedPartition, facts: passes.RowFacts, request: passes.FlagRequest,
-                      family_keys: list) -> PartitionOutcome:
+def partition_outcome(part: grouped.GroupedPartition, facts: passes.RowFacts, cutoffs: list, family_keys: list,
+                      request: passes.FlagRequest) -> PartitionOutcome:
     """Flag, score and sort one partition's issues.
 
     Parameters
     ----------
+    cutoffs : list of PartitionCutoffs
+        Per selection family: its cutoffs in this partition.
     family_keys : list
         Per selection family: cached key images, or ``(part, scores)`` to compute them from.
     """
     part = passes.as_partition(part)
     # a partition read for this pass serves the key computations too
     family_keys = [(part, keys[1]) if isinstance(keys, tuple) else keys for keys in family_keys]
-    flagged = passes.flagged_rows(part, facts, request, family_keys)
+    flagged = passes.flagged_rows(part, facts, request, cutoffs, family_keys)
     quality = grouped.label_quality_scores(part, request.rank_by, request.adjust_pred_probs, request.thresholds)
     row_order = {"row_id": part.row_ids_in_row_order(),
                  "predicted_label": part.to_row_order(facts.predicted),

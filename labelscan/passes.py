@@ -209,15 +209,17 @@ def scores(part: grouped.GroupedPartition, method: str, adjust: bool, thresholds
 
 @dataclass
 class FlagRequest:
-    """Everything the flag pass needs besides the partition (broadcast from the driver).
+    """Everything the flag pass needs besides the partition and its cutoffs: one object, the
+    same for every partition (shipped to the workers once).
 
     Attributes
     ----------
     filter_by : str
-    families : list of (SelectionTasks, PartitionCutoffs)
+    families : list of SelectionTasks
         Selections whose union (``'both'``: intersection of the two families) is flagged.
-        The flag pass receives each family's keys (cached :class:`PartitionKeys` or the
-        partition itself) alongside.
+        The flag pass receives each family's cutoffs in the partition
+        (:class:`~labelscan.selection.PartitionCutoffs`) and its keys (cached
+        :class:`~labelscan.selection.PartitionKeys` or the partition itself) alongside.
     rank_by : str
     adjust_pred_probs : bool
     thresholds : numpy.ndarray, shape (K,)
@@ -230,11 +232,13 @@ class FlagRequest:
     thresholds: np.ndarray
 
 
-def flagged_rows(part, facts: RowFacts, request: FlagRequest, family_keys) -> np.ndarray:
+def flagged_rows(part, facts: RowFacts, request: FlagRequest, cutoffs: list, family_keys) -> np.ndarray:
     """``is_label_issue`` of every row in grouped order, shape (n,), bool.
 
     Parameters
     ----------
+    cutoffs : list of PartitionCutoffs
+        Per family of ``request.families``: its cutoffs in this partition.
     family_keys : list
         Per family of ``request.families``: its keys in this partition (see
         :func:`labelscan.selection.select_rows`).
@@ -246,8 +250,8 @@ def flagged_rows(part, facts: RowFacts, request: FlagRequest, family_keys) -> np
     elif request.filter_by == "predicted_neq_given":
         flagged = facts.predicted != part.labels
     else:
-        chosen = [select_rows(keys, tasks, cutoffs, part.xp)
-                  for keys, (tasks, cutoffs) in zip(family_keys, request.families)]
+        chosen = [select_rows(keys, tasks, family_cutoffs, part.xp)
+                  for keys, tasks, family_cutoffs in zip(family_keys, request.families, cutoffs)]
         flagged = chosen[0] & chosen[1] if request.filter_by == "both" else chosen[0]
     if request.filter_by not in ("low_self_confidence", "low_normalized_margin"):
         flagged &= ~facts.given_is_argmax

@@ -123,10 +123,10 @@ def mask_table(result: outcome.PartitionOutcome) -> pa.Table:
     return table if result.rejected is None else with_rejected_rows(table, result.rejected)
 
 
-def write_partition(part, facts, request, family_keys, index: int, *, commit: OutputCommit) -> WrittenPartition:
+def write_partition(part, facts, cutoffs, family_keys, index: int, *, request, commit: OutputCommit) -> WrittenPartition:
     """Flag one partition, write its mask part (and rejected part, when bad rows are skipped), keep
-    its sorted issues."""
-    result = outcome.partition_outcome(part, facts, request, family_keys)
+    its sorted issues (see :func:`labelscan.outcome.partition_outcome`)."""
+    result = outcome.partition_outcome(part, facts, cutoffs, family_keys, request)
     entries = [commit.write_table(f"mask/part-{index:05d}.parquet", mask_table(result))]
     if result.rejected is not None:
         entries.append(commit.write_table(f"rejected/part-{index:05d}.parquet", result.rejected.table))
@@ -282,8 +282,9 @@ def run_scan(input_path, out_path, *, options: ScanOptions, label_column="label"
             check_unique_ids(runner, analysis.parts, plan)
             clock.lap("unique-ids")
         commit.begin()
-        written = runner.map("flag", write_partition, analysis.parts, analysis.facts, analysis.requests,
-                             analysis.family_keys, list(range(len(sources))), commit=commit)
+        written = runner.map("flag", write_partition, analysis.parts, analysis.facts, analysis.cutoffs,
+                             analysis.family_keys, list(range(len(sources))), request=analysis.request,
+                             commit=commit)
         runner.release(analysis.parts)
         summaries = runner.gather(runner.map("flag-summary", written_summary, written))
         clock.lap("flag")

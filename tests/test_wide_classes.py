@@ -141,3 +141,18 @@ def test_sparse_tables_give_back_the_matrix_and_submatrices():
         np.testing.assert_array_equal(back, matrix)
         np.testing.assert_array_equal(dense_matrix(table, matrix.shape, matrix.dtype.str, [5, 0, 2], [1, 4]),
                                       matrix[np.ix_([5, 0, 2], [1, 4])])
+
+
+@pytest.mark.parametrize("num_classes", [2, 64, 65, 127, 128, 129, 255, 256, 1000])
+def test_first_true_is_numpys_argmax_on_every_width(num_classes):
+    """The host's loop (int8 positions up to 128 classes, int16 beyond) against
+    ``argmax(axis=0)``: columns with no True, a True only in the last class, only in the first."""
+    from labelscan.kernels.grouped import first_true
+
+    rng = np.random.default_rng(num_classes)
+    mask = rng.random((num_classes, 3000)) < 1.5 / num_classes
+    mask[:, :40] = False
+    mask[:, 40:50] = False
+    mask[-1, 40:50] = True
+    mask[0, 50:60] = True
+    np.testing.assert_array_equal(first_true(mask), mask.argmax(axis=0))
