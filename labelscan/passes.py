@@ -6,6 +6,7 @@ Each function runs on a worker (or in process) and returns either a small mergea
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -230,6 +231,10 @@ class FlagRequest:
     rank_by: str
     adjust_pred_probs: bool
     thresholds: np.ndarray
+
+    def __sizeof__(self) -> int:
+        """Bytes held, the families' arrays included (see ``SelectionTasks.__sizeof__``)."""
+        return object.__sizeof__(self) + self.thresholds.nbytes + sum(sys.getsizeof(tasks) for tasks in self.families)
 
 
 def flagged_rows(part, facts: RowFacts, request: FlagRequest, cutoffs: list, family_keys) -> np.ndarray:
