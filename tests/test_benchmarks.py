@@ -2,7 +2,7 @@
 
 import json
 
-from benchmarks import reader
+from benchmarks import encode, reader
 from benchmarks.cpu import Recorder
 from benchmarks.scale import add_speedups
 from labelscan.io import pages
@@ -35,3 +35,12 @@ def test_speedups_without_one_gpu_use_the_fewest():
     found = {(r["benchmark"], r["metric"]): r["value"] for r in recorder.records}
     assert found[("labelscan_4gpu", "speedup_vs_2gpu")] == 1.5
     assert found[("labelscan_4gpu", "outputs_identical_to_2gpu")] is False
+
+
+def test_encode_benchmark_runs_and_checks_the_bytes(tmp_path):
+    out = tmp_path / "encode.json"
+    encode.main(["--rows", "20000", "--busy", "0,1", "--repeat", "1", "--out", str(out)])
+    records = json.loads(out.read_text())
+    metrics = {(r["benchmark"], r["metric"]) for r in records}
+    assert metrics >= {("encode_arrow_buffer", "seconds_1_busy_threads"), ("encode_python_file", "seconds_0_busy_threads"),
+                       ("encode", "bytes")}

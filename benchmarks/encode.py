@@ -1,0 +1,109 @@
+"""Output encoding benchmark: a mask part encoded alone and beside threads running Python.
+
+A scan's workers encode mask and issue parts while their other threads run Python (Dask,
+CuPy launches, NumPy calls). :func:`labelscan.io.atomic.parquet_bytes` writes into an Arrow
+buffer; the baseline writes the same table with the same options into a Python ``BytesIO``,
+where Arrow takes the GIL for each page it writes. For each number of busy threads, both
+encodings of one mask-shaped table (``row_id`` int64, ``is_label_issue`` bool,
+``label_quality`` float32, ``predicted_label`` int64), ``--repeat`` times; records the median
+seconds and the bytes (identical for both: checked).
+
+Run: ``python -m benchmarks.encode --rows 13000000 --busy 0,1,3 --out benchmarks/results/encode.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import threading
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from benchmarks.cpu import Recorder, machine_info, package_versions
+from labelscan.io.atomic import PARQUET_COMPRESSION, _integer_encodings, parquet_bytes
+
+
+def mask_like_table(num_rows: int, seed: int = 0) -> pa.Table:
+    """A table shaped like a mask part: ``num_rows`` rows, 10% flagged, 10 classes."""
+    rng = np.random.default_rng(seed)
+    return pa.table({"row_id": np.arange(num_rows, dtype=np.int64),
+                     "is_label_issue": rng.random(num_rows) < 0.1,
+                     "label_quality": rng.random(num_rows, dtype=np.float32),
+                     "predicted_label": rng.integers(0, 10, num_rows, dtype=np.int64)})
+
+
+def python_file_bytes(table: pa.Table) -> bytes:
+    """The baseline: ``parquet_bytes``' options, written into a Python ``BytesIO``."""
+    sink = io.BytesIO()
+    with pq.ParquetWriter(sink, table.schema, compression=PARQUET_COMPRESSION, use_dictionary=False,
+                          column_encoding=_integer_encodings(table.schema)) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+ENCODERS = {"arrow_buffer": lambda table: parquet_bytes([table]), "python_file": python_file_bytes}
+
+
+class BusyThreads:
+    """``count`` threads running a pure-Python loop (holding the GIL whenever they can)."""
+
+    def __init__(self, count: int):
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._spin, daemon=True) for _ in range(count)]
+
+    def _spin(self) -> None:
+        total = 0
+        while not self.stop.is_set():
+            for step in range(1000):
+                total += step
+
+    def __enter__(self):
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for thread in self.threads:
+            thread.join()
+
+
+def bench_encoding(recorder: Recorder, table: pa.Table, busy_counts: list[int], repeat: int) -> None:
+    size = f"{table.num_rows}x10"   # a mask part of a 10-class set
+    for encode in ENCODERS.values():   # warm-up: Arrow's memory pool grows on the first call
+        encode(table)
+    for busy in busy_counts:
+        with BusyThreads(busy):
+            seconds = {name: [] for name in ENCODERS}
+            outputs = {}
+            for _ in range(repeat):
+                for name, encode in ENCODERS.items():
+                    started = time.perf_counter()
+                    outputs[name] = encode(table)
+                    seconds[name].append(time.perf_counter() - started)
+        if len(set(outputs.values())) != 1:
+            raise AssertionError("the two encodings gave different bytes")
+        for name, runs in seconds.items():
+            recorder.add(f"encode_{name}", size, f"seconds_{busy}_busy_threads", statistics.median(runs), "s", len(runs))
+            print(f"{table.num_rows} rows, {busy} busy threads, {name:12s} {statistics.median(runs):.3f} s", flush=True)
+        recorder.add("encode", size, "bytes", len(outputs["arrow_buffer"]), "bytes")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=13_000_000, help="rows of the mask part")
+    parser.add_argument("--busy", default="0,1,3", help="comma-separated counts of busy Python threads")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--out", default="benchmarks/results/encode.json")
+    args = parser.parse_args(argv)
+    recorder = Recorder(machine_info(), package_versions())
+    bench_encoding(recorder, mask_like_table(args.rows), [int(count) for count in args.busy.split(",")], args.repeat)
+    recorder.save(args.out)
+
+
+if __name__ == "__main__":
+    main()
