@@ -98,8 +98,9 @@ whose heaps are at most 64 MB, so every such temporary is a fresh mapping whose 
 (zeroed) on first touch, and its unmapping blocks the other threads' page faults. One arena
 without mmap and trimming reuses the same pages: 400M x 10 on one H100 13.5 -> 11.0 s, on two
 7.6 s instead of 9.3 s (medians of 3). The cost: a worker's resident memory stays at its peak,
-which on a GPU host is a few GB per worker. On CPU workers (smaller partitions, 2 threads) it
-changed nothing measurable, so they keep glibc's defaults.
+which on a GPU host is a few GB per worker. CPU workers keep glibc's defaults: on 2 cores the
+gain is within noise (10M x 10: 0-6% in three A/Bs, ``python -m benchmarks.malloc --cpu``), and
+their resident memory is what Dask's memory limit acts on in bounded-memory scans.
 """
 
 

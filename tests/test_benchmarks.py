@@ -2,7 +2,7 @@
 
 import json
 
-from benchmarks import encode, reader
+from benchmarks import encode, malloc, reader
 from benchmarks.cpu import Recorder
 from benchmarks.scale import add_speedups
 from labelscan.io import pages
@@ -44,3 +44,13 @@ def test_encode_benchmark_runs_and_checks_the_bytes(tmp_path):
     metrics = {(r["benchmark"], r["metric"]) for r in records}
     assert metrics >= {("encode_arrow_buffer", "seconds_1_busy_threads"), ("encode_python_file", "seconds_0_busy_threads"),
                        ("encode", "bytes")}
+
+
+def test_malloc_benchmark_runs_on_cpu(tmp_path):
+    """Both settings on the CPU cluster, each recorded."""
+    out = tmp_path / "malloc.json"
+    malloc.main(["--cpu", "--size", "20Kx10", "--repeat", "1", "--jobs", "1", "--data-dir", str(tmp_path),
+                 "--out", str(out)])
+    records = json.loads(out.read_text())
+    assert {(r["benchmark"], r["metric"]) for r in records} >= {
+        ("malloc_glibc_cpu", "seconds"), ("malloc_labelscan_cpu", "stage_flag")}
