@@ -21,10 +21,9 @@ import time
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from benchmarks.cpu import Recorder, machine_info, package_versions
-from labelscan.io.atomic import PARQUET_COMPRESSION, _integer_encodings, parquet_bytes
+from labelscan.io.atomic import parquet_bytes, write_parquet
 
 
 def mask_like_table(num_rows: int, seed: int = 0) -> pa.Table:
@@ -37,11 +36,9 @@ def mask_like_table(num_rows: int, seed: int = 0) -> pa.Table:
 
 
 def python_file_bytes(table: pa.Table) -> bytes:
-    """The baseline: ``parquet_bytes``' options, written into a Python ``BytesIO``."""
+    """The baseline: the same writer, into a Python ``BytesIO``."""
     sink = io.BytesIO()
-    with pq.ParquetWriter(sink, table.schema, compression=PARQUET_COMPRESSION, use_dictionary=False,
-                          column_encoding=_integer_encodings(table.schema)) as writer:
-        writer.write_table(table)
+    write_parquet(sink, [table])
     return sink.getvalue()
 
 

@@ -264,15 +264,12 @@ def test_parquet_bytes_are_the_python_file_encoding():
     got, and they read back whole."""
     import io
 
-    from labelscan.io.atomic import PARQUET_COMPRESSION, _integer_encodings, parquet_bytes
+    from labelscan.io.atomic import parquet_bytes, write_parquet
 
     table = pa.concat_tables([mask_table(3 * i) for i in range(4)])
     data = parquet_bytes([table.slice(0, 5), table.slice(5)], row_group_rows=4)
     assert isinstance(data, bytes)
     reference = io.BytesIO()
-    with pq.ParquetWriter(reference, table.schema, compression=PARQUET_COMPRESSION, use_dictionary=False,
-                          column_encoding=_integer_encodings(table.schema)) as writer:
-        writer.write_table(table.slice(0, 5), row_group_size=4)
-        writer.write_table(table.slice(5), row_group_size=4)
+    write_parquet(reference, [table.slice(0, 5), table.slice(5)], row_group_rows=4)
     assert data == reference.getvalue()
     assert pq.read_table(pa.BufferReader(data)).equals(table)

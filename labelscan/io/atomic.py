@@ -52,16 +52,28 @@ def parquet_bytes(tables, row_group_rows=None):
     ``python -m benchmarks.encode``).
     """
     buffer = pa.BufferOutputStream()
+    write_parquet(buffer, tables, row_group_rows)
+    return buffer.getvalue().to_pybytes()
+
+
+def write_parquet(sink, tables, row_group_rows=None) -> None:
+    """Write tables into ``sink`` as :func:`parquet_bytes` serialises them (same options, same
+    bytes); ``sink`` is any writable pyarrow accepts (an Arrow stream, a Python file object).
+
+    Raises
+    ------
+    ValueError
+        When ``tables`` is empty.
+    """
     writer = None
     for table in tables:
         if writer is None:
-            writer = pq.ParquetWriter(buffer, table.schema, compression=PARQUET_COMPRESSION, use_dictionary=False,
+            writer = pq.ParquetWriter(sink, table.schema, compression=PARQUET_COMPRESSION, use_dictionary=False,
                                       column_encoding=_integer_encodings(table.schema))
         writer.write_table(table, row_group_size=row_group_rows)
     if writer is None:
         raise ValueError("parquet_bytes needs at least one table")
     writer.close()
-    return buffer.getvalue().to_pybytes()
 
 
 def _integer_encodings(schema) -> dict:
