@@ -18,6 +18,7 @@ import numpy as np
 from labelscan import multilabel, passes, selection
 from labelscan.errors import InputError
 from labelscan.kernels import grouped
+from labelscan.plan import confident_thresholds
 from labelscan.stats.order import float_images
 
 
@@ -172,6 +173,19 @@ def threshold_pieces(part, class_offsets: np.ndarray, class_totals: np.ndarray) 
 def merge_threshold_pieces(*piece_lists) -> list:
     """Per class, the union of disjoint partitions' pieces (a tree-reduce step)."""
     return [passes.merge_threshold_pieces(*pieces) for pieces in zip(*piece_lists)]
+
+
+def fold_thresholds(merged: list, class_totals: np.ndarray, dtype) -> list:
+    """Each class's binary confident thresholds (2,) from its merged pieces (runs where they
+    were merged: only the thresholds travel to the client).
+
+    Parameters
+    ----------
+    merged : list of dict
+        :func:`merge_threshold_pieces` over every partition.
+    class_totals : numpy.ndarray, shape (K, 2)
+    """
+    return [confident_thresholds(pieces, totals, dtype) for pieces, totals in zip(merged, class_totals)]
 
 
 def joint_summary(part, thresholds: list, audioset_thresholds: np.ndarray) -> dict:
