@@ -244,10 +244,13 @@ def first_true(mask: np.ndarray) -> np.ndarray:
     """
     xp = array_module(mask)
     num_classes = mask.shape[0]
-    if num_classes > (np.iinfo(np.int16).max + 1 if xp is np else SMALL_K):
+    if xp is not np:
+        dtype = np.intp if num_classes <= SMALL_K else None
+    else:   # positions reach K - 1
+        dtype = next((t for t in (np.int8, np.int16) if num_classes - 1 <= np.iinfo(t).max), None)
+    if dtype is None:
         return mask.argmax(axis=0)
-    position = xp.zeros(mask.shape[1], dtype=(np.int8 if num_classes <= np.iinfo(np.int8).max + 1 else np.int16)
-                        if xp is np else np.intp)
+    position = xp.zeros(mask.shape[1], dtype=dtype)
     not_found = xp.ones(mask.shape[1], dtype=bool)
     for row in mask[:-1]:
         not_found &= ~row
