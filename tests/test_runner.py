@@ -90,3 +90,18 @@ def test_large_broadcast_survives_the_loss_of_its_worker():
         assert holder not in dask_client.scheduler_info()["workers"]
         event.set()
         assert runner.gather(pending) == [int(p.sum() + offsets.sum()) for p in parts]
+
+
+def test_selection_families_and_flag_request_report_their_arrays_to_dask():
+    """What makes the runner ship them once as a task of their own (``BROADCAST_TASK_BYTES``):
+    without their ``__sizeof__`` Dask sees a few dozen bytes and copies them into every task."""
+    from dask.sizeof import sizeof
+
+    from labelscan.passes import FlagRequest
+    from labelscan.selection import SelectionTasks
+
+    pairs = 11_718   # class pairs of a K=1000 noise-rate family
+    tasks = SelectionTasks("noise_rate", *(np.zeros(pairs, dtype=np.int64) for _ in range(4)), np.dtype(np.float32))
+    request = FlagRequest("prune_by_noise_rate", [tasks], "self_confidence", False, np.zeros(1000, np.float32))
+    assert sizeof(tasks) >= 4 * 8 * pairs > BROADCAST_TASK_BYTES
+    assert sizeof(request) >= sizeof(tasks) + 4000
