@@ -14,6 +14,7 @@ import numpy as np
 from labelscan.errors import InputError
 from labelscan.io.rejects import kept_row_ids
 from labelscan.kernels import grouped
+from labelscan.selection_pivots import ClassSample, partition_sample
 from labelscan.stats.joint import DENSE_COUNT_CELLS, JointCounts
 from labelscan.stats.pairwise import PairwiseSumState, partial_sums
 from labelscan.xp import to_host
@@ -36,6 +37,8 @@ class RowFacts:
         O(rows) whatever K.
     num_off_diagonal_issues : int
         ``Σ off_diagonal & ~given_is_argmax``.
+    sample : labelscan.selection_pivots.ClassSample or None
+        Sampled rows of each class, when the scan's cutoffs use pivots.
     """
 
     predicted: np.ndarray
@@ -43,6 +46,7 @@ class RowFacts:
     given_is_argmax: np.ndarray
     joint_counts: JointCounts
     num_off_diagonal_issues: int
+    sample: ClassSample | None = None
 
 
 @dataclass
@@ -146,7 +150,7 @@ def merge_threshold_pieces(*piece_dicts) -> dict:
     return merged
 
 
-def row_facts(part: grouped.GroupedPartition, thresholds: np.ndarray) -> RowFacts:
+def row_facts(part: grouped.GroupedPartition, thresholds: np.ndarray, sample_strides=None) -> RowFacts:
     """Confident-joint pass: per-row facts and this partition's joint counts.
 
     GPU partitions use the fused kernel while its dense K x K device counts are small
@@ -172,6 +176,7 @@ def row_facts(part: grouped.GroupedPartition, thresholds: np.ndarray) -> RowFact
         given_is_argmax=given_is_argmax,
         joint_counts=joint,
         num_off_diagonal_issues=num_off_diagonal_issues,
+        sample=None if sample_strides is None else partition_sample(part, sample_strides),
     )
 
 
@@ -200,6 +205,11 @@ def merge_joint_summaries(*summaries) -> dict:
         "joint_counts": JointCounts.merge(*[s["joint_counts"] for s in summaries]),
         "num_off_diagonal_issues": sum(s["num_off_diagonal_issues"] for s in summaries),
     }
+
+
+def class_sample(facts: RowFacts) -> ClassSample | None:
+    """The partition's sampled rows (merged on the workers: predictions never reach the driver)."""
+    return facts.sample
 
 
 def scores(part: grouped.GroupedPartition, method: str, adjust: bool, thresholds) -> np.ndarray:
