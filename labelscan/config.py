@@ -13,7 +13,6 @@ key                                    default  meaning
 ``labelscan.rows-per-partition``       null     rows per partition (null: ≈ 64 MiB of predictions)
 ``labelscan.cache``                    auto     keep decoded partitions in worker memory
 ``labelscan.issues-per-part``          4000000  target rows per ranked issues part
-``labelscan.pivots``                   true     sampled starting intervals of the cutoff search
 ``labelscan.timeout``                  null     wall-clock limit of ``labelscan run`` jobs
 ``labelscan.report.top-issues``        50       ``report.html``: issues in the top-issues table
 ``labelscan.report.max-classes``       40       ``report.html``: classes shown in the plots
@@ -57,24 +56,13 @@ def get(key: str, value=_UNSET):
 
 def cache_setting(value):
     """Normalise a cache setting: ``"auto"``, ``True`` or ``False`` (strings from YAML/env too)."""
-    if isinstance(value, str) and value.strip().lower() == "auto":
-        return "auto"
-    return switch_setting("cache", value, "auto, true or false") if value is not None else "auto"
-
-
-def switch_setting(key: str, value, allowed: str = "true or false") -> bool:
-    """A boolean setting from Python, YAML or an environment variable (``"off"``, ``"0"``...).
-
-    Raises
-    ------
-    ValueError
-        A string that names no boolean (the message names ``key`` and ``allowed``).
-    """
     if isinstance(value, str):
         lowered = value.strip().lower()
+        if lowered == "auto":
+            return "auto"
         if lowered in ("true", "on", "yes", "1"):
             return True
         if lowered in ("false", "off", "no", "0"):
             return False
-        raise ValueError(f"{key} must be {allowed}; got {value!r}")
-    return bool(value)
+        raise ValueError(f"cache must be auto, true or false; got {value!r}")
+    return bool(value) if value is not None else "auto"

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from labelscan import passes, plan, selection, selection_pivots
+from labelscan import passes, plan, selection
 from labelscan.errors import InputError
 from labelscan.options import LOW_SCORE_FILTERS, ScanOptions
 from labelscan.stats import histogram as sparse_histogram
@@ -125,13 +125,8 @@ def analyse(runner, sources, num_classes: int, dtype, options: ScanOptions,
                                              class_totals, dtype))
     clock.lap("thresholds")
 
-    # a sample of every class's rows rides with the joint pass when pivots can serve the cutoffs
-    sample_strides = (selection_pivots.sample_strides(class_totals)
-                      if selection_pivots.wanted(num_classes, options.filter_by) else None)
-    facts = runner.map("joint", passes.row_facts, parts, thresholds=thresholds, sample_strides=sample_strides)
+    facts = runner.map("joint", passes.row_facts, parts, thresholds=thresholds)
     summaries = runner.map("joint-summary", passes.joint_summary, facts)
-    sample = (None if sample_strides is None else
-              runner.reduce("joint-sample", selection_pivots.ClassSample.merge, runner.map("sample", passes.class_sample, facts)))
     joint = runner.gather(runner.reduce("joint-merge", passes.merge_joint_summaries, summaries))
     stats = plan.noise_statistics(class_totals, thresholds, joint["joint_counts"].dense(),
                                   joint["num_off_diagonal_issues"], options)
@@ -145,17 +140,14 @@ def analyse(runner, sources, num_classes: int, dtype, options: ScanOptions,
         score_dtype = np.asarray(runner.gather(
             runner.submit("score-dtype", _dtype_of, filter_scores[0]))).dtype if len(sources) else dtype
     families = plan.selection_families(stats, options, dtype, num_rows, score_dtype)
-    # chosen on a worker, next to the sample, while the keys are computed; only pivots travel
-    pivots = [None if sample is None else runner.submit("cutoffs-pivots", selection_pivots.choose_pivots, tasks, sample)
-              for tasks in families]
     kept_keys = num_cached if cache_keys else 0
     keys_per_family = [
         [*runner.map("keys", selection.partition_keys, parts[:kept_keys], filter_scores[:kept_keys], tasks=tasks),
          *zip(parts[kept_keys:], filter_scores[kept_keys:])]
         for tasks in families
     ]
-    cutoffs = [find_cutoffs(runner, keys, tasks, None if pivot is None else runner.gather(pivot))
-               for keys, tasks, pivot in zip(keys_per_family, families, pivots)]
+    cutoffs = [find_cutoffs(runner, keys, tasks)
+               for keys, tasks in zip(keys_per_family, families)]
     clock.lap("cutoffs")
 
     request = passes.FlagRequest(filter_by=options.filter_by, families=families, rank_by=options.rank_by,
@@ -171,24 +163,22 @@ def _dtype_of(values: np.ndarray) -> np.ndarray:
     return np.zeros(0, dtype=values.dtype)
 
 
-def find_cutoffs(runner, keys, tasks: selection.SelectionTasks, pivots=None) -> selection.Cutoffs:
+def find_cutoffs(runner, keys, tasks: selection.SelectionTasks) -> selection.Cutoffs:
     """Exact per-partition cutoffs of one selection family (refine rounds, then resolve).
 
     Parameters
     ----------
     keys : list
         Per partition: cached key images, or ``(part, scores)`` to compute them from.
-    pivots : labelscan.selection_pivots.Pivots, optional
-        Starting intervals for the first round (:mod:`labelscan.selection_pivots`).
     """
-    planner = selection.SelectionPlanner(tasks, pivots)
+    planner = selection.SelectionPlanner(tasks)
     while (step := planner.next_refine()) is not None:
-        histograms = runner.map("cutoffs", selection.histogram, keys, tasks=tasks, intervals=planner.intervals,
-                                active=step.active, bits=step.bits, count_below=step.count_below)
+        active, bits = step
+        histograms = runner.map("cutoffs", selection.histogram, keys, tasks=tasks,
+                                intervals=planner.intervals, active=active, bits=bits)
         merged = runner.reduce("cutoffs-merge", sparse_histogram.merge, histograms)
-        choose = selection.choose_pivot_bins if step.count_below else selection.choose_bins
-        choice = runner.submit("cutoffs-choose", choose, merged, planner.needs(step.active))
-        planner.apply_choice(step, runner.gather(choice))
+        choice = runner.submit("cutoffs-choose", selection.choose_bins, merged, planner.needs(active))
+        planner.apply_choice(active, bits, runner.gather(choice))
     collect, split_ties = planner.resolve_sets()
     pieces = [{"task": np.zeros(0, np.intp), "image": np.zeros(0, np.uint64),
                "tie_counts": np.zeros(0, np.int64)}] * len(keys)

@@ -14,7 +14,6 @@ import numpy as np
 from labelscan.errors import InputError
 from labelscan.io.rejects import kept_row_ids
 from labelscan.kernels import grouped
-from labelscan.selection_pivots import ClassSample, partition_sample
 from labelscan.stats.joint import DENSE_COUNT_CELLS, JointCounts
 from labelscan.stats.pairwise import PairwiseSumState, partial_sums
 from labelscan.xp import to_host
@@ -37,8 +36,6 @@ class RowFacts:
         O(rows) whatever K.
     num_off_diagonal_issues : int
         ``Σ off_diagonal & ~given_is_argmax``.
-    sample : labelscan.selection_pivots.ClassSample or None
-        Sampled rows of each class, when the scan's cutoffs use pivots.
     """
 
     predicted: np.ndarray
@@ -46,7 +43,6 @@ class RowFacts:
     given_is_argmax: np.ndarray
     joint_counts: JointCounts
     num_off_diagonal_issues: int
-    sample: ClassSample | None = None
 
 
 @dataclass
@@ -150,7 +146,7 @@ def merge_threshold_pieces(*piece_dicts) -> dict:
     return merged
 
 
-def row_facts(part: grouped.GroupedPartition, thresholds: np.ndarray, sample_strides=None) -> RowFacts:
+def row_facts(part: grouped.GroupedPartition, thresholds: np.ndarray) -> RowFacts:
     """Confident-joint pass: per-row facts and this partition's joint counts.
 
     GPU partitions use the fused kernel while its dense K x K device counts are small
@@ -176,7 +172,6 @@ def row_facts(part: grouped.GroupedPartition, thresholds: np.ndarray, sample_str
         given_is_argmax=given_is_argmax,
         joint_counts=joint,
         num_off_diagonal_issues=num_off_diagonal_issues,
-        sample=None if sample_strides is None else partition_sample(part, sample_strides),
     )
 
 
@@ -205,11 +200,6 @@ def merge_joint_summaries(*summaries) -> dict:
         "joint_counts": JointCounts.merge(*[s["joint_counts"] for s in summaries]),
         "num_off_diagonal_issues": sum(s["num_off_diagonal_issues"] for s in summaries),
     }
-
-
-def class_sample(facts: RowFacts) -> ClassSample | None:
-    """The partition's sampled rows (merged on the workers: predictions never reach the driver)."""
-    return facts.sample
 
 
 def scores(part: grouped.GroupedPartition, method: str, adjust: bool, thresholds) -> np.ndarray:

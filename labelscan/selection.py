@@ -127,40 +127,18 @@ class SelectionTasks:
 
 @dataclass
 class Intervals:
-    """Driver-side search state of every task: rows with images in ``[lo, lo + last]`` hold the cutoff.
-
-    ``last < 2**width``: the refine rounds' bins are aligned, ``last = 2**width - 1``, except
-    in a pivot interval (:mod:`labelscan.selection_pivots`) and the bins cut from its end.
-    """
+    """Driver-side search state of every task: rows in ``[lo, lo + 2**width)`` hold the cutoff."""
 
     lo: np.ndarray
     width: np.ndarray
-    last: np.ndarray
     below: np.ndarray
     inside: np.ndarray
 
     @classmethod
     def start(cls, tasks: SelectionTasks) -> "Intervals":
-        num, bits = len(tasks), image_bits(tasks.key_dtype)
-        return cls(lo=np.zeros(num, dtype=np.uint64), width=np.full(num, bits),
-                   last=np.full(num, (1 << bits) - 1, dtype=np.uint64),
+        num = len(tasks)
+        return cls(lo=np.zeros(num, dtype=np.uint64), width=np.full(num, image_bits(tasks.key_dtype)),
                    below=np.zeros(num, dtype=np.int64), inside=tasks.sizes.astype(np.int64).copy())
-
-    def reset(self, task_ids: np.ndarray, tasks: SelectionTasks) -> None:
-        """Put tasks back to the whole image range (a pivot interval that missed the cut)."""
-        whole = Intervals.start(tasks)
-        for name in ("lo", "width", "last", "below", "inside"):
-            getattr(self, name)[task_ids] = getattr(whole, name)[task_ids]
-
-
-@dataclass
-class RefineStep:
-    """One refine round: the tasks it narrows, bits per task, and whether it is the pivot round
-    (its histograms' column 0 counts the rows below each task's interval)."""
-
-    active: np.ndarray
-    bits: int
-    count_below: bool = False
 
 
 @dataclass
@@ -322,8 +300,10 @@ def _keys(keys, tasks):
     return keys if isinstance(keys, (PartitionKeys, FlatKeys)) else partition_keys(*keys, tasks=tasks)
 
 
-def _interval_last(last, dtype) -> np.ndarray:
-    """The intervals' largest offsets ``last`` (uint64, shape (m,)) in the images' ``dtype``."""
+def _last_offsets(width, dtype) -> np.ndarray:
+    """Largest offset inside an interval of ``2**width`` values, shape (m,), ``dtype``."""
+    last = np.left_shift(np.uint64(1), width.astype(np.uint64), dtype=np.uint64) - np.uint64(1)
+    last = np.where(width >= 64, np.iinfo(np.uint64).max, last)
     return np.minimum(last, np.iinfo(dtype).max).astype(dtype)
 
 
@@ -333,50 +313,45 @@ def _offsets(images, lo):
     return images - xp.asarray(lo.astype(images.dtype))[:, None]
 
 
-def _in_interval(images, lo, last):
-    """Which images lie in ``[lo, lo + last]``, and their offsets from ``lo``.
+def _in_interval(images, lo, width):
+    """Which images lie in ``[lo, lo + 2**width)``, and their offsets from ``lo``.
 
-    ``lo`` and ``last`` are the tasks' NumPy parameters, shape (m,); ``images`` (m, r).
+    ``lo`` and ``width`` are the tasks' NumPy parameters, shape (m,); ``images`` (m, r).
     Intervals lie inside the image range, so one unsigned compare of the (wrapping)
     offset decides.
     """
     offset = _offsets(images, lo)
-    return offset <= array_module(images).asarray(_interval_last(last, images.dtype))[:, None], offset
+    last = array_module(images).asarray(_last_offsets(width, images.dtype))[:, None]
+    return offset <= last, offset
 
 
-def histogram(keys, *, tasks, intervals: Intervals, active: np.ndarray, bits: int,
-              count_below: bool = False) -> np.ndarray:
+def histogram(keys, *, tasks, intervals: Intervals, active: np.ndarray, bits: int) -> np.ndarray:
     """Per-partition histogram of the active tasks' images inside their intervals.
 
     Parameters
     ----------
     keys : PartitionKeys or (partition, scores)
-    count_below : bool
-        The pivot round: prepend a column counting each task's images below its interval
-        (per-class key blocks only: pivots serve few classes, whose keys are never flat).
 
     Returns
     -------
-    numpy.ndarray, shape (len(active), 2**bits [+ 1]), :func:`histogram_dtype`
+    numpy.ndarray, shape (len(active), 2**bits), :func:`histogram_dtype`
         or, for flat keys filling few cells, a :class:`labelscan.stats.histogram.SparseHistogram`.
     """
     position = np.full(len(tasks), -1)
     position[active] = np.arange(len(active))
     keys = _keys(keys, tasks)
-    if count_below and isinstance(keys, FlatKeys):
-        raise ValueError("a pivot round needs per-class key blocks, not flat keys")
     if isinstance(keys, FlatKeys) and keys.xp is not np:
         return _device_flat_histogram(keys, position, intervals, bits, histogram_dtype(tasks))
     if isinstance(keys, FlatKeys):
-        cells = flat_cells(keys, position[keys.task_ids], intervals.lo[keys.task_ids], intervals.width[keys.task_ids],
-                           _interval_last(intervals.last[keys.task_ids], keys.images.dtype), bits)
+        width = intervals.width[keys.task_ids]
+        cells = flat_cells(keys, position[keys.task_ids], intervals.lo[keys.task_ids], width,
+                           _last_offsets(width, keys.images.dtype), bits)
         shape = (len(active), 1 << bits)
         if sparse_histogram.is_sparse_enough(len(cells), shape[0] * shape[1]):
             return sparse_histogram.SparseHistogram.of_cells(cells, shape)
         return np.bincount(cells, minlength=shape[0] * shape[1]).astype(histogram_dtype(tasks)).reshape(shape)
     # accumulated where the images live, one device-to-host copy per partition; uint32 holds
     # a partition's counts (the driver's merge widens them to int64)
-    shape = (len(active), (1 << bits) + int(count_below))
     counts = None
     for block in keys.blocks:
         keep = position[block.task_ids] >= 0
@@ -384,13 +359,12 @@ def histogram(keys, *, tasks, intervals: Intervals, active: np.ndarray, bits: in
             continue
         xp = array_module(block.images)
         if counts is None:
-            counts = xp.zeros(shape, dtype=np.uint32)
+            counts = xp.zeros((len(active), 1 << bits), dtype=np.uint32)
         task_ids = block.task_ids[keep]
         images = block.images if keep.all() else block.images[xp.asarray(keep)]
-        block_counts = _block_histogram(images, intervals.lo[task_ids], intervals.width[task_ids],
-                                        intervals.last[task_ids], bits, count_below)
+        block_counts = _block_histogram(images, intervals.lo[task_ids], intervals.width[task_ids], bits)
         counts[xp.asarray(position[task_ids])] += block_counts.astype(np.uint32)
-    counts = np.zeros(shape, dtype=np.uint32) if counts is None else to_host(counts)
+    counts = np.zeros((len(active), 1 << bits), dtype=np.uint32) if counts is None else to_host(counts)
     return counts.astype(histogram_dtype(tasks), copy=False)
 
 
@@ -402,9 +376,10 @@ def _device_flat_histogram(keys: FlatKeys, position: np.ndarray, intervals: Inte
 
     task_rows = position[keys.task_ids]
     num_task_rows = int(np.count_nonzero(position >= 0))
+    width = intervals.width[keys.task_ids]
     counts = flat_histogram(keys.images, keys.bounds, task_rows, intervals.lo[keys.task_ids],
-                            _interval_last(intervals.last[keys.task_ids], keys.images.dtype),
-                            np.maximum(intervals.width[keys.task_ids] - bits, 0), bits, num_task_rows)
+                            _last_offsets(width, keys.images.dtype), np.maximum(width - bits, 0), bits,
+                            num_task_rows)
     shape = (num_task_rows, 1 << bits)
     cells = keys.xp.flatnonzero(counts)
     if sparse_histogram.is_sparse_enough(len(cells), shape[0] * shape[1]):
@@ -419,28 +394,30 @@ def histogram_dtype(tasks: SelectionTasks) -> np.dtype:
     return np.dtype(np.uint32 if tasks.sizes.max(initial=0) < 1 << 32 else np.int64)
 
 
-def _block_histogram(images, lo, width, last, bits, count_below=False):
+def _block_histogram(images, lo, width, bits):
     """Bin counts of one block's task rows inside their intervals, shape (m, 2**bits), int64,
-    in the namespace of ``images``; with ``count_below``, shape (m, 2**bits + 1) whose column 0
-    counts the rows below each interval.
+    in the namespace of ``images``.
 
-    Only the rows inside an interval are binned: after the first round (and in the pivot
-    round) that is a small share of them, found by one comparison per image.
+    Rows outside a task's interval land in an overflow bin ``2**bits`` that is dropped.
     """
-    if not count_below and _whole_range(images, lo, last, bits):
+    if _whole_range(images, lo, width, bits):
         return _top_bits_histogram(images, bits)
     xp = array_module(images)
     num_bins = 1 << bits
-    inside, offset = _in_interval(images, lo, last)
-    found = xp.flatnonzero(inside)
-    task_rows = found // images.shape[1]
-    shift = xp.asarray(np.maximum(width - bits, 0).astype(images.dtype))
-    cells = (offset.reshape(-1)[found] >> shift[task_rows]).astype(np.intp) + task_rows * num_bins
-    counts = _count_cells(cells, len(lo) * num_bins).reshape(len(lo), num_bins)
-    if not count_below:
-        return counts
-    below = xp.count_nonzero(images < xp.asarray(lo.astype(images.dtype))[:, None], axis=1)
-    return xp.concatenate([below.astype(counts.dtype)[:, None], counts], axis=1)
+    offset = _offsets(images, lo)
+    shift = np.maximum(width - bits, 0).astype(images.dtype)
+    # an offset past the interval's end shifts to at least 2**bits: clip it into the overflow bin
+    last = _last_offsets(width, images.dtype) >> shift
+    bins = offset >> xp.asarray(shift)[:, None]
+    if bins.dtype.itemsize < 4:  # room for the overflow bin 2**16
+        bins = bins.astype(np.uint32)
+    xp.minimum(bins, bins.dtype.type(num_bins), out=bins)
+    if (last + 1 < num_bins).any():  # narrow intervals: offsets beyond `last` are outside
+        beyond = offset > xp.asarray(_last_offsets(width, images.dtype))[:, None]
+        bins[beyond] = num_bins
+    flat = bins.astype(np.intp) + xp.asarray(np.arange(len(lo)) * (num_bins + 1))[:, None]
+    counts = _count_cells(flat.ravel(), len(lo) * (num_bins + 1))
+    return counts.reshape(len(lo), num_bins + 1)[:, :num_bins]
 
 
 def _count_cells(cells, num_cells: int):
@@ -457,12 +434,12 @@ def _count_cells(cells, num_cells: int):
     return xp.diff(xp.searchsorted(ordered, xp.arange(num_cells + 1, dtype=ordered.dtype)))
 
 
-def _is_first_round(lo, last, image_width: int) -> bool:
-    """Whether every interval ``[lo, lo + last]`` is the whole range of ``image_width``-bit images."""
-    return not lo.any() and bool((last == np.uint64((1 << image_width) - 1)).all())
+def _is_first_round(lo, width, image_width: int) -> bool:
+    """Whether every interval ``[lo, lo + 2**width)`` is the whole range of ``image_width``-bit images."""
+    return not lo.any() and bool((width == image_width).all())
 
 
-def _whole_range(images, lo, last, bits) -> bool:
+def _whole_range(images, lo, width, bits) -> bool:
     """Whether every task's interval is the whole image range and ``bits`` is a byte width
     :func:`_top_bits_histogram` can read (little-endian host memory, C-contiguous rows).
 
@@ -471,7 +448,7 @@ def _whole_range(images, lo, last, bits) -> bool:
     """
     full = images.dtype.itemsize * 8
     return (array_module(images) is np and bits in TOP_BITS_FAST and full % bits == 0
-            and sys.byteorder == "little" and images.flags.c_contiguous and _is_first_round(lo, last, full))
+            and sys.byteorder == "little" and images.flags.c_contiguous and _is_first_round(lo, width, full))
 
 
 def _top_bits_histogram(images, bits):
@@ -515,7 +492,7 @@ def resolve_pieces(keys, *, tasks, intervals: Intervals, collect: np.ndarray, ti
         if not wanted.any():
             continue
         xp = array_module(block.images)
-        inside, _ = _in_interval(block.images, intervals.lo[task_ids], intervals.last[task_ids])
+        inside, _ = _in_interval(block.images, intervals.lo[task_ids], intervals.width[task_ids])
         is_tie = tie_position[task_ids] >= 0
         if is_tie.any():
             tie_counts[tie_position[task_ids[is_tie]]] += to_host(inside[xp.asarray(is_tie)].sum(axis=1))
@@ -537,7 +514,7 @@ def _flat_resolve_pieces(keys: FlatKeys, intervals: Intervals, collect_mask, tie
     task_ids = keys.task_ids
     wanted = collect_mask[task_ids] | (tie_position[task_ids] >= 0)
     segments, images = flat_resolve(keys, wanted, intervals.lo[task_ids],
-                                    _interval_last(intervals.last[task_ids], keys.images.dtype))
+                                    _last_offsets(intervals.width[task_ids], keys.images.dtype))
     found = task_ids[segments]
     tie_rows = tie_position[found]
     collected = collect_mask[found]
@@ -604,30 +581,6 @@ def choose_bins(counts: np.ndarray, needs: np.ndarray) -> dict:
     return {"bin": chosen, "below": before_block + below, "inside": counts[rows, chosen].astype(np.int64)}
 
 
-def choose_pivot_bins(counts: np.ndarray, needs: np.ndarray) -> dict:
-    """:func:`choose_bins` for the pivot round, whose column 0 counts the rows below each interval.
-
-    Returns
-    -------
-    dict
-        ``bin`` (among the bins after column 0), ``below`` (rows below the interval and in
-        earlier bins), ``inside`` and ``miss`` (the wanted row lies outside the interval), each (A,).
-    """
-    counts = sparse_histogram.as_dense(counts)
-    below = counts[:, 0].astype(np.int64)
-    bins = counts[:, 1:]
-    wanted = np.asarray(needs, dtype=np.int64) - below
-    miss = (wanted < 1) | (wanted > bins.sum(axis=1, dtype=np.int64))
-    choice = {name: np.zeros(len(counts), dtype=np.int64) for name in ("bin", "below", "inside")}
-    if not miss.all():
-        hit = choose_bins(bins[~miss], wanted[~miss])
-        for name in choice:
-            choice[name][~miss] = hit[name]
-        choice["below"][~miss] += below[~miss]
-    choice["miss"] = miss
-    return choice
-
-
 def _rank_position(counts: np.ndarray, needs: np.ndarray):
     """Per row of ``counts`` (A, B): the column holding the ``needs``-th unit, and the units
     in earlier columns, each shape (A,), int64."""
@@ -646,19 +599,18 @@ class SelectionPlanner:
     """Drives the refine / resolve rounds of one task family on the driver."""
 
     tasks: SelectionTasks
-    pivots: object = None
-    """:class:`labelscan.selection_pivots.Pivots` for the first round, or ``None``."""
     intervals: Intervals = field(init=False)
 
     def __post_init__(self):
         self.intervals = Intervals.start(self.tasks)
         self.select_all = self.tasks.counts >= self.tasks.sizes
 
-    def next_refine(self) -> RefineStep | None:
-        """The next refine round, or ``None`` when resolving is due.
+    def next_refine(self):
+        """Tasks to refine next and the bits per round, or ``None`` when resolving is due.
 
-        With pivots, the first round is the pivot round: its pivoted tasks start from their
-        pivot intervals, and it counts the rows below every interval.
+        Returns
+        -------
+        (numpy.ndarray, int) or None
         """
         candidates = ~self.select_all & (self.intervals.width > 0)
         small = self.intervals.inside <= COLLECT_LIMIT
@@ -673,39 +625,23 @@ class SelectionPlanner:
         if not len(active):
             return None
         bits = int(np.clip(np.log2(max(MAX_HISTOGRAM_CELLS // len(active), 2)), 1, MAX_BITS_PER_ROUND))
-        first_round = _is_first_round(self.intervals.lo[active], self.intervals.last[active],
+        first_round = _is_first_round(self.intervals.lo[active], self.intervals.width[active],
                                       image_bits(self.tasks.key_dtype))
-        if self.pivots is not None:
-            pivoted = active[self.pivots.pivoted[active]]
-            self.intervals.lo[pivoted] = self.pivots.lo[pivoted]
-            self.intervals.last[pivoted] = self.pivots.last[pivoted]
-            self.intervals.width[pivoted] = [int(last).bit_length() for last in self.pivots.last[pivoted]]
-            self.pivots = None
-            return RefineStep(active, bits, count_below=True)
         if first_round and bits >= min(TOP_BITS_FAST):   # the first round: a byte width reads fastest
             bits = max(b for b in TOP_BITS_FAST if b <= bits)
-        return RefineStep(active, bits)
+        return active, bits
 
     def needs(self, active: np.ndarray) -> np.ndarray:
         """Rank of the wanted row inside each active task's interval (1-based), shape (A,)."""
         return self.tasks.counts[active] - self.intervals.below[active]
 
-    def apply_choice(self, step: RefineStep, choice: dict) -> None:
-        """Narrow each active task's interval to the bin :func:`choose_bins` (or, in the pivot
-        round, :func:`choose_pivot_bins`) picked; a pivot that missed the cut goes back to the
-        whole range."""
-        active = step.active
-        if step.count_below:
-            self.intervals.reset(active[choice["miss"]], self.tasks)
-            active, choice = active[~choice["miss"]], {name: values[~choice["miss"]] for name, values in choice.items()}
-        shift = np.maximum(self.intervals.width[active] - step.bits, 0).astype(np.uint64)
-        start = choice["bin"].astype(np.uint64) << shift
+    def apply_choice(self, active: np.ndarray, bits: int, choice: dict) -> None:
+        """Narrow each active task's interval to the bin :func:`choose_bins` picked."""
+        width = self.intervals.width[active]
+        shift = np.maximum(width - bits, 0)
         self.intervals.below[active] += choice["below"]
         self.intervals.inside[active] = choice["inside"]
-        self.intervals.lo[active] += start
-        # the last bin of a pivot interval may reach past its end: keep the end
-        self.intervals.last[active] = np.minimum((np.uint64(1) << shift) - np.uint64(1),
-                                                 self.intervals.last[active] - start)
+        self.intervals.lo[active] += choice["bin"].astype(np.uint64) << shift.astype(np.uint64)
         self.intervals.width[active] = shift
 
     def resolve_sets(self):

@@ -2,7 +2,7 @@
 
 import json
 
-from benchmarks import encode, malloc, pivots, reader
+from benchmarks import encode, malloc, reader
 from benchmarks.cpu import Recorder
 from benchmarks.scale import add_speedups
 from labelscan.io import pages
@@ -54,12 +54,3 @@ def test_malloc_benchmark_runs_on_cpu(tmp_path):
     records = json.loads(out.read_text())
     assert {(r["benchmark"], r["metric"]) for r in records} >= {
         ("malloc_glibc_cpu", "seconds"), ("malloc_labelscan_cpu", "stage_flag")}
-
-
-def test_pivots_benchmark_runs_on_cpu(tmp_path):
-    """Both settings alternate on the CPU cluster and write the same outputs."""
-    out = tmp_path / "pivots.json"
-    pivots.main(["--sizes", "20Kx10", "--repeat", "1", "--jobs", "1", "--data-dir", str(tmp_path), "--out", str(out)])
-    records = {(r["benchmark"], r["metric"]): r["value"] for r in json.loads(out.read_text())}
-    assert {("pivots_cpu", "seconds"), ("whole-range_cpu", "stage_cutoffs")} <= set(records)
-    assert records[("comparison_cpu", "outputs_identical")] == 1

@@ -193,7 +193,7 @@ def test_the_smallest_intervals_take_the_collect_budget_first():
     """40 intervals of 2,048 rows, then 60 of one row: the one-row tasks are collected (not
     refined once more) and the budget (32,768 + 256 per task) takes 28 of the large ones."""
     planner = _planner_with_inside([selection.COLLECT_LIMIT] * 40 + [1] * 60)
-    active = planner.next_refine().active
+    active, _ = planner.next_refine()
     np.testing.assert_array_equal(active, np.arange(28, 40))
 
 
@@ -201,5 +201,5 @@ def test_the_collect_budget_is_capped():
     """20,000 tasks of 2,048 rows each: 256 per task would allow 5.15M candidates, the cap
     4M: 2,048 tasks are collected, the others refined."""
     planner = _planner_with_inside([selection.COLLECT_LIMIT] * 20_000)
-    active = planner.next_refine().active
+    active, _ = planner.next_refine()
     assert len(active) == 20_000 - selection.COLLECT_MAX // selection.COLLECT_LIMIT
