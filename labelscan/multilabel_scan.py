@@ -45,7 +45,7 @@ from labelscan import multilabel_order as mlo
 from labelscan import multilabel_passes as mlp
 from labelscan.cluster import get_client, worker_threads
 from labelscan.errors import InputError, UsageError
-from labelscan.io.commit import OutputCommit
+from labelscan.io.commit import OutputCommit, row_key_statistics
 from labelscan.io.multilabels import read_multilabel_partition
 from labelscan.io.redact import protect_workers, redact
 from labelscan.io.unique import check_unique_ids
@@ -279,7 +279,8 @@ def write_partition(part, request: mlp.MultiLabelRequest, index: int, *, commit:
     if part.ids is not None:
         columns["id"] = part.ids
     columns.update(is_label_issue=flagged, label_quality=quality)
-    entry = commit.write_table(f"mask/part-{index:05d}.parquet", pa.table(columns))
+    mask = pa.table(columns)
+    entry = commit.write_table(f"mask/part-{index:05d}.parquet", mask, statistics=row_key_statistics(mask))
     rows = np.flatnonzero(flagged)
     shift = scan._image_shift(quality.dtype)
     counts = np.count_nonzero(per_class, axis=0).astype(np.int64)

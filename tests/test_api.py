@@ -1,5 +1,6 @@
-"""The Python face's ergonomics: path-like locations, ScanResult's argument checks, in-memory
-evaluation's label check, ``python -m labelscan``, the report's stage order."""
+"""The Python face's ergonomics: path-like locations, ScanResult's argument checks, the output
+parts' column statistics, in-memory evaluation's label check, ``python -m labelscan``, the
+report's stage order."""
 
 from __future__ import annotations
 
@@ -46,6 +47,23 @@ def test_issues_and_mask_columns(finished):
     assert list(result.mask(columns=["row_id"]).columns) == ["row_id"]
     with pytest.raises(UsageError, match=r"no column \['nope'\] in mask/"):
         result.mask(columns=["row_id", "nope"])
+
+
+def test_statistics_of_the_output_parts(finished):
+    """Mask parts carry min/max statistics for their row keys only (row ranges prune row groups;
+    the other columns hold every value everywhere), ranked issue parts for every column."""
+    import pyarrow.parquet as pq
+
+    out, _ = finished
+
+    def with_statistics(path):
+        row_group = pq.ParquetFile(path).metadata.row_group(0)
+        return {row_group.column(i).path_in_schema for i in range(row_group.num_columns)
+                if row_group.column(i).is_stats_set}
+
+    assert with_statistics(out / "mask" / "part-00000.parquet") == {"row_id"}
+    issues = pq.ParquetFile(out / "issues" / "part-00000.parquet")
+    assert with_statistics(out / "issues" / "part-00000.parquet") == set(issues.schema_arrow.names)
 
 
 def test_in_memory_evaluation_refuses_labels_outside_the_classes():
