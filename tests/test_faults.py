@@ -184,9 +184,9 @@ from labelscan.io import commit
 
 write_table = commit.OutputCommit.write_table
 
-def slow_write_table(self, relpath, table):   # widen the write pass so the kill lands inside it
+def slow_write_table(self, relpath, table, **options):   # widen the write pass so the kill lands inside it
     time.sleep(args["delay"])
-    return write_table(self, relpath, table)
+    return write_table(self, relpath, table, **options)
 
 commit.OutputCommit.write_table = slow_write_table
 with distributed.Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=":0") as client:
@@ -342,9 +342,9 @@ def test_killed_worker_during_write_pass(tmp_path, local_set, reference, s3_url)
 
         write_table = commit.OutputCommit.write_table
 
-        def slow_write_table(self, relpath, table):
+        def slow_write_table(self, relpath, table, **options):
             time_module.sleep(0.1)
-            return write_table(self, relpath, table)
+            return write_table(self, relpath, table, **options)
 
         commit.OutputCommit.write_table = slow_write_table
 
