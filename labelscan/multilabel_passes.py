@@ -11,6 +11,7 @@ O(K): per class two threshold pieces, a 2×2 joint and a few counts.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,6 +76,11 @@ class ClassFamily:
     offsets: np.ndarray
     combined: selection.SelectionTasks
 
+    def __sizeof__(self) -> int:
+        """Bytes held, every class's tasks included (see ``SelectionTasks.__sizeof__``)."""
+        return (object.__sizeof__(self) + self.offsets.nbytes + sys.getsizeof(self.combined)
+                + sum(sys.getsizeof(tasks) for tasks in self.per_class))
+
     @classmethod
     def of(cls, per_class: list, key_dtype) -> "ClassFamily":
         sizes = [len(tasks) for tasks in per_class]
@@ -99,7 +105,8 @@ class ClassFamily:
 
 @dataclass
 class MultiLabelRequest:
-    """What the flag pass needs besides the partition (broadcast from the driver).
+    """What the flag pass needs besides the partition and its cutoffs: one object, the same for
+    every partition (shipped to the workers once, as the multiclass ``passes.FlagRequest``).
 
     Attributes
     ----------
@@ -107,9 +114,8 @@ class MultiLabelRequest:
     thresholds : list of numpy.ndarray, length K
         Each class's binary confident thresholds (2,).
     families : list of ClassFamily
-        Pruning filters: their selection families.
-    cutoffs : list of selection.PartitionCutoffs
-        This partition's cutoffs of each family (of the low-score task for ``low_*`` filters).
+        Pruning filters: their selection families. Each partition's cutoffs of each family
+        (of the low-score task for ``low_*`` filters) travel beside the request.
     low_score : selection.SelectionTasks or None
         ``low_*`` filters: the one task "the E rows with the lowest default multi-label score".
     rank_by : str
@@ -119,10 +125,16 @@ class MultiLabelRequest:
     filter_by: str
     thresholds: list
     families: list
-    cutoffs: list
     low_score: selection.SelectionTasks | None
     rank_by: str
     adjust_pred_probs: bool
+
+    def __sizeof__(self) -> int:
+        """Bytes held, the families' arrays included: what ``dask.sizeof`` sees, so that the
+        runner ships a large request once as its own task."""
+        return (object.__sizeof__(self) + sum(values.nbytes for values in self.thresholds)
+                + sum(sys.getsizeof(family) for family in self.families)
+                + (sys.getsizeof(self.low_score) if self.low_score is not None else 0))
 
 
 def prepare(source):
@@ -258,8 +270,11 @@ def low_score_keys(part, tasks: selection.SelectionTasks) -> selection.Partition
     return selection.PartitionKeys(blocks, part.num_rows)
 
 
-def flag(part, request: MultiLabelRequest):
+def flag(part, request: MultiLabelRequest, cutoffs: list):
     """Flag and score one partition.
+
+    ``cutoffs``: this partition's :class:`~labelscan.selection.PartitionCutoffs` of each of the
+    request's families (of its low-score task for ``low_*`` filters).
 
     Returns
     -------
@@ -274,7 +289,7 @@ def flag(part, request: MultiLabelRequest):
     per_class = np.zeros(part.multi_hot.shape, dtype=bool)
     if request.low_score is not None:
         flagged = selection.select_rows(low_score_keys(part, request.low_score), request.low_score,
-                                        request.cutoffs[0])
+                                        cutoffs[0])
     else:
         for c in range(part.num_classes):
             binary = part.binary(c)
@@ -283,7 +298,8 @@ def flag(part, request: MultiLabelRequest):
                 filter_by=request.filter_by, families=[family.per_class[c] for family in request.families],
                 rank_by=request.rank_by, adjust_pred_probs=request.adjust_pred_probs,
                 thresholds=request.thresholds[c])
-            class_cutoffs = [family.class_cutoffs(cutoffs, c) for family, cutoffs in zip(request.families, request.cutoffs)]
+            class_cutoffs = [family.class_cutoffs(family_cutoffs, c)
+                             for family, family_cutoffs in zip(request.families, cutoffs)]
             chosen = passes.flagged_rows(binary, facts, class_request, class_cutoffs,
                                          [(binary, None)] * len(request.families))
             per_class[:, c] = binary.to_row_order(chosen)

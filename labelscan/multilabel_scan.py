@@ -83,8 +83,10 @@ class MultiLabelAnalysis:
         Rows that are a ``confident_learning`` issue of any class (cleanlab's multi-label count).
     threshold_counts : numpy.ndarray, shape (T, 3)
         :func:`labelscan.multilabel.threshold_counts` of the whole set.
-    requests : list of mlp.MultiLabelRequest
-        One per partition.
+    request : mlp.MultiLabelRequest
+        The same for every partition.
+    cutoffs : list of list
+        Per partition, its cutoffs of each selection family.
     timings : dict[str, float]
     """
 
@@ -93,7 +95,8 @@ class MultiLabelAnalysis:
     class_stats: list
     num_label_issues: int
     threshold_counts: np.ndarray
-    requests: list
+    request: mlp.MultiLabelRequest
+    cutoffs: list
     timings: dict
 
 
@@ -211,13 +214,14 @@ def analyse(runner, sources, row_starts, num_rows: int, num_classes: int, dtype,
         cutoffs.append(engine.find_cutoffs(runner, keys, tasks))
         runner.release(keys)
     clock.lap("cutoffs")
-    requests = [mlp.MultiLabelRequest(filter_by=options.filter_by, thresholds=thresholds, families=families,
-                                      cutoffs=[cut.for_partition(i) for cut in cutoffs], low_score=low_score,
-                                      rank_by=options.rank_by, adjust_pred_probs=options.adjust_pred_probs)
-                for i in range(len(sources))]
+    request = mlp.MultiLabelRequest(filter_by=options.filter_by, thresholds=thresholds, families=families,
+                                    low_score=low_score, rank_by=options.rank_by,
+                                    adjust_pred_probs=options.adjust_pred_probs)
     return MultiLabelAnalysis(parts=parts, label_counts=label_counts, class_stats=class_stats,
                               num_label_issues=num_label_issues, threshold_counts=joint["threshold_counts"],
-                              requests=requests, timings=clock.timings)
+                              request=request, cutoffs=[[cut.for_partition(i) for cut in cutoffs]
+                                                        for i in range(len(sources))],
+                              timings=clock.timings)
 
 
 @dataclass
@@ -264,7 +268,7 @@ def _lists(matrix: np.ndarray) -> np.ndarray:
     return lists
 
 
-def write_partition(part, request: mlp.MultiLabelRequest, index: int, *, commit: OutputCommit):
+def write_partition(part, cutoffs: list, index: int, *, request: mlp.MultiLabelRequest, commit: OutputCommit):
     """Flag one partition, write its mask part, keep its issues sorted by (score, row) (``low_*``
     filters: by default score, and the flagged rows themselves, :mod:`labelscan.multilabel_order`).
 
@@ -273,7 +277,7 @@ def write_partition(part, request: mlp.MultiLabelRequest, index: int, *, commit:
     WrittenPartition
     """
     part = mlp.as_partition(part)
-    flagged, per_class, quality = mlp.flag(part, request)
+    flagged, per_class, quality = mlp.flag(part, request, cutoffs)
     row_ids = part.row_ids
     columns = {"row_id": row_ids}
     if part.ids is not None:
@@ -429,8 +433,8 @@ def run_multilabel_scan(input_path, out_path, *, options: ScanOptions, label_col
             check_unique_ids(runner, analysis.parts, plan)
             clock.lap("unique-ids")
         commit.begin()
-        written = runner.map("flag", write_partition, analysis.parts, analysis.requests,
-                             list(range(len(sources))), commit=commit)
+        written = runner.map("flag", write_partition, analysis.parts, analysis.cutoffs,
+                             list(range(len(sources))), request=analysis.request, commit=commit)
         runner.release(analysis.parts)
         summaries = runner.gather(runner.map("flag-summary", written_summary, written))
         clock.lap("flag")

@@ -105,3 +105,19 @@ def test_selection_families_and_flag_request_report_their_arrays_to_dask():
     request = FlagRequest("prune_by_noise_rate", [tasks], "self_confidence", False, np.zeros(1000, np.float32))
     assert sizeof(tasks) >= 4 * 8 * pairs > BROADCAST_TASK_BYTES
     assert sizeof(request) >= sizeof(tasks) + 4000
+
+
+def test_the_multi_label_request_reports_its_arrays_to_dask():
+    """The multi-label flag pass's shared request (every class's families) is sized like the
+    multiclass one, so a large one is shipped once, not copied into every flag task."""
+    from dask.sizeof import sizeof
+
+    from labelscan.multilabel_passes import ClassFamily, MultiLabelRequest
+    from labelscan.selection import SelectionTasks
+
+    per_class = [SelectionTasks("noise_rate", *(np.zeros(2, dtype=np.int64) for _ in range(4)), np.dtype(np.float32))
+                 for _ in range(2000)]
+    family = ClassFamily.of(per_class, np.float32)
+    request = MultiLabelRequest("prune_by_noise_rate", [np.zeros(2)] * 2000, [family], None, "self_confidence", False)
+    assert sizeof(family) >= 2 * 4 * 8 * 2 * 2000 > BROADCAST_TASK_BYTES
+    assert sizeof(request) >= sizeof(family) + 2000 * 16
