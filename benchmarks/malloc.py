@@ -38,17 +38,12 @@ def started_cluster(setting: str, gpus: int | None):
 
     from benchmarks.scale import gpu_cluster
 
-    default = clusters.GPU_WORKER_MALLOC
-    clusters.GPU_WORKER_MALLOC = SETTINGS[setting]
-    try:
-        if gpus is None:
-            with clusters.worker_environment(SETTINGS[setting]):
-                cluster = clusters.local_cluster(dashboard_address=None)
-            client = Client(cluster)
-        else:
-            cluster, client, _ = gpu_cluster(gpus)
-    finally:
-        clusters.GPU_WORKER_MALLOC = default
+    if gpus is None:
+        with clusters.worker_environment(SETTINGS[setting]):
+            cluster = clusters.local_cluster(dashboard_address=None)
+        client = Client(cluster)
+    else:
+        cluster, client, _ = gpu_cluster(gpus, worker_malloc=SETTINGS[setting])
     with cluster, client:
         yield client
 

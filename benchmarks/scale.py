@@ -56,14 +56,15 @@ def read_floor_parallel(paths) -> int:
         return sum(pool.map(lambda path: read_floor_once([path]), paths))
 
 
-def gpu_cluster(count: int):
-    """A ``LocalCUDACluster`` on the first ``count`` GPUs, its client and the start time."""
+def gpu_cluster(count: int, worker_malloc: dict | None = None):
+    """A ``LocalCUDACluster`` on the first ``count`` GPUs, its client and the start time
+    (``worker_malloc``: see :func:`labelscan.cluster.local_cuda_cluster`)."""
     from distributed import Client
 
     from labelscan.cluster import local_cuda_cluster
 
     started = time.perf_counter()
-    cluster = local_cuda_cluster(CUDA_VISIBLE_DEVICES=",".join(str(i) for i in range(count)),
+    cluster = local_cuda_cluster(worker_malloc, CUDA_VISIBLE_DEVICES=",".join(str(i) for i in range(count)),
                                  dashboard_address=None)
     client = Client(cluster)
     client.wait_for_workers(count)

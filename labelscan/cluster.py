@@ -140,8 +140,11 @@ def local_cluster(**kwargs):
         return LocalCluster(**{**default_local_cluster_kwargs(), **kwargs})
 
 
-def local_cuda_cluster(**kwargs):
+def local_cuda_cluster(worker_malloc: dict | None = None, **kwargs):
     """A ``LocalCUDACluster``: one worker per visible GPU.
+
+    ``worker_malloc``: the workers' glibc allocator variables (:data:`GPU_WORKER_MALLOC` when
+    None; ``{}`` for glibc's defaults).
 
     Raises
     ------
@@ -156,7 +159,7 @@ def local_cuda_cluster(**kwargs):
     # several threads per GPU worker: parquet decoding and output encoding run on the host and
     # overlap with the device work of other partitions
     threads = max(1, min(GPU_WORKER_THREADS, available_cores() // max(get_n_gpus(), 1)))
-    with worker_environment(GPU_WORKER_MALLOC):
+    with worker_environment(GPU_WORKER_MALLOC if worker_malloc is None else worker_malloc):
         return LocalCUDACluster(**{"dashboard_address": ":0", "threads_per_worker": threads, **kwargs})
 
 
