@@ -45,7 +45,7 @@ from labelscan import multilabel_order as mlo
 from labelscan import multilabel_passes as mlp
 from labelscan.cluster import get_client, worker_threads
 from labelscan.errors import InputError, UsageError
-from labelscan.io.commit import OutputCommit, row_key_statistics
+from labelscan.io.commit import OutputCommit
 from labelscan.io.multilabels import read_multilabel_partition
 from labelscan.io.redact import protect_workers, redact
 from labelscan.io.unique import check_unique_ids
@@ -283,8 +283,7 @@ def write_partition(part, cutoffs: list, index: int, *, request: mlp.MultiLabelR
     if part.ids is not None:
         columns["id"] = part.ids
     columns.update(is_label_issue=flagged, label_quality=quality)
-    mask = pa.table(columns)
-    entry = commit.write_table(f"mask/part-{index:05d}.parquet", mask, statistics=row_key_statistics(mask))
+    entry = commit.write_mask_part(index, pa.table(columns))
     rows = np.flatnonzero(flagged)
     shift = scan._image_shift(quality.dtype)
     counts = np.count_nonzero(per_class, axis=0).astype(np.int64)

@@ -22,7 +22,7 @@ from labelscan import __version__, engine, health, outcome, passes
 from labelscan.backend import cluster_backend, resolve_backend
 from labelscan.cluster import get_client, worker_device_memory, worker_memory_limit, worker_threads
 from labelscan.errors import UsageError
-from labelscan.io.commit import OutputCommit, row_key_statistics
+from labelscan.io.commit import OutputCommit
 from labelscan.io.dataset import TARGET_PARTITION_BYTES, plan_dataset, read_ids, read_partition
 from labelscan.io.rejects import kept_row_ids, rejected_per_reason, with_rejected_rows
 from labelscan.io.unique import check_unique_ids
@@ -127,8 +127,7 @@ def write_partition(part, facts, cutoffs, family_keys, index: int, *, request, c
     """Flag one partition, write its mask part (and rejected part, when bad rows are skipped), keep
     its sorted issues (see :func:`labelscan.outcome.partition_outcome`)."""
     result = outcome.partition_outcome(part, facts, cutoffs, family_keys, request)
-    mask = mask_table(result)
-    entries = [commit.write_table(f"mask/part-{index:05d}.parquet", mask, statistics=row_key_statistics(mask))]
+    entries = [commit.write_mask_part(index, mask_table(result))]
     if result.rejected is not None:
         entries.append(commit.write_table(f"rejected/part-{index:05d}.parquet", result.rejected.table))
     return WrittenPartition(entries=entries, issues=result.issues, issues_per_class=result.issues_per_class,

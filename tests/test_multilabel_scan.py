@@ -177,6 +177,9 @@ def test_rankings_options_and_statistics(threaded_client, tmp_path):
         issues = result.issues(None)
         assert list(issues["id"]) == [f"row-{i}" for i in expected]
         assert [list(given) for given in issues["given_labels"]] == [labels[i] for i in expected]
+    mask_part = pq.ParquetFile(tmp_path / "scan-1" / "mask" / "part-00000.parquet").metadata.row_group(0)
+    assert {mask_part.column(i).path_in_schema for i in range(mask_part.num_columns)
+            if mask_part.column(i).is_stats_set} == {"row_id", "id"}   # row keys only, as multiclass masks
     per_class = oracle_call(ml_filter.find_multilabel_issues_per_class, labels, pred_probs)
     summary = json.loads((tmp_path / "scan-1" / "summary.json").read_text())
     assert summary["multi_label"] is True and summary["config"]["multi_label"] is True

@@ -330,8 +330,8 @@ class OutputCommit(_Destination):
             Path under the destination, e.g. ``"mask/part-00003.parquet"``.
         table : pyarrow.Table
         statistics : bool or list of str
-            Columns whose min/max statistics are written (all by default; see
-            :func:`row_key_statistics` for row-aligned parts).
+            Columns whose min/max statistics are written (all by default; mask parts:
+            :meth:`write_mask_part`).
 
         Returns
         -------
@@ -347,6 +347,11 @@ class OutputCommit(_Destination):
             put_bytes(self.fs, self.path(self._progress_relpath(relpath)),
                       json_bytes(self._progress_record(entry)))
         return entry
+
+    def write_mask_part(self, index: int, table):
+        """Store the row-aligned ``mask/part-<index>.parquet`` with min/max statistics for its
+        row keys only (:func:`row_key_statistics`); returns its manifest entry."""
+        return self.write_table(f"mask/part-{index:05d}.parquet", table, statistics=row_key_statistics(table))
 
     def write_json(self, relpath, obj):
         """Store ``obj`` as JSON (sorted keys, indent 2) at ``relpath``; returns its manifest entry."""
