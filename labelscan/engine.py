@@ -21,7 +21,7 @@ import numpy as np
 
 from labelscan import passes, plan, selection
 from labelscan.errors import InputError
-from labelscan.options import LOW_SCORE_FILTERS, ScanOptions
+from labelscan.options import LOW_SCORE_FILTERS, NOISE_RATE_FILTERS, ScanOptions
 from labelscan.stats import histogram as sparse_histogram
 
 
@@ -125,9 +125,11 @@ def analyse(runner, sources, num_classes: int, dtype, options: ScanOptions,
                                              class_totals, dtype))
     clock.lap("thresholds")
 
-    facts = runner.map("joint", passes.row_facts, parts, thresholds=thresholds)
+    facts = runner.map("joint", passes.row_facts, parts, thresholds=thresholds,
+                       count_outranked=options.filter_by in NOISE_RATE_FILTERS)
     summaries = runner.map("joint-summary", passes.joint_summary, facts)
     joint = runner.gather(runner.reduce("joint-merge", passes.merge_joint_summaries, summaries))
+    outranked = None if joint["outranked_counts"] is None else joint["outranked_counts"].dense()
     stats = plan.noise_statistics(class_totals, thresholds, joint["joint_counts"].dense(),
                                   joint["num_off_diagonal_issues"], options)
     clock.lap("joint")
@@ -139,11 +141,12 @@ def analyse(runner, sources, num_classes: int, dtype, options: ScanOptions,
                                    adjust=False, thresholds=None)
         score_dtype = np.asarray(runner.gather(
             runner.submit("score-dtype", _dtype_of, filter_scores[0]))).dtype if len(sources) else dtype
-    families = plan.selection_families(stats, options, dtype, num_rows, score_dtype)
+    families = plan.selection_families(stats, options, dtype, num_rows, score_dtype, outranked)
     kept_keys = num_cached if cache_keys else 0
     keys_per_family = [
-        [*runner.map("keys", selection.partition_keys, parts[:kept_keys], filter_scores[:kept_keys], tasks=tasks),
-         *zip(parts[kept_keys:], filter_scores[kept_keys:])]
+        [*runner.map("keys", selection.partition_keys, parts[:kept_keys], filter_scores[:kept_keys],
+                     facts[:kept_keys], tasks=tasks),
+         *zip(parts[kept_keys:], filter_scores[kept_keys:], facts[kept_keys:])]
         for tasks in families
     ]
     cutoffs = [find_cutoffs(runner, keys, tasks)

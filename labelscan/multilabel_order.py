@@ -35,7 +35,7 @@ import numpy as np
 
 from labelscan import multilabel_passes as mlp
 from labelscan import outcome, scan
-from labelscan.stats.order import float_images
+from labelscan.stats.order import float_images, stable_order
 
 
 @dataclass
@@ -115,7 +115,7 @@ def pair_rows(written, images: np.ndarray, *slices) -> RankedIssues:
     pieces = list(slices) or [block_slice(written.default_order, 0, 0)]
     rows = {name: np.concatenate([piece[name] for piece in pieces]) for name in pieces[0]}
     rows["image"] = images
-    order = np.argsort(rows["image"], kind="stable")
+    order = stable_order(rows["image"])
     return RankedIssues({name: values[order] for name, values in rows.items()}, written.rank_shift)
 
 

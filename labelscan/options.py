@@ -20,6 +20,7 @@ FILTERS = (
 )
 PRUNING_FILTERS = ("prune_by_noise_rate", "prune_by_class", "both")
 LOW_SCORE_FILTERS = ("low_self_confidence", "low_normalized_margin")
+NOISE_RATE_FILTERS = ("prune_by_noise_rate", "both")
 RANK_METHODS = ("self_confidence", "normalized_margin", "confidence_weighted_entropy")
 
 

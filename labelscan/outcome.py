@@ -13,8 +13,8 @@ import numpy as np
 
 from labelscan import passes
 from labelscan.kernels import grouped
-from labelscan.stats.order import float_images
-from labelscan.xp import bincount, stable_argsort, to_host
+from labelscan.stats.order import float_images, stable_order
+from labelscan.xp import bincount, to_host
 
 RANK_BITS = 16
 """Bits of the score image used to split the ranking into ranges."""
@@ -71,7 +71,7 @@ def partition_outcome(part: grouped.GroupedPartition, facts: passes.RowFacts, cu
     # the issues are ranked where the partition lives (ties stay in row order)
     issue_rows = part.xp.flatnonzero(is_label_issue)
     images = float_images(row_order["label_quality"][issue_rows]).astype(np.uint64)
-    ranked = stable_argsort(images)
+    ranked = stable_order(images)
     issue_rows = issue_rows[ranked]
     issues = {name: to_host(values[issue_rows]) for name, values in row_order.items()}
     issues["given_label"] = to_host(part.labels[part.grouped_positions()[issue_rows]].astype(facts.predicted.dtype))
@@ -94,7 +94,7 @@ def merge_ranked(issue_sets: list) -> dict:
     """Merge sorted issue runs (given in partition order) into one run sorted by (image, row_id).
 
     Runs of later partitions hold later rows, so a stable sort by image alone keeps ties in row
-    order (and the merge sort exploits the presorted runs). Runs without an ``image`` column
+    order. Runs without an ``image`` column
     are sorted by the order image of their ``label_quality`` (recomputed here: it need not
     travel between workers).
     """
@@ -102,5 +102,5 @@ def merge_ranked(issue_sets: list) -> dict:
         return {}
     merged = {name: np.concatenate([s[name] for s in issue_sets]) for name in issue_sets[0]}
     images = merged["image"] if "image" in merged else float_images(merged["label_quality"])
-    order = np.argsort(images, kind="stable")
+    order = stable_order(images)
     return {name: values[order] for name, values in merged.items()}

@@ -19,6 +19,16 @@ from labelscan.stats.pairwise import PairwiseSumState, partial_sums
 from labelscan.xp import to_host
 
 
+OUTRANKED_BLOCK_CELLS = 1 << 22
+"""Predictions compared per block of rows in :func:`outranked_counts` (memory: a few times
+this many bytes, whatever the partition)."""
+
+OUTRANKED_MAX_CLASSES = 1024
+"""Outranked rows are counted up to this many classes: their K x K counts stay small at the
+driver, and wider partitions key their tasks flat (:data:`labelscan.selection.FLAT_MIN_BLOCKS`),
+where the counts would not be used."""
+
+
 @dataclass
 class RowFacts:
     """Per-row results of the confident-joint pass, in grouped order (stay on the worker).
@@ -36,6 +46,10 @@ class RowFacts:
         O(rows) whatever K.
     num_off_diagonal_issues : int
         ``Σ off_diagonal & ~given_is_argmax``.
+    outranked_counts : labelscan.stats.joint.JointCounts or None
+        Rows of given label ``k`` with ``P_j > P_k``, in cells ``[k, j]`` (the rows whose
+        noise-rate key ``P_k - P_j`` is negative): counted on host partitions when asked,
+        else None (see :func:`outranked_counts`).
     """
 
     predicted: np.ndarray
@@ -43,6 +57,7 @@ class RowFacts:
     given_is_argmax: np.ndarray
     joint_counts: JointCounts
     num_off_diagonal_issues: int
+    outranked_counts: JointCounts | None = None
 
 
 @dataclass
@@ -146,11 +161,14 @@ def merge_threshold_pieces(*piece_dicts) -> dict:
     return merged
 
 
-def row_facts(part: grouped.GroupedPartition, thresholds: np.ndarray) -> RowFacts:
+def row_facts(part: grouped.GroupedPartition, thresholds: np.ndarray, count_outranked: bool = False) -> RowFacts:
     """Confident-joint pass: per-row facts and this partition's joint counts.
 
     GPU partitions use the fused kernel while its dense K x K device counts are small
     (:data:`~labelscan.stats.joint.DENSE_COUNT_CELLS`); wider ones run the array code on the device.
+    ``count_outranked``: also count :func:`outranked_counts` (host partitions of at most
+    :data:`OUTRANKED_MAX_CLASSES` classes; the noise-rate filters' keys then skip the rows no
+    selection can reach).
     """
     part = as_partition(part)
     num_classes, xp = part.num_classes, part.xp
@@ -172,7 +190,56 @@ def row_facts(part: grouped.GroupedPartition, thresholds: np.ndarray) -> RowFact
         given_is_argmax=given_is_argmax,
         joint_counts=joint,
         num_off_diagonal_issues=num_off_diagonal_issues,
+        outranked_counts=(outranked_counts(part, predicted)
+                          if count_outranked and xp is np and num_classes <= OUTRANKED_MAX_CLASSES else None),
     )
+
+
+def outranked_rows(part: grouped.GroupedPartition, predicted: np.ndarray) -> tuple:
+    """Grouped rows whose given label is not their argmax, and where each class's run of them starts.
+
+    They include every row with some ``P_j > P_k`` (``k`` its given label): NaN-free, such a
+    row's maximum is not at ``k``; with a NaN, the argmax is the first NaN, and ``P_k`` is not
+    one when a comparison with it is true.
+
+    Returns
+    -------
+    rows : numpy.ndarray, shape (m,), intp
+        Increasing grouped rows.
+    class_bounds : numpy.ndarray, shape (K + 1,), intp
+        The rows of class ``k`` are ``rows[class_bounds[k]:class_bounds[k + 1]]``.
+    """
+    rows = np.flatnonzero(predicted != part.labels)
+    return rows, np.searchsorted(rows, part.class_starts)
+
+
+def outranked_counts(part: grouped.GroupedPartition, predicted: np.ndarray) -> JointCounts:
+    """Rows of each given label ``k`` with ``P_j > P_k``, per other class ``j`` (cells ``[k, j]``).
+
+    A noise-rate selection (class ``k``, column ``j``) takes the rows of ``k`` with the
+    smallest ``P_k - P_j``; when it takes no more rows than this count, all it takes have a
+    negative key, and so lie among :func:`outranked_rows` (about a quarter of the rows on the
+    benchmark sets): the driver then lets the keys skip the other rows.
+
+    Parameters
+    ----------
+    part : GroupedPartition (host)
+    predicted : numpy.ndarray, shape (n,)
+        Row argmax.
+
+    Returns
+    -------
+    JointCounts
+    """
+    counts = np.zeros((part.num_classes, part.num_classes), dtype=np.int64)
+    block_rows = max(1, OUTRANKED_BLOCK_CELLS // part.num_classes)   # bounds the compared copy
+    rows, class_bounds = outranked_rows(part, predicted)
+    for k in np.flatnonzero(np.diff(class_bounds)):
+        for start in range(class_bounds[k], class_bounds[k + 1], block_rows):
+            values = np.take(part.columns, rows[start:min(start + block_rows, class_bounds[k + 1])], axis=1)
+            counts[k] += np.count_nonzero(values > values[k], axis=1)
+    given, other = np.nonzero(counts)
+    return JointCounts(part.num_classes, given * part.num_classes + other, counts[given, other])
 
 
 def _array_row_facts(part: grouped.GroupedPartition, thresholds: np.ndarray):
@@ -191,14 +258,18 @@ def _array_row_facts(part: grouped.GroupedPartition, thresholds: np.ndarray):
 
 def joint_summary(facts: RowFacts) -> dict:
     """The small part of :class:`RowFacts` the driver needs."""
-    return {"joint_counts": facts.joint_counts, "num_off_diagonal_issues": facts.num_off_diagonal_issues}
+    return {"joint_counts": facts.joint_counts, "num_off_diagonal_issues": facts.num_off_diagonal_issues,
+            "outranked_counts": facts.outranked_counts}
 
 
 def merge_joint_summaries(*summaries) -> dict:
-    """Sum joint summaries (a tree-reduce step)."""
+    """Sum joint summaries (a tree-reduce step); outranked counts are None unless every
+    summary has them."""
+    outranked = [s["outranked_counts"] for s in summaries]
     return {
         "joint_counts": JointCounts.merge(*[s["joint_counts"] for s in summaries]),
         "num_off_diagonal_issues": sum(s["num_off_diagonal_issues"] for s in summaries),
+        "outranked_counts": None if any(o is None for o in outranked) else JointCounts.merge(*outranked),
     }
 
 

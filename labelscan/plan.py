@@ -135,17 +135,31 @@ def _prunable(label_counts, min_examples) -> np.ndarray:
     return (label_counts > min_examples) & (label_counts > 1)
 
 
-def noise_rate_tasks(stats: NoiseStatistics, options: ScanOptions, dtype) -> SelectionTasks:
-    """For each class k and other class j: the ``pcm[j, k]`` rows of k with largest ``P_j - P_k``."""
+def noise_rate_tasks(stats: NoiseStatistics, options: ScanOptions, dtype, outranked=None) -> SelectionTasks:
+    """For each class k and other class j: the ``pcm[j, k]`` rows of k with largest ``P_j - P_k``.
+
+    ``outranked`` (K, K): rows of given label ``k`` with ``P_j > P_k`` (see
+    :func:`labelscan.passes.outranked_counts`), when the joint pass counted them.
+    """
     counts = stats.prune_counts
     num_classes = len(stats.label_counts)
     prunable = _prunable(stats.label_counts, options.min_examples_per_class)
     guess, given = np.nonzero((counts > 0) & ~np.eye(num_classes, dtype=bool) & prunable[None, :])
     order = np.lexsort((guess, given))
     given, guess = given[order], guess[order]
-    return SelectionTasks(kind=NOISE_RATE, classes=given, columns=guess,
-                          counts=counts[guess, given].astype(np.int64),
-                          sizes=stats.label_counts[given], key_dtype=np.dtype(dtype))
+    task_counts = counts[guess, given].astype(np.int64)
+    return SelectionTasks(kind=NOISE_RATE, classes=given, columns=guess, counts=task_counts,
+                          sizes=stats.label_counts[given], key_dtype=np.dtype(dtype),
+                          outranked_only=None if outranked is None else _outranked_only(
+                              given, task_counts <= np.asarray(outranked)[given, guess], num_classes))
+
+
+def _outranked_only(classes: np.ndarray, within: np.ndarray, num_classes: int) -> np.ndarray:
+    """Per task: whether every task of its class selects only rows with a negative key
+    (``within``: the task's count is at most its outranked rows), shape (T,), bool."""
+    class_within = np.ones(num_classes, dtype=bool)
+    class_within[classes[~within]] = False
+    return class_within[classes]
 
 
 def by_class_tasks(stats: NoiseStatistics, options: ScanOptions, dtype) -> SelectionTasks:
@@ -166,14 +180,18 @@ def low_score_tasks(num_issues: int, num_rows: int, score_dtype) -> SelectionTas
                           key_dtype=np.dtype(score_dtype))
 
 
-def selection_families(stats: NoiseStatistics, options: ScanOptions, dtype, num_rows, score_dtype=None):
-    """The selection task families a filter needs (empty for confident_learning / predicted_neq_given)."""
+def selection_families(stats: NoiseStatistics, options: ScanOptions, dtype, num_rows, score_dtype=None,
+                       outranked=None):
+    """The selection task families a filter needs (empty for confident_learning / predicted_neq_given).
+
+    ``outranked``: see :func:`noise_rate_tasks`.
+    """
     if options.filter_by == "prune_by_noise_rate":
-        return [noise_rate_tasks(stats, options, dtype)]
+        return [noise_rate_tasks(stats, options, dtype, outranked)]
     if options.filter_by == "prune_by_class":
         return [by_class_tasks(stats, options, dtype)]
     if options.filter_by == "both":
-        return [by_class_tasks(stats, options, dtype), noise_rate_tasks(stats, options, dtype)]
+        return [by_class_tasks(stats, options, dtype), noise_rate_tasks(stats, options, dtype, outranked)]
     if options.filter_by in ("low_self_confidence", "low_normalized_margin"):
         return [low_score_tasks(stats.num_label_issues, num_rows, score_dtype)]
     return []

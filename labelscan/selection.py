@@ -106,6 +106,13 @@ class SelectionTasks:
         Rows the task selects from.
     key_dtype : numpy.dtype
         Dtype of the keys (the input dtype, or the score's dtype).
+    outranked_only : numpy.ndarray or None, shape (T,), bool
+        ``noise_rate``: every task of the task's class selects rows of negative key only (its
+        count is at most the class's rows with ``P_j > P_k``). Host partitions then compute
+        that class's keys over its rows whose argmax is not the class
+        (:func:`labelscan.passes.outranked_rows`): every row the class's tasks can select,
+        every row of the value at any cut, and every row below it. The search is unchanged:
+        each cut lies among the negative images, whose counts are then complete.
     """
 
     kind: str
@@ -114,6 +121,7 @@ class SelectionTasks:
     counts: np.ndarray
     sizes: np.ndarray
     key_dtype: np.dtype
+    outranked_only: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.counts)
@@ -121,8 +129,8 @@ class SelectionTasks:
     def __sizeof__(self) -> int:
         """Bytes held, arrays included: what ``dask.sizeof`` sees, so that the runner ships a
         large family once as its own task instead of inside every task that uses it."""
-        return object.__sizeof__(self) + sum(values.nbytes for values in
-                                             (self.classes, self.columns, self.counts, self.sizes))
+        arrays = (self.classes, self.columns, self.counts, self.sizes, self.outranked_only)
+        return object.__sizeof__(self) + sum(values.nbytes for values in arrays if values is not None)
 
 
 @dataclass
@@ -182,8 +190,9 @@ class KeyBlock:
     ----------
     task_ids : numpy.ndarray, shape (m,)
         Tasks of this block.
-    rows : slice
-        Grouped rows of the block.
+    rows : slice or numpy.ndarray of intp, shape (r,)
+        Grouped rows of the block: a class's rows, or the outranked ones among them
+        (see ``SelectionTasks.outranked_only``).
     row_ids : numpy.ndarray, shape (r,)
         Global row of each row of the block.
     images : numpy.ndarray, shape (m, r)
@@ -204,7 +213,7 @@ class PartitionKeys:
     num_rows: int
 
 
-def partition_keys(part, scores=None, *, tasks: SelectionTasks) -> PartitionKeys:
+def partition_keys(part, scores=None, facts=None, *, tasks: SelectionTasks) -> PartitionKeys:
     """Compute the key images of every task of a family over one partition.
 
     Parameters
@@ -212,6 +221,9 @@ def partition_keys(part, scores=None, *, tasks: SelectionTasks) -> PartitionKeys
     part : labelscan.kernels.grouped.GroupedPartition or a partition source
     scores : numpy.ndarray, shape (n,), optional
         Per-row scores in grouped order (``low_score`` tasks).
+    facts : labelscan.passes.RowFacts, optional
+        The partition's joint-pass facts: with them, the classes of ``tasks.outranked_only``
+        key their outranked rows only (host class blocks).
     tasks : SelectionTasks
 
     Returns
@@ -236,13 +248,52 @@ def partition_keys(part, scores=None, *, tasks: SelectionTasks) -> PartitionKeys
                  and class_counts[tasks.classes].sum() <= FLAT_MAX_IMAGES)
     if num_blocks > FLAT_MIN_BLOCKS and (xp is not np or host_flat):
         return _flat_partition_keys(part, tasks, class_counts)
-    for k in task_classes:
+    outranked_classes = np.zeros(0, dtype=task_classes.dtype)
+    if facts is not None and xp is np and tasks.outranked_only is not None:
+        outranked_classes = np.setdiff1d(task_classes, tasks.classes[~tasks.outranked_only])
+        blocks = _outranked_blocks(part, tasks, facts.predicted, outranked_classes)
+    for k in np.setdiff1d(task_classes, outranked_classes):
         task_ids = np.flatnonzero(tasks.classes == k)
         rows = part.class_rows(int(k))
         if rows.stop == rows.start:
             continue
         blocks.append(KeyBlock(task_ids, rows, part.row_ids[rows], _block_images(part, tasks, int(k), rows, task_ids)))
-    return PartitionKeys(blocks, part.num_rows)
+    return PartitionKeys(sorted(blocks, key=lambda block: block.task_ids[0]), part.num_rows)
+
+
+def _outranked_blocks(part, tasks: SelectionTasks, predicted: np.ndarray, classes: np.ndarray) -> list:
+    """Key blocks of the noise-rate tasks of ``classes`` over their classes' outranked rows
+    (see ``SelectionTasks.outranked_only``), on the host.
+
+    The keys of every class pair are computed at once over all outranked rows of the partition
+    (``P_k - P_j`` for every ``j``, a few operations whatever K); each class's block then picks
+    its tasks' columns from its run of rows.
+
+    Parameters
+    ----------
+    predicted : numpy.ndarray, shape (n,)
+        Row argmax (:class:`labelscan.passes.RowFacts`).
+    classes : numpy.ndarray, shape (C,)
+        Classes whose every task is ``outranked_only``.
+
+    Returns
+    -------
+    list of KeyBlock
+    """
+    from labelscan.passes import outranked_rows
+
+    if not len(classes):
+        return []
+    rows, class_bounds = outranked_rows(part, predicted)
+    keys = np.take(part.columns, rows, axis=1)   # C-ordered (``columns[:, rows]`` is not)
+    given = keys[part.labels[rows], np.arange(len(rows))]
+    images = float_images(np.subtract(given, keys, out=keys), overwrite=True, may_have_nan=part.has_nan)
+    blocks = []
+    for k in classes[class_bounds[classes + 1] > class_bounds[classes]]:
+        task_ids = np.flatnonzero(tasks.classes == k)
+        run = slice(class_bounds[k], class_bounds[k + 1])
+        blocks.append(KeyBlock(task_ids, rows[run], part.row_ids[rows[run]], images[tasks.columns[task_ids], run]))
+    return blocks
 
 
 def _block_images(part, tasks: SelectionTasks, k: int, rows: slice, task_ids: np.ndarray):
@@ -362,8 +413,11 @@ def histogram(keys, *, tasks, intervals: Intervals, active: np.ndarray, bits: in
             counts = xp.zeros((len(active), 1 << bits), dtype=np.uint32)
         task_ids = block.task_ids[keep]
         images = block.images if keep.all() else block.images[xp.asarray(keep)]
-        block_counts = _block_histogram(images, intervals.lo[task_ids], intervals.width[task_ids], bits)
-        counts[xp.asarray(position[task_ids])] += block_counts.astype(np.uint32)
+        lo, width = intervals.lo[task_ids], intervals.width[task_ids]
+        if _whole_range(images, lo, width, bits):
+            _add_top_bits_histogram(counts, position[task_ids], images, bits)
+        else:
+            counts[xp.asarray(position[task_ids])] += _block_histogram(images, lo, width, bits).astype(np.uint32)
     counts = np.zeros((len(active), 1 << bits), dtype=np.uint32) if counts is None else to_host(counts)
     return counts.astype(histogram_dtype(tasks), copy=False)
 
@@ -400,8 +454,6 @@ def _block_histogram(images, lo, width, bits):
 
     Rows outside a task's interval land in an overflow bin ``2**bits`` that is dropped.
     """
-    if _whole_range(images, lo, width, bits):
-        return _top_bits_histogram(images, bits)
     xp = array_module(images)
     num_bins = 1 << bits
     offset = _offsets(images, lo)
@@ -441,7 +493,7 @@ def _is_first_round(lo, width, image_width: int) -> bool:
 
 def _whole_range(images, lo, width, bits) -> bool:
     """Whether every task's interval is the whole image range and ``bits`` is a byte width
-    :func:`_top_bits_histogram` can read (little-endian host memory, C-contiguous rows).
+    :func:`_add_top_bits_histogram` can read (little-endian host memory, C-contiguous rows).
 
     Host arrays only: on a GPU the general path counts by sorting, and per-row ``bincount``
     calls would each synchronise the device.
@@ -451,21 +503,31 @@ def _whole_range(images, lo, width, bits) -> bool:
             and sys.byteorder == "little" and images.flags.c_contiguous and _is_first_round(lo, width, full))
 
 
-def _top_bits_histogram(images, bits):
-    """Counts of the top ``bits`` bits of each task row's images, shape (m, 2**bits), int64.
+def _add_top_bits_histogram(counts: np.ndarray, task_rows: np.ndarray, images: np.ndarray, bits: int) -> None:
+    """Add the counts of the top ``bits`` bits of each task row's images to ``counts[task_rows]``.
 
     The top bits are the last ``bits // 8`` bytes of each little-endian image: a strided view
-    of narrower unsigned integers, counted row by row.
+    of narrower unsigned integers. Up to :data:`ROW_BY_ROW_TASKS` task rows, each row's count
+    is added in place (no stacked or widened copy: the 2**16 bins of a row can outnumber its
+    images); beyond, one count over (task, top bits) cells.
+
+    Parameters
+    ----------
+    counts : numpy.ndarray, shape (A, 2**bits), uint32
+    task_rows : numpy.ndarray, shape (m,)
+        Row of ``counts`` of each row of ``images`` (distinct).
+    images : numpy.ndarray, shape (m, r)
     """
-    xp = array_module(images)
     per_image = images.dtype.itemsize * 8 // bits
     top = images.view(np.dtype(f"u{bits // 8}"))[:, per_image - 1::per_image]
     if len(top) <= ROW_BY_ROW_TASKS:
-        return xp.stack([bincount(row, minlength=1 << bits) for row in top])
+        for task_row, row in zip(task_rows, top):
+            np.add(counts[task_row], bincount(row, 1 << bits), out=counts[task_row], casting="unsafe")
+        return
     # many tasks of few rows each: one count over (task, top bits) cells
     cells = top.astype(np.intp)
     cells += (np.arange(len(top), dtype=np.intp) << bits)[:, None]
-    return bincount(cells.ravel(), len(top) << bits).reshape(len(top), 1 << bits)
+    counts[task_rows] += bincount(cells.ravel(), len(top) << bits).reshape(len(top), 1 << bits).astype(np.uint32)
 
 
 def resolve_pieces(keys, *, tasks, intervals: Intervals, collect: np.ndarray, ties: np.ndarray):

@@ -6,7 +6,11 @@
 - grouping from decoded row blocks equals grouping the joined matrix;
 - a cut that splits no tie selects "up to the value" (no quota), one that splits a tie keeps
   its quota, in row order;
-- the joint pass of many classes runs in row-major blocks (NaN rows, signed zeros, tied maxima).
+- the joint pass of many classes runs in row-major blocks (NaN rows, signed zeros, tied maxima);
+- noise-rate keys over the outranked rows only (the rows whose given label is not the argmax),
+  for the classes whose every task selects no more rows than it has negative keys: used, and
+  cleanlab's answer, also when other classes need every row; the outranked counts are exact;
+- issues sort by packed (image, position) words where they fit 64 bits: a stable order.
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ import numpy as np
 import pytest
 
 import labelscan
-from labelscan import selection
+from labelscan import passes, selection
 from labelscan.kernels import grouped
 from labelscan.stats import histogram as sparse_histogram
+from labelscan.stats.order import stable_order
 
 try:
     import oracle
@@ -203,3 +208,77 @@ def test_the_collect_budget_is_capped():
     planner = _planner_with_inside([selection.COLLECT_LIMIT] * 20_000)
     active, _ = planner.next_refine()
     assert len(active) == 20_000 - selection.COLLECT_MAX // selection.COLLECT_LIMIT
+
+
+def _outranked_calls(monkeypatch) -> list:
+    """The classes of every :func:`selection._outranked_blocks` call of a test, still calling it."""
+    calls = []
+    original = selection._outranked_blocks
+
+    def recording(part, tasks, predicted, classes):
+        calls.append((np.asarray(classes), np.unique(tasks.classes)))
+        return original(part, tasks, predicted, classes)
+
+    monkeypatch.setattr(selection, "_outranked_blocks", recording)
+    return calls
+
+
+def _noisy_set(rows=20_000, classes=6, dtype=np.float32, seed=5):
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, classes, rows)
+    logits = rng.normal(size=(rows, classes)) + 2.5 * np.eye(classes)[truth]
+    pred_probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    pred_probs[::5] = np.round(pred_probs[::5], 2)   # ties at every cut, negative keys included
+    labels = np.where(rng.random(rows) < 0.15, rng.integers(0, classes, rows), truth)
+    return labels, pred_probs.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("filter_by", ["prune_by_noise_rate", "both"])
+@pytest.mark.parametrize("parts", [1, 4])
+def test_outranked_keys_match_cleanlab_and_are_used(monkeypatch, dtype, filter_by, parts):
+    calls = _outranked_calls(monkeypatch)
+    labels, pred_probs = _noisy_set(dtype=dtype)
+    got = labelscan.find_label_issues(labels, pred_probs, filter_by=filter_by, num_partitions=parts,
+                                      return_indices_ranked_by="self_confidence")
+    expected = oracle.oracle_find_label_issues(labels, pred_probs, filter_by=filter_by,
+                                               return_indices_ranked_by="self_confidence")
+    np.testing.assert_array_equal(got, expected)
+    assert len(calls) >= parts and all(len(classes) == len(task_classes) for classes, task_classes in calls)
+
+
+def test_classes_needing_more_than_their_outranked_rows_key_every_row(monkeypatch):
+    """``num_to_remove_per_class`` asks for many rows guessed as class 1: every other class's
+    task toward class 1 takes more rows than it has with a negative key, so those classes key
+    all their rows, while class 1 keys its outranked rows, in the same partitions."""
+    calls = _outranked_calls(monkeypatch)
+    labels, pred_probs = _noisy_set(classes=4)
+    remove = [20, int(np.count_nonzero(labels == 1)) // 2, 20, 20]
+    got = labelscan.find_label_issues(labels, pred_probs, num_to_remove_per_class=remove, num_partitions=3)
+    expected = oracle.oracle_find_label_issues(labels, pred_probs, num_to_remove_per_class=remove)
+    np.testing.assert_array_equal(got, expected)
+    assert len(calls) == 3 and all(list(classes) == [1] and len(task_classes) == 4 for classes, task_classes in calls)
+
+
+def test_outranked_counts_count_every_larger_probability():
+    """Per given label k and other class j: rows with P_j > P_k (NaN compares false), against a
+    row-by-row count, with tied maxima and NaN rows."""
+    rng = np.random.default_rng(6)
+    pred_probs = np.round(rng.dirichlet(np.ones(5), 3_000), 1).astype(np.float32)
+    pred_probs[::97, 2] = np.nan
+    labels = rng.integers(0, 5, len(pred_probs))
+    part = grouped.group_by_label(0, labels, pred_probs)
+    got = passes.outranked_counts(part, grouped.argmax_rows(part)).dense()
+    expected = np.zeros((5, 5), dtype=np.int64)
+    for label, row in zip(labels, pred_probs):
+        expected[label] += row > row[label]
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("rows, largest", [(0, 1), (1, 5), (1_000, 3), (50_000, 1 << 32), (3_000, 1 << 63)])
+def test_stable_order_keeps_equal_images_in_position_order(rows, largest):
+    """Packed words (small images, many ties; 32-bit images) and too wide to pack (64-bit)."""
+    images = np.random.default_rng(rows).integers(0, largest, rows, dtype=np.uint64)
+    np.testing.assert_array_equal(stable_order(images), np.argsort(images, kind="stable"))
+    np.testing.assert_array_equal(stable_order(images.astype(np.uint32) if largest <= 1 << 32 else images),
+                                  np.argsort(images, kind="stable"))
