@@ -34,7 +34,7 @@ class Analysis:
     parts, facts : list
         Per-partition handles (worker-resident on Dask).
     family_keys : list of list
-        Per partition, per selection family: its cached key images, or ``(part, scores)`` to
+        Per partition, per selection family: its cached key images, or ``(part, scores, facts)`` to
         compute them from.
     stats : plan.NoiseStatistics
     request : passes.FlagRequest
@@ -172,7 +172,7 @@ def find_cutoffs(runner, keys, tasks: selection.SelectionTasks) -> selection.Cut
     Parameters
     ----------
     keys : list
-        Per partition: cached key images, or ``(part, scores)`` to compute them from.
+        Per partition: cached key images, or ``(part, scores, facts)`` to compute them from.
     """
     planner = selection.SelectionPlanner(tasks)
     while (step := planner.next_refine()) is not None:

@@ -57,11 +57,11 @@ def partition_outcome(part: grouped.GroupedPartition, facts: passes.RowFacts, cu
     cutoffs : list of PartitionCutoffs
         Per selection family: its cutoffs in this partition.
     family_keys : list
-        Per selection family: cached key images, or ``(part, scores)`` to compute them from.
+        Per selection family: cached key images, or ``(part, scores, facts)`` to compute them from.
     """
     part = passes.as_partition(part)
     # a partition read for this pass serves the key computations too
-    family_keys = [(part, keys[1]) if isinstance(keys, tuple) else keys for keys in family_keys]
+    family_keys = [(part, *keys[1:]) if isinstance(keys, tuple) else keys for keys in family_keys]
     flagged = passes.flagged_rows(part, facts, request, cutoffs, family_keys)
     quality = grouped.label_quality_scores(part, request.rank_by, request.adjust_pred_probs, request.thresholds)
     row_order = {"row_id": part.row_ids_in_row_order(),

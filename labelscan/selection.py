@@ -347,7 +347,7 @@ def _flat_partition_keys(part, tasks: SelectionTasks, counts: np.ndarray) -> Fla
 
 
 def _keys(keys, tasks):
-    """Cached keys as they are; a (partition, scores) pair computed now."""
+    """Cached keys as they are; a (partition, scores, facts) tuple computed now."""
     return keys if isinstance(keys, (PartitionKeys, FlatKeys)) else partition_keys(*keys, tasks=tasks)
 
 
