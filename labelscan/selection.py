@@ -244,7 +244,7 @@ def partition_keys(part, scores=None, facts=None, *, tasks: SelectionTasks) -> P
     task_classes = np.unique(tasks.classes)
     class_counts = part.class_counts()
     num_blocks = int(np.count_nonzero(class_counts[task_classes]))
-    host_flat = (part.num_rows < FLAT_MAX_BLOCK_ROWS * num_blocks
+    host_flat = (not host_keys_in_blocks(part.num_rows, num_blocks)
                  and class_counts[tasks.classes].sum() <= FLAT_MAX_IMAGES)
     if num_blocks > FLAT_MIN_BLOCKS and (xp is not np or host_flat):
         return _flat_partition_keys(part, tasks, class_counts)
@@ -259,6 +259,12 @@ def partition_keys(part, scores=None, facts=None, *, tasks: SelectionTasks) -> P
             continue
         blocks.append(KeyBlock(task_ids, rows, part.row_ids[rows], _block_images(part, tasks, int(k), rows, task_ids)))
     return PartitionKeys(sorted(blocks, key=lambda block: block.task_ids[0]), part.num_rows)
+
+
+def host_keys_in_blocks(num_rows: int, num_blocks: int) -> bool:
+    """Whether a host partition of ``num_rows`` rows keeps a task family's keys in class blocks
+    whatever its tasks: few blocks (classes with rows), or large ones (see :data:`FLAT_MIN_BLOCKS`)."""
+    return num_blocks <= FLAT_MIN_BLOCKS or num_rows >= FLAT_MAX_BLOCK_ROWS * num_blocks
 
 
 def _outranked_blocks(part, tasks: SelectionTasks, predicted: np.ndarray, classes: np.ndarray) -> list:

@@ -260,6 +260,18 @@ def test_classes_needing_more_than_their_outranked_rows_key_every_row(monkeypatc
     assert len(calls) == 3 and all(list(classes) == [1] and len(task_classes) == 4 for classes, task_classes in calls)
 
 
+def test_only_partitions_keyed_in_class_blocks_count_outranked_rows():
+    """Flat keys take every row of a class: their partitions skip the count (None)."""
+    flat_labels, flat_pred_probs = _many_class_set()
+    block_labels, block_pred_probs = _noisy_set()
+    for labels, pred_probs, counted in ((flat_labels, flat_pred_probs, False), (block_labels, block_pred_probs, True)):
+        part = grouped.group_by_label(0, labels, pred_probs)
+        thresholds = np.full(pred_probs.shape[1], 0.5)
+        facts = passes.row_facts(part, thresholds, count_outranked=True)
+        assert (facts.outranked_counts is not None) == counted
+        assert passes.row_facts(part, thresholds).outranked_counts is None
+
+
 def test_outranked_counts_count_every_larger_probability():
     """Per given label k and other class j: rows with P_j > P_k (NaN compares false), against a
     row-by-row count, with tied maxima and NaN rows."""
