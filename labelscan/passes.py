@@ -261,7 +261,7 @@ def _array_row_facts(part: grouped.GroupedPartition, thresholds: np.ndarray):
         row_max = part.columns.max(axis=0)
         predicted = grouped.argmax_rows(part, row_max)
         confident, guess = grouped.confident_guesses(part, thresholds, predicted)
-    joint = JointCounts.from_rows(part.labels[confident], guess[confident], part.num_classes)
+    joint = JointCounts.from_rows(part.labels, guess, part.num_classes, counted=confident)
     off_diagonal = confident & (guess != part.labels)
     return predicted, off_diagonal, grouped.given_label_is_argmax(part, row_max), joint
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from labelscan.xp import bincount, to_host
+from labelscan.xp import array_module, bincount, to_host
 
 DENSE_COUNT_CELLS = 1 << 20
 """Up to this many cells (K ≤ 1024), a partition counts with one dense ``bincount`` over
@@ -40,7 +40,7 @@ class JointCounts:
     counts: np.ndarray
 
     @classmethod
-    def from_rows(cls, given, guess, num_classes: int) -> "JointCounts":
+    def from_rows(cls, given, guess, num_classes: int, counted=None) -> "JointCounts":
         """Counts of the rows' cells.
 
         Parameters
@@ -48,12 +48,22 @@ class JointCounts:
         given, guess : array, shape (n,), integer
             NumPy or CuPy (only the counted cells leave the device).
         num_classes : int
+        counted : array, shape (n,), bool, optional
+            The rows to count (default all). With dense counts, the others go to an extra
+            column that is dropped: no compacted copies of ``given`` and ``guess`` (1M rows,
+            two thirds counted: 10 -> 4 ms).
         """
-        cells = given.astype(np.int64) * num_classes + guess
+        xp = array_module(given)
         if num_classes * num_classes <= DENSE_COUNT_CELLS:
-            dense = to_host(bincount(cells, num_classes * num_classes))
-            nonzero = np.flatnonzero(dense)
-            return cls(num_classes, nonzero.astype(np.int64), dense[nonzero].astype(np.int64))
+            width = num_classes + (counted is not None)
+            cells = given.astype(np.int64) * width
+            cells += guess if counted is None else xp.where(counted, guess, np.int64(num_classes))
+            dense = to_host(bincount(cells, num_classes * width)).reshape(num_classes, width)[:, :num_classes]
+            given_cells, guess_cells = np.nonzero(dense)
+            return cls(num_classes, given_cells * num_classes + guess_cells, dense[given_cells, guess_cells].astype(np.int64))
+        if counted is not None:
+            given, guess = given[counted], guess[counted]
+        cells = given.astype(np.int64) * num_classes + guess
         unique, counts = np.unique(to_host(cells), return_counts=True)
         return cls(num_classes, unique.astype(np.int64), counts.astype(np.int64))
 
