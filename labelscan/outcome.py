@@ -94,9 +94,8 @@ def merge_ranked(issue_sets: list) -> dict:
     """Merge sorted issue runs (given in partition order) into one run sorted by (image, row_id).
 
     Runs of later partitions hold later rows, so a stable sort by image alone keeps ties in row
-    order. Runs without an ``image`` column
-    are sorted by the order image of their ``label_quality`` (recomputed here: it need not
-    travel between workers).
+    order. Runs without an ``image`` column are sorted by the order image of their
+    ``label_quality`` (recomputed here: it need not travel between workers).
     """
     if not issue_sets:
         return {}

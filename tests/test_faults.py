@@ -232,13 +232,14 @@ def test_killed_client_then_rerun_and_resume(place, client, reference, monkeypat
     assert 0 < len(mask_parts) < NUM_MASK_PARTS
     for name, path in objects.items():
         data_bytes = fs.cat_file(path)
-        if name.endswith(".parquet"):   # whole: exactly the clean run's object, readable
+        if ".tmp-" in name:   # a local staging file (of a part or a progress entry, cut short by
+            assert options is None, name   # the kill), never at a key a reader looks for
+        elif name.endswith(".parquet"):   # whole: exactly the clean run's object, readable
             assert hashlib.sha256(data_bytes).hexdigest() == reference["parts"][name], name
             pq.read_table(pa.BufferReader(data_bytes))
-        elif name.startswith("_progress/"):
+        else:
+            assert name.startswith("_progress/"), name
             assert json.loads(data_bytes)["path"] == name[len("_progress/"):-len(".json")]
-        else:   # a local staging file, never at a key a reader looks for
-            assert ".tmp-" in name and options is None, name
     recorded = {name[len("_progress/"):-len(".json")] for name in objects if name.startswith("_progress/")}
     assert recorded, "the killed run recorded no progress entry"
 
