@@ -260,6 +260,31 @@ def test_classes_needing_more_than_their_outranked_rows_key_every_row(monkeypatc
     assert len(calls) == 3 and all(list(classes) == [1] and len(task_classes) == 4 for classes, task_classes in calls)
 
 
+@pytest.mark.parametrize("cache_keys", [True, False])
+def test_the_flag_pass_keys_outranked_rows_whether_keys_are_cached_or_not(monkeypatch, cache_keys):
+    """Uncached keys are recomputed by the flag pass from ``(part, scores, facts)``: with the
+    facts, outranked-only classes stay outranked-only there; the issues are the same."""
+    from labelscan import engine, outcome
+    from labelscan.compat import ArraySource, split_rows
+    from labelscan.options import ScanOptions
+    from labelscan.runner import InProcessRunner
+
+    labels, pred_probs = _noisy_set()
+    bounds = split_rows(len(labels), 3)
+    sources = [ArraySource(int(a), labels[a:b], pred_probs[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+    runner = InProcessRunner()
+    analysis = engine.analyse(runner, sources, pred_probs.shape[1], pred_probs.dtype, ScanOptions(),
+                              cache_keys=cache_keys)
+    calls = _outranked_calls(monkeypatch)
+    flagged = np.concatenate([
+        outcome.partition_outcome(part, facts, cutoffs, keys, request=analysis.request).is_label_issue
+        for part, facts, cutoffs, keys in zip(analysis.parts, analysis.facts, analysis.cutoffs,
+                                               analysis.family_keys)])
+    np.testing.assert_array_equal(flagged, oracle.oracle_find_label_issues(labels, pred_probs))
+    assert len(calls) == (0 if cache_keys else len(sources))
+    assert all(len(classes) == len(task_classes) for classes, task_classes in calls)
+
+
 def test_only_partitions_keyed_in_class_blocks_count_outranked_rows():
     """Flat keys take every row of a class: their partitions skip the count (None)."""
     flat_labels, flat_pred_probs = _many_class_set()
