@@ -11,6 +11,7 @@ import os
 import psutil
 
 from labelscan.errors import UsageError
+from labelscan.host_work import host_threads_setting
 from labelscan.io.threads import available_cores
 
 GPU_WORKER_THREADS = 8
@@ -144,7 +145,9 @@ def local_cuda_cluster(worker_malloc: dict | None = None, **kwargs):
     """A ``LocalCUDACluster``: one worker per visible GPU.
 
     ``worker_malloc``: the workers' glibc allocator variables (:data:`GPU_WORKER_MALLOC` when
-    None; ``{}`` for glibc's defaults).
+    None; ``{}`` for glibc's defaults). Each worker runs :data:`GPU_WORKER_THREADS` task threads
+    at most, and output encoding on ``labelscan.host-threads`` threads (default: the host's
+    cores per GPU; :mod:`labelscan.host_work`).
 
     Raises
     ------
@@ -158,8 +161,13 @@ def local_cuda_cluster(worker_malloc: dict | None = None, **kwargs):
         raise UsageError("a GPU scan without a client needs dask-cuda: pip install 'labelscan[gpu]'") from error
     # several threads per GPU worker: parquet decoding and output encoding run on the host and
     # overlap with the device work of other partitions
-    threads = max(1, min(GPU_WORKER_THREADS, available_cores() // max(get_n_gpus(), 1)))
-    with worker_environment(GPU_WORKER_MALLOC if worker_malloc is None else worker_malloc):
+    visible = kwargs.get("CUDA_VISIBLE_DEVICES")
+    num_workers = len(str(visible).split(",")) if visible is not None else max(get_n_gpus(), 1)
+    cores_per_worker = max(1, available_cores() // num_workers)
+    threads = min(GPU_WORKER_THREADS, cores_per_worker)
+    variables = {**(GPU_WORKER_MALLOC if worker_malloc is None else worker_malloc),
+                 "DASK_LABELSCAN__HOST_THREADS": str(host_threads_setting() or cores_per_worker)}
+    with worker_environment(variables):
         return LocalCUDACluster(**{"dashboard_address": ":0", "threads_per_worker": threads, **kwargs})
 
 

@@ -23,6 +23,7 @@ from labelscan.backend import cluster_backend, resolve_backend
 from labelscan.cluster import get_client, worker_device_memory, worker_memory_limit, worker_threads
 from labelscan.errors import UsageError
 from labelscan.io.commit import OutputCommit
+from labelscan.host_work import host_work
 from labelscan.io.dataset import TARGET_PARTITION_BYTES, plan_dataset, read_ids, read_partition
 from labelscan.io.rejects import kept_row_ids, rejected_per_reason, with_rejected_rows
 from labelscan.io.unique import check_unique_ids
@@ -127,9 +128,10 @@ def write_partition(part, facts, cutoffs, family_keys, index: int, *, request, c
     """Flag one partition, write its mask part (and rejected part, when bad rows are skipped), keep
     its sorted issues (see :func:`labelscan.outcome.partition_outcome`)."""
     result = outcome.partition_outcome(part, facts, cutoffs, family_keys, request)
-    entries = [commit.write_mask_part(index, mask_table(result))]
-    if result.rejected is not None:
-        entries.append(commit.write_table(f"rejected/part-{index:05d}.parquet", result.rejected.table))
+    with host_work():   # the rest is host work: the worker may go on with its next partition
+        entries = [commit.write_mask_part(index, mask_table(result))]
+        if result.rejected is not None:
+            entries.append(commit.write_table(f"rejected/part-{index:05d}.parquet", result.rejected.table))
     return WrittenPartition(entries=entries, issues=result.issues, issues_per_class=result.issues_per_class,
                             rank_shift=_image_shift(result.label_quality.dtype),
                             rejected=result.rejected.counts() if result.rejected is not None else {})
@@ -212,16 +214,17 @@ def _first_at_or_above(sorted_images: np.ndarray, top_bits: int, shift: int) -> 
 
 
 def write_ranked(first_rank: int, index: int, commit: OutputCommit, *issue_sets) -> dict:
-    """Merge one score range's issues from every partition, rank and write them."""
-    merged = outcome.merge_ranked(list(issue_sets))
-    columns = {"rank": np.arange(first_rank, first_rank + len(merged["row_id"]), dtype=np.int64),
-               "row_id": merged["row_id"]}
-    if "id" in merged:
-        columns["id"] = merged["id"]
-    columns.update(given_label=merged["given_label"].astype(np.int64),
-                   predicted_label=merged["predicted_label"].astype(np.int64),
-                   label_quality=merged["label_quality"])
-    return commit.write_table(f"issues/part-{index:05d}.parquet", pa.table(columns))
+    """Merge one score range's issues from every partition, rank and write them (host work only)."""
+    with host_work():
+        merged = outcome.merge_ranked(list(issue_sets))
+        columns = {"rank": np.arange(first_rank, first_rank + len(merged["row_id"]), dtype=np.int64),
+                   "row_id": merged["row_id"]}
+        if "id" in merged:
+            columns["id"] = merged["id"]
+        columns.update(given_label=merged["given_label"].astype(np.int64),
+                       predicted_label=merged["predicted_label"].astype(np.int64),
+                       label_quality=merged["label_quality"])
+        return commit.write_table(f"issues/part-{index:05d}.parquet", pa.table(columns))
 
 
 def config_hash(options: ScanOptions, columns: dict) -> str:

@@ -18,6 +18,7 @@ import pytest
 
 import labelscan
 import synthetic
+from labelscan.io.threads import available_cores
 from labelscan.xp import cupy_or_none
 from test_skip_rows import damaged_set
 
@@ -146,15 +147,30 @@ def test_scan_outputs_identical_on_cuda_cluster(tmp_path):
     with local_cuda_cluster() as cluster, Client(cluster) as client:
         gpu = labelscan.scan(str(data), str(tmp_path / "gpu"), client=client, backend="cupy",
                              rows_per_partition=25_000)
+        host_threads = client.run(_host_threads_and_secedes)
     with LocalCluster(n_workers=1, threads_per_worker=2) as cluster, Client(cluster) as client:
         cpu = labelscan.scan(str(data), str(tmp_path / "cpu"), client=client, backend="numpy",
                              rows_per_partition=25_000)
+    # labelscan's GPU workers encode outputs on the host's cores per GPU, beyond their 8 threads
+    cores_per_gpu = available_cores() // len(host_threads)
+    for setting, nthreads, seceded in host_threads.values():
+        assert setting == cores_per_gpu
+        assert seceded > 0 if cores_per_gpu > nthreads else seceded == 0
     assert gpu.summary["backend"] == "cupy" and cpu.summary["backend"] == "numpy"
     # same partitioning on both clusters (the default plan depends on the worker threads)
     assert gpu.summary["num_partitions"] == cpu.summary["num_partitions"] == 8
     assert _digests(tmp_path / "gpu") == _digests(tmp_path / "cpu")
     assert gpu.summary["statistics"] == cpu.summary["statistics"]
 
+
+
+def _host_threads_and_secedes(dask_worker):
+    """A worker's ``labelscan.host-threads``, its thread count and how many of its tasks left its pool."""
+    import dask.config
+    from distributed.worker_state_machine import SecedeEvent
+
+    return (dask.config.get("labelscan.host-threads"), dask_worker.state.nthreads,
+            sum(isinstance(event, SecedeEvent) for event in dask_worker.state.stimulus_log))
 
 
 def test_partial_device_cache_gives_the_same_outputs(tmp_path, monkeypatch):
