@@ -106,20 +106,23 @@ their resident memory is what Dask's memory limit acts on in bounded-memory scan
 
 
 @contextlib.contextmanager
-def worker_environment(variables: dict | None = None):
+def worker_environment(variables: dict | None = None, settings: dict | None = None):
     """Apply :data:`WORKER_ENVIRONMENT` (and set ``variables`` in the workers) while worker
-    processes are spawned.
+    processes are spawned; ``settings``: Dask configuration of the workers (e.g.
+    ``{"labelscan.host-threads": 16}``).
 
     The variables go into this process's environment while the workers spawn (the nanny keeps
     a value found there over its configuration's) and are restored after, so clusters started
     later here do not inherit them; the nanny's configuration holds them for worker restarts.
+    The settings are set in this process's configuration while the workers spawn: a nanny
+    hands its own configuration to its worker, over what the worker's environment says.
     """
     import dask
 
     variables = variables or {}
     saved = {name: os.environ.get(name) for name in variables}
-    config = {**WORKER_ENVIRONMENT, **{f"distributed.nanny.pre-spawn-environ.{name}": value
-                                       for name, value in variables.items()}}
+    config = {**WORKER_ENVIRONMENT, **(settings or {}),
+              **{f"distributed.nanny.pre-spawn-environ.{name}": value for name, value in variables.items()}}
     try:
         os.environ.update(variables)
         with dask.config.set(config):
@@ -165,9 +168,8 @@ def local_cuda_cluster(worker_malloc: dict | None = None, **kwargs):
     num_workers = len(str(visible).split(",")) if visible is not None else max(get_n_gpus(), 1)
     cores_per_worker = max(1, available_cores() // num_workers)
     threads = min(GPU_WORKER_THREADS, cores_per_worker)
-    variables = {**(GPU_WORKER_MALLOC if worker_malloc is None else worker_malloc),
-                 "DASK_LABELSCAN__HOST_THREADS": str(host_threads_setting() or cores_per_worker)}
-    with worker_environment(variables):
+    with worker_environment(GPU_WORKER_MALLOC if worker_malloc is None else worker_malloc,
+                            {"labelscan.host-threads": host_threads_setting() or cores_per_worker}):
         return LocalCUDACluster(**{"dashboard_address": ":0", "threads_per_worker": threads, **kwargs})
 
 

@@ -95,3 +95,17 @@ def test_gpu_worker_malloc_settings_reach_the_workers_and_stay_out_of_this_proce
     with cluster, Client(cluster) as client:
         assert _worker_values(client, malloc_settings) == [GPU_WORKER_MALLOC]
         assert {name: os.environ.get(name) for name in GPU_WORKER_MALLOC} == before
+
+
+def test_worker_settings_reach_the_workers_and_stay_out_of_this_process():
+    """``worker_environment``'s Dask settings (how ``local_cuda_cluster`` gives its workers
+    ``labelscan.host-threads``) reach spawned workers, and only them."""
+    import dask.config
+
+    from labelscan.cluster import worker_environment
+
+    with worker_environment({}, {"labelscan.host-threads": 3}):
+        cluster = LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None)
+    with cluster, Client(cluster) as client:
+        assert _worker_values(client, lambda: dask.config.get("labelscan.host-threads")) == [3]
+        assert dask.config.get("labelscan.host-threads") is None
