@@ -4,18 +4,20 @@ A GPU worker that labelscan starts runs few task threads (:data:`labelscan.clust
 8): more would launch kernels from more threads at once and cut small sets into more
 partitions, both slower on the device (docs/benchmarks.md, "Threads per GPU worker"). Its flag
 and rank tasks end in host work — parquet encoding of the mask and issue parts in Arrow's
-GIL-free writer, hashing, writing — that the host's other cores could share: one H100 of a
-64-core host spent 10.2 s of a billion-row scan in the flag stage on its 8 threads, against 4.8
-and 3.2 s for the same parts on two and four workers' threads.
+GIL-free writer, hashing, writing — that the host's other cores could share (a billion-row
+scan on one H100 of a 64-core host spent 10.2 s in the flag stage on its worker's 8 threads,
+against 4.8 and 3.2 s on two and four workers).
 
-With ``labelscan.host-threads`` (the ``DASK_LABELSCAN__HOST_THREADS`` variable of the workers)
-above a worker's thread count, a task entering :func:`host_work` leaves the worker's thread
-pool (:func:`distributed.secede`), so the worker starts its next task meanwhile; at most
-``host-threads`` tasks of the worker do host work at once, and a task finding every slot taken
-waits for one inside the pool (so the host results waiting to be written stay bounded:
-``host-threads`` plus the worker's threads). Otherwise (the default null, CPU workers whose
-threads already use every core, code running outside a Dask task) it changes nothing. The
-outputs do not depend on it.
+With ``labelscan.host-threads`` above a worker's thread count, a task entering :func:`host_work`
+leaves the worker's thread pool (:func:`distributed.secede`), so the worker starts its next
+task meanwhile; at most ``host-threads`` tasks of the worker do host work at once, and a task
+finding every slot taken waits for one inside the pool (so the host results waiting to be
+written stay bounded: ``host-threads`` plus the worker's threads). Otherwise (the default
+null, CPU workers whose threads already use every core, code running outside a Dask task) it
+changes nothing. The outputs do not depend on it. Measured so far (docs/benchmarks.md, tenth
+session): flag 11.8 -> 10.7 s and rank 5.7 -> 4.1 s for a billion rows on one H100 of a
+64-core host, one run each, within the run-to-run spread of those hosts: the single GPU
+worker's flag stage is bound by more than its thread count.
 """
 
 from __future__ import annotations
