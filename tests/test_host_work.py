@@ -18,12 +18,13 @@ def _digests(folder):
             for path in sorted(folder.rglob("*.parquet"))}
 
 
-def _scan_and_count_secedes(source, out, host_threads):
+def _scan_and_count_secedes(source, out, host_threads, **options):
     """Scan on one in-process worker of one thread; the number of tasks that left its pool."""
+    options = {"rows_per_partition": 1500, "issues_per_part": 300, **options}
     with dask.config.set({"labelscan.host-threads": host_threads}), \
             distributed.Client(processes=False, n_workers=1, threads_per_worker=1,
                                dashboard_address=":0") as client:
-        labelscan.scan(str(source), str(out), client=client, rows_per_partition=1500, issues_per_part=300)
+        labelscan.scan(str(source), str(out), client=client, **options)
         worker = next(iter(client.cluster.workers.values()))
         return sum(isinstance(event, SecedeEvent) for event in worker.state.stimulus_log)
 
@@ -43,6 +44,19 @@ def test_host_work_beyond_the_pool_gives_the_same_outputs(noisy_set, tmp_path):
     assert seceded == 8 + ranked_parts
     assert kept == 0
     assert _digests(tmp_path / "wide") == _digests(tmp_path / "pool")
+
+
+def test_skipped_rows_and_ids_beyond_the_pool_give_the_same_outputs(tmp_path):
+    """Rejected parts are written in the same host work as the mask parts."""
+    from test_skip_rows import damaged_set
+
+    damaged_set(tmp_path / "in")
+    options = dict(on_bad_rows="skip", id_column="id", rows_per_partition=250, issues_per_part=100)
+    seceded = _scan_and_count_secedes(tmp_path / "in", tmp_path / "wide", 4, **options)
+    _scan_and_count_secedes(tmp_path / "in", tmp_path / "pool", None, **options)
+    digests = _digests(tmp_path / "pool")
+    assert {path.split("/")[0] for path in digests} == {"issues", "mask", "rejected"}
+    assert seceded > 12 and _digests(tmp_path / "wide") == digests
 
 
 def test_no_spare_cores_keeps_tasks_in_the_pool(noisy_set, tmp_path):
