@@ -74,7 +74,7 @@ def partition_outcome(part: grouped.GroupedPartition, facts: passes.RowFacts, cu
     ranked = stable_order(images)
     issue_rows = issue_rows[ranked]
     issues = {name: to_host(values[issue_rows]) for name, values in row_order.items()}
-    issues["given_label"] = to_host(part.labels[part.grouped_positions()[issue_rows]].astype(facts.predicted.dtype))
+    issues["given_label"] = to_host(part.labels_at(part.grouped_positions()[issue_rows]).astype(facts.predicted.dtype))
     issues["image"] = to_host(images[ranked])
     if part.ids is not None:
         issues["id"] = part.ids[to_host(issue_rows)]
@@ -86,7 +86,7 @@ def partition_outcome(part: grouped.GroupedPartition, facts: passes.RowFacts, cu
         ids=part.ids,
         rejected=part.rejected,
         issues=issues,
-        issues_per_class=to_host(bincount(part.labels[flagged], part.num_classes)).astype(np.int64),
+        issues_per_class=to_host(bincount(part.labels_at(part.xp.flatnonzero(flagged)), part.num_classes)).astype(np.int64),
     )
 
 

@@ -261,8 +261,9 @@ def _array_row_facts(part: grouped.GroupedPartition, thresholds: np.ndarray):
         row_max = part.columns.max(axis=0)
         predicted = grouped.argmax_rows(part, row_max)
         confident, guess = grouped.confident_guesses(part, thresholds, predicted)
-    joint = JointCounts.from_rows(part.labels, guess, part.num_classes, counted=confident)
-    off_diagonal = confident & (guess != part.labels)
+    labels = part.labels
+    joint = JointCounts.from_rows(labels, guess, part.num_classes, counted=confident)
+    off_diagonal = confident & (guess != labels)
     return predicted, off_diagonal, grouped.given_label_is_argmax(part, row_max), joint
 
 

@@ -53,8 +53,9 @@ GPU_CACHE_FRACTION = 0.6
 GPU_PARTITION_BYTES = 512 * 2**20
 """Predictions per partition of a GPU scan (fewer, larger tasks: per-task host work dominates)."""
 
-GROUPED_ROW_BYTES = 24
-"""Device bytes per row of a grouped partition besides its predictions (labels, order, row ids)."""
+GROUPED_ROW_BYTES = 8
+"""Device bytes per row of a grouped partition besides its predictions: its ``order`` (labels and
+row ids are computed when asked, :class:`labelscan.kernels.grouped.GroupedPartition`)."""
 
 
 @dataclass

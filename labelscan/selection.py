@@ -193,15 +193,16 @@ class KeyBlock:
     rows : slice or numpy.ndarray of intp, shape (r,)
         Grouped rows of the block: a class's rows, or the outranked ones among them
         (see ``SelectionTasks.outranked_only``).
-    row_ids : numpy.ndarray, shape (r,)
-        Global row of each row of the block.
+    row_ids : numpy.ndarray or None, shape (r,)
+        Global row of each row of the block, to order its tied rows; None when the block is
+        one class's rows, which grouped order keeps in row order.
     images : numpy.ndarray, shape (m, r)
         Images of the keys; row ``i`` belongs to ``task_ids[i]``.
     """
 
     task_ids: np.ndarray
     rows: slice
-    row_ids: np.ndarray
+    row_ids: np.ndarray | None
     images: np.ndarray
 
 
@@ -257,7 +258,7 @@ def partition_keys(part, scores=None, facts=None, *, tasks: SelectionTasks) -> P
         rows = part.class_rows(int(k))
         if rows.stop == rows.start:
             continue
-        blocks.append(KeyBlock(task_ids, rows, part.row_ids[rows], _block_images(part, tasks, int(k), rows, task_ids)))
+        blocks.append(KeyBlock(task_ids, rows, None, _block_images(part, tasks, int(k), rows, task_ids)))
     return PartitionKeys(sorted(blocks, key=lambda block: block.task_ids[0]), part.num_rows)
 
 
@@ -292,13 +293,13 @@ def _outranked_blocks(part, tasks: SelectionTasks, predicted: np.ndarray, classe
         return []
     rows, class_bounds = outranked_rows(part, predicted)
     keys = np.take(part.columns, rows, axis=1)   # C-ordered (``columns[:, rows]`` is not)
-    given = keys[part.labels[rows], np.arange(len(rows))]
+    given = keys[part.labels_at(rows), np.arange(len(rows))]
     images = float_images(np.subtract(given, keys, out=keys), overwrite=True, may_have_nan=part.has_nan)
     blocks = []
     for k in classes[class_bounds[classes + 1] > class_bounds[classes]]:
         task_ids = np.flatnonzero(tasks.classes == k)
         run = slice(class_bounds[k], class_bounds[k + 1])
-        blocks.append(KeyBlock(task_ids, rows[run], part.row_ids[rows[run]], images[tasks.columns[task_ids], run]))
+        blocks.append(KeyBlock(task_ids, rows[run], None, images[tasks.columns[task_ids], run]))
     return blocks
 
 
@@ -611,8 +612,8 @@ def select_rows(keys, tasks, cutoffs: PartitionCutoffs, xp=np):
         chosen = (images < xp.asarray(limit)[:, None]) | xp.asarray(everything)[:, None]
         for task_row in np.flatnonzero((cutoffs.quota[task_ids] > 0) & ~everything):
             tied = xp.flatnonzero(images[task_row] == limit[task_row])
-            # grouped order is row order inside a class block, not across blocks: sort by row
-            tied = tied[stable_argsort(block.row_ids[tied])]
+            if block.row_ids is not None:   # grouped order is row order inside a class only
+                tied = tied[stable_argsort(block.row_ids[tied])]
             chosen[task_row, tied[: int(cutoffs.quota[task_ids[task_row]])]] = True
         selected[block.rows] |= chosen.any(axis=0)
     return xp.zeros(keys.num_rows, dtype=bool) if selected is None else selected

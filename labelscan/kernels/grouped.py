@@ -60,12 +60,11 @@ class GroupedPartition:
         ``order[i]`` = local row index of the i-th grouped row (stable by class).
     class_starts : numpy.ndarray, shape (K + 1,), intp
         Class ``k`` occupies grouped rows ``class_starts[k]:class_starts[k + 1]``.
-    labels : numpy.ndarray, shape (n,), int64
-        Given labels in grouped order.
     columns : numpy.ndarray, shape (K, n)
         ``columns[j, i]`` = ``P[order[i], j]`` (input dtype).
-    row_ids : numpy.ndarray, shape (n,), int64
-        Global row index of each grouped row.
+    kept_row_ids : numpy.ndarray or None, shape (n,), int64
+        Global row of each row in row order when rows were left out (``rejected``); None:
+        ``row_start + arange(n)``.
     ids : numpy.ndarray or None, shape (n,)
         User ids in original (not grouped) order.
     has_nan : bool
@@ -78,9 +77,8 @@ class GroupedPartition:
     num_rows: int
     order: np.ndarray
     class_starts: np.ndarray
-    labels: np.ndarray
     columns: np.ndarray
-    row_ids: np.ndarray
+    kept_row_ids: np.ndarray | None = None
     ids: np.ndarray | None = None
     has_nan: bool = True
     rejected: object | None = None
@@ -97,6 +95,32 @@ class GroupedPartition:
     def xp(self):
         """Array namespace of the per-row arrays (numpy or cupy)."""
         return array_module(self.columns)
+
+    @property
+    def labels(self):
+        """Given labels in grouped order, shape (n,): computed from ``class_starts`` when asked
+        (a partition kept between passes stores only its predictions and ``order``: 8 bytes a
+        row instead of 24 with labels and row ids). int64 on the device (what its kernels
+        take); on the host int16 (int32 beyond 32,767 classes), 4x cheaper to build."""
+        counts = np.diff(self.class_starts)
+        if self.xp is np:
+            dtype = np.int16 if len(counts) <= np.iinfo(np.int16).max else np.int32
+            return np.repeat(np.arange(len(counts), dtype=dtype), counts)
+        return self.labels_at(self.xp.arange(self.num_rows))
+
+    def labels_at(self, positions):
+        """Given labels of the grouped rows at ``positions`` (integer array), int64."""
+        if self.num_classes < 2:
+            return self.xp.zeros(len(positions), dtype=np.int64)
+        boundaries = self.xp.asarray(self.class_starts[1:-1])
+        return self.xp.searchsorted(boundaries, positions, side="right").astype(np.int64)
+
+    @property
+    def row_ids(self):
+        """Global row index of each grouped row, shape (n,), int64 (computed when asked)."""
+        if self.kept_row_ids is None:
+            return self.order.astype(np.int64) + self.row_start
+        return self.kept_row_ids[self.order]
 
     def class_rows(self, k: int) -> slice:
         """Slice of the grouped rows of class ``k``."""
@@ -122,9 +146,9 @@ class GroupedPartition:
 
     def row_ids_in_row_order(self):
         """Global row of each row, in row order (increasing), shape (n,), int64."""
-        if self.rejected is None:
+        if self.kept_row_ids is None:
             return self.xp.arange(self.row_start, self.row_start + self.num_rows, dtype=np.int64)
-        return self.to_row_order(self.row_ids)
+        return self.kept_row_ids
 
 
 def group_by_label(row_start: int, labels, pred_probs, ids=None, rejected=None, row_ids=None,
@@ -142,7 +166,8 @@ def group_by_label(row_start: int, labels, pred_probs, ids=None, rejected=None, 
     rejected : labelscan.io.rejects.Rejections or None
         Input rows left out of ``labels`` and ``pred_probs`` (kept with the partition).
     row_ids : numpy.ndarray or None, shape (n,), int64
-        Global row of each row, increasing; default ``row_start + arange(n)``.
+        Global row of each row, increasing; kept only with ``rejected`` (otherwise they are
+        ``row_start + arange(n)``).
     has_nan : bool, optional
         Whether a prediction is NaN, when the caller knows (validated input); checked otherwise.
 
@@ -168,9 +193,8 @@ def group_by_label(row_start: int, labels, pred_probs, ids=None, rejected=None, 
         num_rows=len(labels),
         order=order,
         class_starts=class_starts,
-        labels=xp.ascontiguousarray(labels[order], dtype=np.int64),
         columns=columns,
-        row_ids=(row_start + order).astype(np.int64) if row_ids is None else xp.asarray(row_ids)[order],
+        kept_row_ids=None if rejected is None or row_ids is None else xp.asarray(row_ids, dtype=np.int64),
         ids=ids,
         has_nan=any(bool(block.size and xp.isnan(block.max())) for block in blocks) if has_nan is None else has_nan,
         rejected=rejected,
@@ -301,19 +325,20 @@ def given_label_is_argmax(part: GroupedPartition, row_max=None) -> np.ndarray:
     that is: the row maximum is below ``b``, or equals it and no earlier class reaches it
     (checked on those few rows only). ``row_max`` as in :func:`argmax_rows`.
     """
-    columns, labels, xp = part.columns, part.labels, part.xp
+    columns, xp = part.columns, part.xp
     row_max = columns.max(axis=0) if row_max is None else row_max
     bumped = self_confidence(part) + FLOATING_POINT_COMPARISON
     keep = row_max < bumped
     level = xp.flatnonzero(row_max == bumped)
     if len(level):
-        earlier = xp.arange(part.num_classes)[:, None] < labels[level][None, :]
+        earlier = xp.arange(part.num_classes)[:, None] < part.labels_at(level)[None, :]
         keep[level] = ~((columns[:, level] == bumped[level]) & earlier).any(axis=0)
     nan_rows = _nan_rows(row_max)
     if len(nan_rows):
         rows = xp.ascontiguousarray(columns[:, nan_rows].T)
-        rows[xp.arange(len(nan_rows)), labels[nan_rows]] += FLOATING_POINT_COMPARISON
-        keep[nan_rows] = rows.argmax(axis=1) == labels[nan_rows]
+        nan_labels = part.labels_at(nan_rows)
+        rows[xp.arange(len(nan_rows)), nan_labels] += FLOATING_POINT_COMPARISON
+        keep[nan_rows] = rows.argmax(axis=1) == nan_labels
     return keep
 
 

@@ -1,0 +1,52 @@
+"""A grouped partition stores its predictions and ``order`` only: labels and row ids are computed
+when asked, equal to what grouping used to store (``labels[order]``, row ids gathered by ``order``)."""
+
+import numpy as np
+import pytest
+
+from labelscan.kernels import grouped
+from labelscan.xp import cupy_or_none
+
+
+def _partition(xp, num_classes, row_ids=None, rejected=None):
+    rng = np.random.default_rng(num_classes)
+    labels = rng.integers(0, num_classes, 5_000)
+    labels[labels == num_classes // 2] = 0   # a class without rows
+    pred_probs = rng.random((5_000, num_classes), dtype=np.float32)
+    part = grouped.group_by_label(70, xp.asarray(labels), xp.asarray(pred_probs), rejected=rejected, row_ids=row_ids)
+    return labels, part
+
+
+@pytest.mark.parametrize("num_classes", [1, 2, 10, 1000])
+def test_labels_and_row_ids_are_those_of_the_grouped_rows(num_classes):
+    labels, part = _partition(np, num_classes)
+    order = np.argsort(labels, kind="stable")
+    assert np.array_equal(part.labels, labels[order])
+    assert np.array_equal(part.row_ids, 70 + order)
+    positions = np.array([0, 17, 4_999, 2_500])
+    assert np.array_equal(part.labels_at(positions), labels[order][positions])
+    assert part.labels_at(positions).dtype == np.int64
+    assert np.array_equal(part.row_ids_in_row_order(), 70 + np.arange(5_000))
+
+
+def test_row_ids_of_kept_rows_follow_the_grouping():
+    kept = np.sort(np.random.default_rng(1).choice(20_000, 5_000, replace=False)) + 70
+    labels, part = _partition(np, 10, row_ids=kept, rejected=object())
+    order = np.argsort(labels, kind="stable")
+    assert np.array_equal(part.row_ids, kept[order])
+    assert np.array_equal(part.row_ids_in_row_order(), kept)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(cupy_or_none() is None, reason="needs CuPy and a GPU")
+@pytest.mark.parametrize("num_classes", [1, 2, 10, 1000])
+def test_device_labels_and_row_ids(num_classes):
+    import cupy
+
+    labels, part = _partition(cupy, num_classes)
+    order = np.argsort(labels, kind="stable")
+    assert part.labels.dtype == np.int64
+    assert np.array_equal(cupy.asnumpy(part.labels), labels[order])
+    assert np.array_equal(cupy.asnumpy(part.row_ids), 70 + order)
+    positions = cupy.asarray([0, 17, 4_999, 2_500])
+    assert np.array_equal(cupy.asnumpy(part.labels_at(positions)), labels[order][[0, 17, 4_999, 2_500]])
