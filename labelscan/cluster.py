@@ -164,13 +164,19 @@ def local_cuda_cluster(worker_malloc: dict | None = None, **kwargs):
         raise UsageError("a GPU scan without a client needs dask-cuda: pip install 'labelscan[gpu]'") from error
     # several threads per GPU worker: parquet decoding and output encoding run on the host and
     # overlap with the device work of other partitions
-    visible = kwargs.get("CUDA_VISIBLE_DEVICES")
-    num_workers = len(str(visible).split(",")) if visible is not None else max(get_n_gpus(), 1)
-    cores_per_worker = max(1, available_cores() // num_workers)
+    cores_per_worker = cores_per_gpu_worker(kwargs.get("CUDA_VISIBLE_DEVICES"), get_n_gpus)
     threads = min(GPU_WORKER_THREADS, cores_per_worker)
     with worker_environment(GPU_WORKER_MALLOC if worker_malloc is None else worker_malloc,
                             {"labelscan.host-threads": host_threads_setting() or cores_per_worker}):
         return LocalCUDACluster(**{"dashboard_address": ":0", "threads_per_worker": threads, **kwargs})
+
+
+def cores_per_gpu_worker(visible_devices, count_gpus) -> int:
+    """The host's cores per worker of a ``LocalCUDACluster`` (one worker per GPU it uses): of the
+    GPUs in ``visible_devices`` (``"0,2"``, as its ``CUDA_VISIBLE_DEVICES`` argument) when given,
+    else of ``count_gpus()``."""
+    num_workers = len(str(visible_devices).split(",")) if visible_devices is not None else max(count_gpus(), 1)
+    return max(1, available_cores() // num_workers)
 
 
 def worker_memory_limit(client) -> int:

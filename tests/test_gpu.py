@@ -6,7 +6,6 @@ that the CuPy backend returns identical masks, rankings, statistics and output f
 Run on the lent GPU machine: ``python -m pytest -m gpu tests/test_gpu.py``.
 """
 
-import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -17,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import labelscan
+from benchmarks.scale import output_digests
 import synthetic
 from labelscan.io.threads import available_cores
 from labelscan.xp import cupy_or_none
@@ -126,11 +126,6 @@ def test_real_sets_identical(folder):
         np.testing.assert_array_equal(gpu, cpu, err_msg=filter_by)
 
 
-def _digests(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*.parquet"))}
-
-
 def test_scan_outputs_identical_on_cuda_cluster(tmp_path):
     from distributed import Client, LocalCluster
 
@@ -159,7 +154,7 @@ def test_scan_outputs_identical_on_cuda_cluster(tmp_path):
     assert gpu.summary["backend"] == "cupy" and cpu.summary["backend"] == "numpy"
     # same partitioning on both clusters (the default plan depends on the worker threads)
     assert gpu.summary["num_partitions"] == cpu.summary["num_partitions"] == 8
-    assert _digests(tmp_path / "gpu") == _digests(tmp_path / "cpu")
+    assert output_digests(tmp_path / "gpu") == output_digests(tmp_path / "cpu")
     assert gpu.summary["statistics"] == cpu.summary["statistics"]
 
 
@@ -191,7 +186,7 @@ def test_partial_device_cache_gives_the_same_outputs(tmp_path, monkeypatch):
         partial = labelscan.scan(str(folder), str(tmp_path / "partial"), client=client, backend="cupy",
                                  rows_per_partition=700)
     assert (kept.summary["num_cached_partitions"], partial.summary["num_cached_partitions"]) == (6, 2)
-    assert _digests(tmp_path / "partial") == _digests(tmp_path / "all")
+    assert output_digests(tmp_path / "partial") == output_digests(tmp_path / "all")
 
 
 def _reads_null_fixed_size_lists() -> bool:
@@ -229,9 +224,9 @@ def test_skipped_bad_rows_give_identical_outputs_on_cuda_cluster(tmp_path, filte
     with LocalCluster(n_workers=1, threads_per_worker=2) as cluster, Client(cluster) as client:
         cpu = labelscan.scan(str(tmp_path / "in"), str(tmp_path / "cpu"), client=client, backend="numpy", **options)
     assert gpu.summary["backend"] == "cupy" and cpu.summary["backend"] == "numpy"
-    digests = _digests(tmp_path / "cpu")
+    digests = output_digests(tmp_path / "cpu")
     assert {path.split("/")[0] for path in digests} == {"issues", "mask", "rejected"}
-    assert _digests(tmp_path / "gpu") == digests
+    assert output_digests(tmp_path / "gpu") == digests
     rejected = sum(len(rows) for rows in bad.values())
     assert cpu.summary["num_rows_rejected"] == rejected and cpu.summary["num_rows_scanned"] == len(labels) - rejected
     for key in ("num_partitions", "num_rows", "num_rows_scanned", "num_rows_rejected", "num_rows_rejected_per_reason",

@@ -50,3 +50,17 @@ def test_device_labels_and_row_ids(num_classes):
     assert np.array_equal(cupy.asnumpy(part.row_ids), 70 + order)
     positions = cupy.asarray([0, 17, 4_999, 2_500])
     assert np.array_equal(cupy.asnumpy(part.labels_at(positions)), labels[order][[0, 17, 4_999, 2_500]])
+
+
+def test_stored_bytes_besides_predictions_are_the_cache_budgets():
+    """What a kept partition holds besides its predictions is ``order`` alone: the
+    ``GROUPED_ROW_BYTES`` that ``cache="auto"`` budgets per row on the device."""
+    from dataclasses import fields
+
+    from labelscan.scan import GROUPED_ROW_BYTES
+
+    _, part = _partition(np, 10)
+    stored = [getattr(part, field.name) for field in fields(part) if field.name != "columns"]
+    row_arrays = [value for value in stored if isinstance(value, np.ndarray) and value.shape == (part.num_rows,)]
+    assert len(row_arrays) == 1 and row_arrays[0] is part.order
+    assert sum(value.nbytes for value in row_arrays) == GROUPED_ROW_BYTES * part.num_rows

@@ -1,6 +1,5 @@
 """Output encoding outside the worker's thread pool (``labelscan.host-threads``, labelscan/host_work.py)."""
 
-import hashlib
 import threading
 
 import dask.config
@@ -9,13 +8,9 @@ import pytest
 from distributed.worker_state_machine import SecedeEvent
 
 import labelscan
+from benchmarks.scale import output_digests
 from labelscan.host_work import host_threads_setting, host_work
 from tests.conftest import write_noisy_set
-
-
-def _digests(folder):
-    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
-            for path in sorted(folder.rglob("*.parquet"))}
 
 
 def _scan_and_count_secedes(source, out, host_threads, **options):
@@ -43,7 +38,7 @@ def test_host_work_beyond_the_pool_gives_the_same_outputs(noisy_set, tmp_path):
     assert ranked_parts > 1
     assert seceded == 8 + ranked_parts
     assert kept == 0
-    assert _digests(tmp_path / "wide") == _digests(tmp_path / "pool")
+    assert output_digests(tmp_path / "wide") == output_digests(tmp_path / "pool")
 
 
 def test_skipped_rows_and_ids_beyond_the_pool_give_the_same_outputs(tmp_path):
@@ -54,9 +49,9 @@ def test_skipped_rows_and_ids_beyond_the_pool_give_the_same_outputs(tmp_path):
     options = dict(on_bad_rows="skip", id_column="id", rows_per_partition=250, issues_per_part=100)
     seceded = _scan_and_count_secedes(tmp_path / "in", tmp_path / "wide", 4, **options)
     _scan_and_count_secedes(tmp_path / "in", tmp_path / "pool", None, **options)
-    digests = _digests(tmp_path / "pool")
+    digests = output_digests(tmp_path / "pool")
     assert {path.split("/")[0] for path in digests} == {"issues", "mask", "rejected"}
-    assert seceded > 12 and _digests(tmp_path / "wide") == digests
+    assert seceded > 12 and output_digests(tmp_path / "wide") == digests
 
 
 def test_no_spare_cores_keeps_tasks_in_the_pool(noisy_set, tmp_path):

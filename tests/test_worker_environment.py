@@ -109,3 +109,16 @@ def test_worker_settings_reach_the_workers_and_stay_out_of_this_process():
     with cluster, Client(cluster) as client:
         assert _worker_values(client, lambda: dask.config.get("labelscan.host-threads")) == [3]
         assert dask.config.get("labelscan.host-threads") is None
+
+
+def test_gpu_workers_share_the_host_cores():
+    """One worker per GPU the cluster uses: the GPUs it is given, else every GPU found."""
+    from labelscan.cluster import cores_per_gpu_worker
+    from labelscan.io.threads import available_cores
+
+    cores = available_cores()
+    assert cores_per_gpu_worker("0", lambda: 4) == cores
+    assert cores_per_gpu_worker("0,1", lambda: 4) == max(1, cores // 2)
+    assert cores_per_gpu_worker(None, lambda: 2) == max(1, cores // 2)
+    assert cores_per_gpu_worker(None, lambda: 0) == cores
+    assert cores_per_gpu_worker("0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16", lambda: 1) == 1
