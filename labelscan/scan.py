@@ -24,6 +24,7 @@ from labelscan.cluster import get_client, worker_device_memory, worker_memory_li
 from labelscan.errors import UsageError
 from labelscan.io.commit import OutputCommit
 from labelscan.host_work import host_work
+from labelscan.io import device_pages
 from labelscan.io.dataset import TARGET_PARTITION_BYTES, plan_dataset, read_ids, read_partition
 from labelscan.io.rejects import kept_row_ids, rejected_per_reason, with_rejected_rows
 from labelscan.io.unique import check_unique_ids
@@ -75,7 +76,12 @@ class ParquetSource:
     on_bad_rows: str = "error"
 
     def load(self):
-        data = read_partition(self.plan, self.spec, self.row_sum_tolerance, self.on_bad_rows, row_blocks=True)
+        data = None
+        if self.backend == "cupy" and self.on_bad_rows == "error" and self.row_sum_tolerance is None \
+                and device_pages.enabled():
+            data = device_pages.read_partition_on_device(self.plan, self.spec)
+        if data is None:
+            data = read_partition(self.plan, self.spec, self.row_sum_tolerance, self.on_bad_rows, row_blocks=True)
         return data.row_start, data.labels, data.pred_probs, data.ids, data.rejected
 
     def load_ids(self):

@@ -68,7 +68,7 @@ class Unsupported(Exception):
 
 @dataclass(frozen=True)
 class ListLeaf:
-    """Where a list column's values live in a parquet file.
+    """Where a list column's values live in a parquet file (or a flat column's: :func:`flat_leaf`).
 
     Attributes
     ----------
@@ -118,6 +118,32 @@ def list_leaf(parquet, column: str, list_size: int) -> ListLeaf | None:
     return ListLeaf(leaves[0], dtype, list_size, leaf.max_definition_level, leaf.max_repetition_level, field_type)
 
 
+INTEGER_DTYPES = {"INT32": np.dtype("<i4"), "INT64": np.dtype("<i8")}
+
+
+def flat_leaf(parquet, column: str) -> ListLeaf | None:
+    """A flat int32/int64 column (given labels) as a leaf of one value a row, or None.
+
+    Its pages are read like a list column's, with no repetition levels and ``list_size`` 1
+    (:mod:`labelscan.io.device_pages`).
+
+    Parameters
+    ----------
+    parquet : pyarrow.parquet.ParquetFile
+    column : str
+        Top-level column.
+    """
+    leaves = [index for index in range(len(parquet.schema)) if parquet.schema.column(index).path == column]
+    if len(leaves) != 1:
+        return None
+    leaf = parquet.schema.column(leaves[0])
+    dtype = INTEGER_DTYPES.get(leaf.physical_type)
+    field_type = parquet.schema_arrow.field(column).type
+    if dtype is None or field_type != pa.from_numpy_dtype(dtype) or leaf.max_repetition_level != 0:
+        return None
+    return ListLeaf(leaves[0], dtype, 1, leaf.max_definition_level, 0, field_type)
+
+
 def read_list_values(parquet, read_range, row_groups, leaf: ListLeaf) -> np.ndarray:
     """The values of ``row_groups`` of a list column, row after row.
 
@@ -149,7 +175,7 @@ def read_list_values(parquet, read_range, row_groups, leaf: ListLeaf) -> np.ndar
 
     jobs = list(zip(row_groups, [0, *ends[:-1]], ends))
     if len(jobs) > 1:   # row groups in parallel, as Arrow decodes them (reads and decompression release the GIL)
-        list(_decode_pool().map(lambda job: decode(*job), jobs))
+        list(decode_pool().map(lambda job: decode(*job), jobs))
     else:
         for job in jobs:
             decode(*job)
@@ -160,7 +186,7 @@ _pool = None
 _pool_lock = threading.Lock()
 
 
-def _decode_pool() -> ThreadPoolExecutor:
+def decode_pool() -> ThreadPoolExecutor:
     """The process's row-group decoding threads, one per available core (its tasks never wait
     on each other, so tasks of any number of worker threads may share it)."""
     global _pool
@@ -185,6 +211,48 @@ def _decode_chunk(chunk, read_range, leaf: ListLeaf, out: np.ndarray) -> None:
         raise Unsupported(f"unreadable pages ({error!r})") from error
 
 
+def column_chunk_pages(data, num_values: int):
+    """The pages of a column chunk up to its ``num_values`` level entries.
+
+    Parameters
+    ----------
+    data : memoryview
+        The chunk's bytes (unsigned), from its first page.
+    num_values : int
+        Level entries of the chunk's data pages together (rows x K for a list column).
+
+    Yields
+    ------
+    (int, dict, int, memoryview)
+        Page type, page header (Thrift field ids), the body's offset in ``data`` and the body
+        (checksum verified when the header has one).
+
+    Raises
+    ------
+    Unsupported
+        A page running past the chunk, a checksum mismatch or more entries than ``num_values``.
+    ThriftError
+        An unreadable header.
+    """
+    position = counted = 0
+    while counted < num_values:
+        header, position = read_struct(data, position)
+        page_type, compressed_size = header[1], header[3]
+        body = data[position:position + compressed_size]
+        if len(body) != compressed_size:
+            raise Unsupported("column chunk ends inside a page")
+        if 4 in header and zlib.crc32(body) != header[4] & 0xFFFFFFFF:
+            raise Unsupported("page checksum mismatch")
+        if page_type in (DATA_PAGE, DATA_PAGE_V2):
+            counted += header[5 if page_type == DATA_PAGE else 8][1]
+            if counted > num_values:
+                raise Unsupported("more values than rows x K")
+        elif page_type not in (DICTIONARY_PAGE, INDEX_PAGE):
+            raise Unsupported(f"page type {page_type}")
+        yield page_type, header, position, body
+        position += compressed_size
+
+
 def _walk_pages(data, codec, leaf: ListLeaf, out: np.ndarray) -> None:
     """Decode a column chunk's pages into ``out``.
 
@@ -193,28 +261,16 @@ def _walk_pages(data, codec, leaf: ListLeaf, out: np.ndarray) -> None:
     behind other threads running Python (each such wait may last the interpreter's switch
     interval).
     """
-    position = written = 0
+    written = 0
     dictionary = None
     out_bytes = memoryview(out).cast("B")
     itemsize = leaf.dtype.itemsize
-    while written < len(out):
-        header, position = read_struct(data, position)
-        page_type, uncompressed_size, compressed_size = header[1], header[2], header[3]
-        body = data[position:position + compressed_size]
-        position += compressed_size
-        if len(body) != compressed_size:
-            raise Unsupported("column chunk ends inside a page")
-        if 4 in header and zlib.crc32(body) != header[4] & 0xFFFFFFFF:
-            raise Unsupported("page checksum mismatch")
+    for page_type, header, _, body in column_chunk_pages(data, len(out)):
         if page_type == DICTIONARY_PAGE:
-            page = header[7]
-            if page.get(2, PLAIN) not in (PLAIN, PLAIN_DICTIONARY):
-                raise Unsupported("dictionary page not PLAIN")
-            dictionary = np.frombuffer(_decompress(body, uncompressed_size, codec), leaf.dtype, count=page[1])
+            dictionary = np.frombuffer(_decompress(body, header[2], codec), leaf.dtype,
+                                       count=dictionary_size(header))
         elif page_type in (DATA_PAGE, DATA_PAGE_V2):
-            count, encoding, values = _data_page(page_type, header, body, uncompressed_size, codec, leaf, written)
-            if written + count > len(out):
-                raise Unsupported("more values than rows x K")
+            count, encoding, values = _data_page(page_type, header, body, header[2], codec, leaf, written)
             if encoding == PLAIN:
                 if len(values) < count * itemsize:
                     raise Unsupported("page shorter than its values")
@@ -222,8 +278,14 @@ def _walk_pages(data, codec, leaf: ListLeaf, out: np.ndarray) -> None:
             else:
                 out[written:written + count] = _dictionary_values(values, encoding, count, dictionary)
             written += count
-        elif page_type != INDEX_PAGE:
-            raise Unsupported(f"page type {page_type}")
+
+
+def dictionary_size(header: dict) -> int:
+    """Entries of a dictionary page (raising :class:`Unsupported` unless they are PLAIN)."""
+    page = header[7]
+    if page.get(2, PLAIN) not in (PLAIN, PLAIN_DICTIONARY):
+        raise Unsupported("dictionary page not PLAIN")
+    return page[1]
 
 
 def _decompress(body, uncompressed_size: int, codec):
@@ -246,28 +308,81 @@ def _bytes_view(buffer) -> memoryview:
 def _data_page(page_type, header, body, uncompressed_size, codec, leaf: ListLeaf, position: int):
     """Check a data page's levels; return ``(value count, encoding, value bytes)``."""
     if page_type == DATA_PAGE:
-        page = header[5]
-        count, encoding = page[1], page[2]
-        if page.get(3, RLE) != RLE or page.get(4, RLE) != RLE:
-            raise Unsupported("levels not RLE")
+        count, encoding = v1_header(header)
         raw = _decompress(body, uncompressed_size, codec)
-        repetition, offset = _length_prefixed(raw, 0)   # a list has both levels
-        definition, offset = _length_prefixed(raw, offset)
-        values = raw[offset:]
-    else:
-        page = header[8]
-        count, encoding = page[1], page[4]
-        if page.get(2, 0):
-            raise Unsupported("null values")
-        definition_size, repetition_size = page[5], page[6]
-        repetition = body[:repetition_size]
-        definition = body[repetition_size:repetition_size + definition_size]
-        values = body[repetition_size + definition_size:]
-        if page.get(7, True):
-            values = _decompress(values, uncompressed_size - repetition_size - definition_size, codec)
-    _check_levels("repetition", repetition, leaf.max_repetition_level, count, leaf.list_size, position)
-    _check_levels("definition", definition, leaf.max_definition_level, count, leaf.list_size, position)
+        return count, encoding, raw[_check_v1_levels(raw, leaf, count, position):]
+    count, encoding, offset, compressed = v2_layout(header, body, leaf, position)
+    values = body[offset:]
+    if compressed:
+        values = _decompress(values, uncompressed_size - offset, codec)
     return count, encoding, values
+
+
+def v1_header(header: dict) -> tuple[int, int]:
+    """``(level entries, value encoding)`` of a data page v1 (raising unless its levels are RLE)."""
+    page = header[5]
+    if page.get(3, RLE) != RLE or page.get(4, RLE) != RLE:
+        raise Unsupported("levels not RLE")
+    return page[1], page[2]
+
+
+def _check_v1_levels(raw, leaf: ListLeaf, count: int, position: int) -> int:
+    """Check the level sections a decompressed data page v1 begins with (those of levels whose
+    maximum is not 0: a list has both); return their size."""
+    offset = 0
+    for kind, max_level in (("repetition", leaf.max_repetition_level), ("definition", leaf.max_definition_level)):
+        if max_level:
+            section, offset = _length_prefixed(raw, offset)
+            _check_levels(kind, section, max_level, count, leaf.list_size, position)
+    return offset
+
+
+def v2_layout(header: dict, body, leaf: ListLeaf, position: int) -> tuple[int, int, int, bool]:
+    """Check a data page v2's (uncompressed) levels.
+
+    Returns
+    -------
+    (int, int, int, bool)
+        Level entries, value encoding, the values' offset in ``body`` and whether they are
+        compressed.
+    """
+    page = header[8]
+    if page.get(2, 0):
+        raise Unsupported("null values")
+    count, encoding, definition_size, repetition_size = page[1], page[4], page[5], page[6]
+    _check_levels("repetition", body[:repetition_size], leaf.max_repetition_level, count, leaf.list_size,
+                  position)
+    _check_levels("definition", body[repetition_size:repetition_size + definition_size],
+                  leaf.max_definition_level, count, leaf.list_size, position)
+    return count, encoding, repetition_size + definition_size, page.get(7, True)
+
+
+_level_prefixes: dict = {}
+
+
+def v1_level_prefix(header: dict, body, codec, leaf: ListLeaf, position: int) -> tuple[int, int, bytes]:
+    """The bytes a valid data page v1 of this many entries at ``position`` begins with.
+
+    Pages of one entry count and row phase begin with identical level sections; the first
+    such page is decompressed here and its levels checked, later ones reuse its bytes (for a
+    byte comparison where the page is decompressed: :mod:`labelscan.kernels.cuda_pages`).
+
+    Returns
+    -------
+    (int, int, bytes)
+        Level entries, value encoding, and the level sections with their length prefixes.
+    """
+    count, encoding = v1_header(header)
+    key = (leaf.max_repetition_level, leaf.max_definition_level, leaf.list_size, count, position % leaf.list_size)
+    prefix = _level_prefixes.get(key)
+    if prefix is None:
+        raw = _decompress(body, header[2], codec)
+        prefix = bytes(raw[:_check_v1_levels(raw, leaf, count, position)])
+        with _checked_lock:
+            if len(_level_prefixes) >= MAX_CHECKED_SECTIONS:
+                _level_prefixes.clear()
+            _level_prefixes[key] = prefix
+    return count, encoding, prefix
 
 
 def _length_prefixed(raw, offset: int):

@@ -13,7 +13,9 @@ import numpy as np
 _staging = threading.local()
 
 
-def _pinned_buffer(nbytes: int) -> np.ndarray:
+def pinned_buffer(nbytes: int) -> np.ndarray:
+    """The calling thread's pinned staging buffer, at least ``nbytes`` long (its first ``nbytes``),
+    grown as needed and reused: valid until the thread's next call."""
     import cupy
 
     buffer = getattr(_staging, "buffer", None)
@@ -29,8 +31,8 @@ def to_device(array):
 
     Parameters
     ----------
-    array : numpy.ndarray or list of numpy.ndarray
-        Any shape; or row blocks of one dtype and trailing shape (zero-copy chunks of a
+    array : numpy.ndarray or list of numpy.ndarray or cupy.ndarray
+        Any shape (a device array is returned as it is); or row blocks of one dtype and trailing shape (zero-copy chunks of a
         partition), written one after the other into the staging buffer: joined on their way
         to the device instead of in a host copy of their own.
 
@@ -41,13 +43,15 @@ def to_device(array):
     """
     import cupy
 
+    if isinstance(array, cupy.ndarray):
+        return array
     blocks = array if isinstance(array, list) else [array]
     first = blocks[0]
     shape = (sum(len(block) for block in blocks), *first.shape[1:])
     nbytes = int(np.prod(shape, dtype=np.int64)) * first.dtype.itemsize
     if not nbytes:   # a partition whose rows were all skipped: nothing to copy
         return cupy.empty(shape, dtype=first.dtype)
-    staging = _pinned_buffer(nbytes).view(first.dtype).reshape(shape)
+    staging = pinned_buffer(nbytes).view(first.dtype).reshape(shape)
     start = 0
     for block in blocks:
         np.copyto(staging[start:start + len(block)], block)

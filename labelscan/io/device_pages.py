@@ -1,0 +1,331 @@
+"""Read a partition's prediction list column onto the GPU and decode its pages there.
+
+On a GPU worker, decoding parquet on the host bounds every scan: Arrow decodes a
+``fixed_size_list<float32, 10>`` column at ~77M rows/s on a 16-core host, and several GPUs of
+one host share its cores. This reader leaves the decoding to the device instead. The host
+reads each column chunk's stored bytes straight into pinned memory (positional reads: no
+decoding, the GIL released), walks the page headers (:func:`labelscan.io.pages.column_chunk_pages`;
+a few microseconds of Python a page) and checks each distinct level section once
+(:func:`labelscan.io.pages.v1_level_prefix`); one host→device copy sends the bytes, and
+:mod:`labelscan.kernels.cuda_pages` decompresses (snappy), checks every page's levels
+against the checked bytes and writes the PLAIN or dictionary-encoded values. The labels and
+ids (small columns) are read by Arrow as before. The values are the stored bytes themselves,
+so the predictions equal Arrow's bit for bit.
+
+Anything else — another codec, nulls, other encodings, pages that fail to decode, values or
+labels that fail validation — raises :class:`~labelscan.io.pages.Unsupported`, and the caller
+reads the partition with Arrow on the host (which also names the file, row group and row of
+bad input). Configuration: ``labelscan.gpu-page-decoding`` (on by default).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+from fsspec.implementations.local import LocalFileSystem
+
+from labelscan import config
+from labelscan.io import pages
+from labelscan.errors import InputError
+from labelscan.io.dataset import PartitionData, _native_or_fsspec, _parquet_file, _range_reader, read_ids, read_labels
+from labelscan.io.validate import LOWER_BOUND, UPPER_BOUND, validate_unique_ids
+
+DEVICE_CODECS = {"SNAPPY": "snappy", "UNCOMPRESSED": None}
+"""Parquet codecs whose pages the device decodes (pyarrow's default and none)."""
+
+SCRATCH_ALIGNMENT = 8
+"""Byte alignment of every decompressed page in the device buffer."""
+
+
+def enabled() -> bool:
+    """Whether GPU workers decode prediction list columns on the device (``labelscan.gpu-page-decoding``)."""
+    return bool(config.get("gpu-page-decoding"))
+
+
+@dataclass
+class _Chunk:
+    """A column chunk to read: where its bytes lie in the file and go in the upload."""
+
+    path: str
+    file_offset: int
+    size: int
+    codec: str | None
+    first_value: int
+    num_values: int
+    upload_offset: int = 0
+
+
+@dataclass
+class _PageTables:
+    """The page tables of a partition, offsets into one device buffer (see
+    :func:`labelscan.kernels.cuda_pages.decode_pages`), built chunk by chunk."""
+
+    snappy: dict = field(default_factory=lambda: {name: [] for name in
+                                                  ("sources", "source_sizes", "outputs", "output_sizes")})
+    data: dict = field(default_factory=lambda: {name: [] for name in
+                                                ("pages", "page_sizes", "level_sizes", "references",
+                                                 "dictionary_encoded", "dictionaries", "dictionary_sizes",
+                                                 "counts", "first_values")})
+    scratch_size: int = 0
+    references: dict = field(default_factory=dict)   # level-section bytes -> offset among them
+
+    def expand(self, source: int, size: int, uncompressed: int, codec) -> tuple[bool, int]:
+        """Where a stored region's decompressed bytes will lie: ``(in scratch, offset)``."""
+        if codec is None:
+            return False, source
+        output = self.scratch_size
+        self.scratch_size += -(-uncompressed // SCRATCH_ALIGNMENT) * SCRATCH_ALIGNMENT
+        for name, value in zip(("sources", "source_sizes", "outputs", "output_sizes"),
+                               (source, size, output, uncompressed)):
+            self.snappy[name].append(value)
+        return True, output
+
+    def reference(self, prefix: bytes) -> int:
+        return self.references.setdefault(prefix, sum(map(len, self.references)))
+
+    def arrays(self, upload_size: int) -> tuple[dict, dict, int]:
+        """The tables as int64/int32 arrays with final offsets, and the device buffer's size.
+
+        Buffer layout: the uploaded chunks (``upload_size`` bytes), the level sections, then
+        the scratch regions. Scratch offsets were recorded negative-free and relative; a
+        location ``(True, o)`` becomes ``scratch_start + o``.
+        """
+        references_size = sum(map(len, self.references))
+        scratch_start = -(-(upload_size + references_size) // SCRATCH_ALIGNMENT) * SCRATCH_ALIGNMENT
+        snappy = {name: np.asarray(values, dtype=np.int64) for name, values in self.snappy.items()}
+        snappy["outputs"] += scratch_start
+        data = {name: np.asarray([_place(value, scratch_start) for value in values] if name in _LOCATIONS else values,
+                                 dtype=np.int32 if name == "dictionary_encoded" else np.int64)
+                for name, values in self.data.items()}
+        data["references"] += upload_size
+        return snappy, data, scratch_start + self.scratch_size
+
+
+_LOCATIONS = ("pages", "dictionaries")
+
+
+def _place(location: tuple[bool, int], scratch_start: int) -> int:
+    in_scratch, offset = location
+    return scratch_start + offset if in_scratch else offset
+
+
+def _plan_chunk(tables: _PageTables, data: memoryview, chunk: _Chunk, leaf: pages.ListLeaf) -> None:
+    """Add one column chunk's pages (its bytes ``data``, uploaded at ``chunk.upload_offset``)."""
+    base, codec, itemsize = chunk.upload_offset, chunk.codec, leaf.dtype.itemsize
+    written, dictionary = 0, None
+    for page_type, header, offset, body in pages.column_chunk_pages(data, chunk.num_values):
+        if page_type == pages.DICTIONARY_PAGE:
+            entries = pages.dictionary_size(header)
+            if header[2] < entries * itemsize:
+                raise pages.Unsupported("dictionary page shorter than its entries")
+            dictionary = tables.expand(base + offset, len(body), header[2], codec), entries
+            continue
+        if page_type == pages.INDEX_PAGE:
+            continue
+        if page_type == pages.DATA_PAGE:
+            count, encoding, prefix = pages.v1_level_prefix(header, body, codec, leaf, written)
+            location = tables.expand(base + offset, len(body), header[2], codec)
+            page_size = header[2] if codec is not None else len(body)
+        else:
+            count, encoding, values_offset, compressed = pages.v2_layout(header, body, leaf, written)
+            prefix, page_size = b"", header[2] - values_offset
+            location = (tables.expand(base + offset + values_offset, len(body) - values_offset, page_size, codec)
+                        if compressed else (False, base + offset + values_offset))
+            if not compressed or codec is None:
+                page_size = len(body) - values_offset
+        dictionary_encoded = encoding in (pages.PLAIN_DICTIONARY, pages.RLE_DICTIONARY)
+        if encoding != pages.PLAIN and not (dictionary_encoded and dictionary is not None):
+            raise pages.Unsupported(f"value encoding {encoding}")
+        dictionary_location, entries = dictionary if dictionary_encoded else ((False, 0), 0)
+        row = (location, page_size, len(prefix), tables.reference(prefix), int(dictionary_encoded),
+               dictionary_location, entries, count, chunk.first_value + written)
+        for name, value in zip(tables.data, row):
+            tables.data[name].append(value)
+        written += count
+
+
+def _chunks(plan, spec, leaf_of, leaves: dict) -> list[_Chunk]:
+    """A column's chunks of a partition, in row order (``leaves``: the leaf per path, filled)."""
+    chunks, first_value = [], 0
+    for piece in spec.pieces:
+        with _native_or_fsspec(plan.fs, piece.path) as handle:
+            parquet = _parquet_file(handle, piece.path)
+        leaf = leaf_of(parquet)
+        if leaf is None:
+            raise pages.Unsupported("not a column the device decodes")
+        leaves[piece.path] = leaf
+        for index, rows in zip(piece.row_groups, piece.row_group_rows):
+            chunk = parquet.metadata.row_group(index).column(leaf.column_index)
+            if chunk.compression not in DEVICE_CODECS:
+                raise pages.Unsupported(f"codec {chunk.compression}")
+            if chunk.num_values != rows * leaf.list_size:
+                raise pages.Unsupported("level entries differ from rows x K (nulls or lists of another length)")
+            start = chunk.dictionary_page_offset if chunk.has_dictionary_page else chunk.data_page_offset
+            chunks.append(_Chunk(piece.path, start, chunk.total_compressed_size,
+                                 DEVICE_CODECS[chunk.compression], first_value, rows * leaf.list_size))
+            first_value += rows * leaf.list_size
+    return chunks
+
+
+def _read_into(fs, chunk: _Chunk, destination: memoryview) -> None:
+    """Read a chunk's stored bytes into ``destination`` (positional reads, no copy, for local files)."""
+    if isinstance(fs, LocalFileSystem):
+        descriptor = os.open(chunk.path, os.O_RDONLY)
+        try:
+            done = 0
+            while done < chunk.size:
+                read = os.preadv(descriptor, [destination[done:]], chunk.file_offset + done)
+                if read <= 0:
+                    raise pages.Unsupported("file shorter than its metadata says")
+                done += read
+        finally:
+            os.close(descriptor)
+        return
+    with _native_or_fsspec(fs, chunk.path) as handle:
+        stored = _range_reader(handle)(chunk.file_offset, chunk.size)
+    if len(stored) != chunk.size:
+        raise pages.Unsupported("file shorter than its metadata says")
+    destination[:] = memoryview(stored).cast("B")
+
+
+@dataclass
+class StoredPages:
+    """A partition's pages of one column as the device decodes them.
+
+    Attributes
+    ----------
+    uploads : list of numpy.ndarray, shape (m_i,), uint8
+        The stored chunks, then the checked level sections: the device buffer's first bytes.
+    device_size : int
+        Bytes of the device buffer (uploads and decompression scratch).
+    snappy_pages, data_pages : dict of numpy.ndarray
+        Page tables (:func:`labelscan.kernels.cuda_pages.decode_pages`).
+    num_values : int
+        Values of the column (rows x K for predictions).
+    dtype : numpy.dtype
+        Their dtype.
+    """
+
+    uploads: list
+    device_size: int
+    snappy_pages: dict
+    data_pages: dict
+    num_values: int
+    dtype: np.dtype
+
+
+def stored_pages(plan, spec, allocate, leaf_of) -> StoredPages:
+    """Read a partition's column chunks of one column and tabulate their pages.
+
+    Parameters
+    ----------
+    plan : labelscan.io.dataset.DatasetPlan
+    spec : labelscan.io.dataset.PartitionSpec
+    allocate : callable(int) -> numpy.ndarray of uint8
+        Host memory for the stored bytes (pinned staging memory on a GPU worker).
+    leaf_of : callable(pyarrow.parquet.ParquetFile) -> labelscan.io.pages.ListLeaf or None
+        The column's leaf in a file (None: not decodable here), e.g. :func:`prediction_leaf`.
+
+    Raises
+    ------
+    Unsupported
+        When the partition needs Arrow's reader (see the module's docstring).
+    """
+    leaves: dict = {}
+    chunks = _chunks(plan, spec, leaf_of, leaves)
+    upload_size = 0
+    for chunk in chunks:
+        chunk.upload_offset, upload_size = upload_size, upload_size + chunk.size
+    upload = allocate(upload_size)
+    view = memoryview(upload)
+    list(pages.decode_pool().map(lambda chunk: _read_into(plan.fs, chunk, view[chunk.upload_offset:][:chunk.size]),
+                                 chunks))
+    tables = _PageTables()
+    try:
+        for chunk in chunks:
+            _plan_chunk(tables, view[chunk.upload_offset:][:chunk.size], chunk, leaves[chunk.path])
+    except (pages.ThriftError, IndexError, KeyError, TypeError, ValueError) as error:
+        raise pages.Unsupported(f"unreadable pages ({error!r})") from error
+    snappy, data, device_size = tables.arrays(upload_size)
+    references = np.frombuffer(b"".join(tables.references), dtype=np.uint8)
+    return StoredPages([upload, references], device_size, snappy, data, sum(chunk.num_values for chunk in chunks),
+                       next(iter(leaves.values())).dtype)
+
+
+def prediction_leaf(plan):
+    """``leaf_of`` of the plan's prediction list column."""
+    return lambda parquet: pages.list_leaf(parquet, plan.pred_probs_column, plan.num_classes)
+
+
+def label_leaf(plan):
+    """``leaf_of`` of the plan's label column (int32 or int64)."""
+    return lambda parquet: pages.flat_leaf(parquet, plan.label_column)
+
+
+def read_column_on_device(plan, spec, leaf_of, lower: float, upper: float):
+    """A partition's values of one column decoded on the current GPU, all within ``[lower, upper]``.
+
+    Parameters
+    ----------
+    plan : labelscan.io.dataset.DatasetPlan
+    spec : labelscan.io.dataset.PartitionSpec
+    leaf_of : callable
+        See :func:`stored_pages`.
+    lower, upper : float
+        Bounds every value must lie within (NaN does not).
+
+    Returns
+    -------
+    cupy.ndarray, shape (rows x values a row,), the column's dtype
+
+    Raises
+    ------
+    Unsupported
+        When the partition needs Arrow's reader, or a value is out of bounds (which the host
+        reader then names).
+    """
+    from labelscan.kernels.cuda_pages import decode_pages, values_within
+    from labelscan.kernels.device import pinned_buffer
+
+    stored = stored_pages(plan, spec, pinned_buffer, leaf_of)
+    values = decode_pages(stored.uploads, stored.device_size, stored.snappy_pages, stored.data_pages,
+                          stored.num_values, stored.dtype)
+    if not values_within(values, lower, upper):
+        raise pages.Unsupported("values out of bounds (the host reader names the row)")
+    return values
+
+
+def read_partition_on_device(plan, spec) -> PartitionData | None:
+    """A partition read and validated on the current GPU, or None when it needs the host reader
+    (which then reads it from scratch: :func:`labelscan.io.dataset.read_partition`).
+
+    Predictions of a list column and int32/int64 labels are decoded on the device; labels of
+    other types are read by Arrow, ids too.
+
+    Parameters
+    ----------
+    plan : labelscan.io.dataset.DatasetPlan
+    spec : labelscan.io.dataset.PartitionSpec
+
+    Returns
+    -------
+    PartitionData or None
+        ``labels`` (n,) int64 and ``pred_probs`` (n, K) on the device, ``ids`` (host) or None.
+    """
+    if plan.pred_probs_column is None or np.dtype(plan.pred_probs_dtype) not in pages.PHYSICAL_DTYPES.values():
+        return None
+    try:
+        pred_probs = read_column_on_device(plan, spec, prediction_leaf(plan), LOWER_BOUND, UPPER_BOUND)
+        try:
+            labels = read_column_on_device(plan, spec, label_leaf(plan), 0, plan.num_classes - 1).astype(np.int64)
+        except pages.Unsupported:
+            labels = read_labels(plan, spec)   # other types; or invalid labels, which it names
+    except (InputError, pages.Unsupported):
+        return None
+    ids = read_ids(plan, spec) if plan.id_column is not None else None
+    if ids is not None:
+        validate_unique_ids(ids, spec)
+    return PartitionData(row_start=spec.row_start, labels=labels,
+                         pred_probs=pred_probs.reshape(spec.num_rows, plan.num_classes), ids=ids)

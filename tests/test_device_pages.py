@@ -1,0 +1,277 @@
+"""labelscan.io.device_pages: prediction pages read as stored and decoded on the GPU.
+
+The page tables are checked on every machine by executing them with NumPy and pyarrow's snappy
+(:func:`_execute`, what the kernels do); the kernels themselves, on a GPU (``gpu`` marker).
+Either way the values must equal Arrow's reading bit for bit, and anything the device does not
+decode must be refused (the scan then reads the partition with Arrow).
+"""
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from labelscan.io import device_pages, pages
+from labelscan.io.dataset import plan_dataset
+from labelscan.io.validate import LOWER_BOUND, UPPER_BOUND
+from labelscan.xp import cupy_or_none
+from tests.test_pages import _arrow_values, _random_probs, _write
+
+FORMATS = [
+    {},
+    {"compression": "none"},
+    {"use_dictionary": False},
+    {"data_page_version": "2.0"},
+    {"data_page_version": "2.0", "compression": "none"},
+    {"data_page_size": 3000, "row_group_size": 700},          # many pages, rows across pages
+    {"data_page_size": 3000, "data_page_version": "2.0"},
+    {"write_page_checksum": True},
+    {"dictionary_pagesize_limit": 2000},                       # dictionary full after a few pages
+]
+FORMAT_IDS = [",".join(f"{k}={v}" for k, v in options.items()) or "defaults" for options in FORMATS]
+
+
+def _execute(stored: device_pages.StoredPages, dtype) -> np.ndarray:
+    """What :func:`labelscan.kernels.cuda_pages.decode_pages` computes, on the host."""
+    itemsize = np.dtype(dtype).itemsize
+    buffer = np.zeros(stored.device_size, dtype=np.uint8)
+    uploaded = np.concatenate(stored.uploads)
+    buffer[:len(uploaded)] = uploaded
+    snappy = stored.snappy_pages
+    for source, size, output, output_size in zip(snappy["sources"], snappy["source_sizes"], snappy["outputs"],
+                                                 snappy["output_sizes"]):
+        expanded = pa.decompress(buffer[source:source + size].tobytes(), int(output_size), "snappy", asbytes=True)
+        buffer[output:output + output_size] = np.frombuffer(expanded, dtype=np.uint8)
+    values = np.zeros(stored.num_values, dtype=dtype)
+    value_bytes = values.view(np.uint8)
+    data = stored.data_pages
+    for page in range(len(data["pages"])):
+        content = buffer[data["pages"][page]:data["pages"][page] + data["page_sizes"][page]]
+        levels, count, first = data["level_sizes"][page], data["counts"][page], data["first_values"][page]
+        reference = buffer[data["references"][page]:data["references"][page] + levels]
+        if not np.array_equal(content[:levels], reference):
+            raise pages.Unsupported("levels differ")
+        if data["dictionary_encoded"][page]:
+            start = data["dictionaries"][page]
+            dictionary = buffer[start:start + data["dictionary_sizes"][page] * itemsize].view(dtype)
+            indices = pages.decode_hybrid(content[levels + 1:].tobytes(), int(content[levels]), int(count))
+            values[first:first + count] = dictionary[indices]
+        else:
+            value_bytes[first * itemsize:(first + count) * itemsize] = content[levels:levels + count * itemsize]
+    return values
+
+
+def _partitions(folder, rows_per_partition=None):
+    plan = plan_dataset(str(folder), rows_per_partition=rows_per_partition)
+    return plan, plan.partitions
+
+
+def _write_files(folder, probs, num_files, **options):
+    folder.mkdir()
+    for index, rows in enumerate(np.array_split(np.arange(len(probs)), num_files)):
+        _write(folder / f"part-{index}.parquet", probs[rows], **options)
+    return folder
+
+
+def _stored_values(plan, spec, decode, leaf_of=None, bounds=(LOWER_BOUND, UPPER_BOUND)):
+    leaf_of = leaf_of or device_pages.prediction_leaf(plan)
+    if decode == "host":
+        stored = device_pages.stored_pages(plan, spec, lambda size: np.empty(size, np.uint8), leaf_of)
+        return _execute(stored, stored.dtype)
+    import cupy
+
+    return cupy.asnumpy(device_pages.read_column_on_device(plan, spec, leaf_of, *bounds))
+
+
+def _check_equal_to_arrow(folder, decode, rows_per_partition=None):
+    plan, partitions = _partitions(folder, rows_per_partition=rows_per_partition)
+    expected = _arrow_values(str(folder))
+    values = np.concatenate([_stored_values(plan, spec, decode) for spec in partitions])
+    assert values.dtype == expected.dtype
+    np.testing.assert_array_equal(values.view(f"u{values.itemsize}"), expected.view(f"u{values.itemsize}"))
+
+
+@pytest.mark.parametrize("options", FORMATS, ids=FORMAT_IDS)
+@pytest.mark.parametrize("num_classes", [2, 10, 37])
+def test_page_tables_give_arrows_values(tmp_path, options, num_classes):
+    folder = _write_files(tmp_path / "set", _random_probs(2_345, num_classes), 3, **{"row_group_size": 400, **options})
+    _check_equal_to_arrow(folder, "host", rows_per_partition=1_000)
+
+
+@pytest.mark.parametrize("list_type", ["fixed", "list", "large"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_page_tables_of_list_types_and_dtypes(tmp_path, list_type, dtype):
+    folder = _write_files(tmp_path / "set", _random_probs(1_000, 5, dtype), 2, list_type=list_type,
+                          row_group_size=300)
+    _check_equal_to_arrow(folder, "host", rows_per_partition=600)
+
+
+def _refused(folder, decode):
+    plan, partitions = _partitions(folder)
+    try:
+        for spec in partitions:
+            _stored_values(plan, spec, decode)
+    except pages.Unsupported:
+        return True
+    return False
+
+
+def _write_list(path, column, labels=None):
+    path.parent.mkdir(exist_ok=True)
+    pq.write_table(pa.table({"label": labels or [0, 1, 0], "pred_probs": column}), path)
+    return path.parent
+
+
+def _ragged_and_null_sets(tmp_path):
+    values = pa.array([0.5, 0.5, None, 1.0, 0.25, 0.75], pa.float32())
+    yield _write_list(tmp_path / "element" / "p.parquet", pa.FixedSizeListArray.from_arrays(values, 2))
+    null_row = pa.array([[0.5, 0.5], None, [0.25, 0.75]], pa.list_(pa.float32(), 2))
+    yield _write_list(tmp_path / "row" / "p.parquet", null_row)
+    ragged = pa.array([[1.0], [0.5, 0.5], [0.2, 0.3, 0.5]], pa.list_(pa.float32()))
+    yield _write_list(tmp_path / "ragged" / "p.parquet", ragged)
+
+
+def test_nulls_ragged_lists_and_other_codecs_are_refused(tmp_path):
+    good = pa.array([[0.5, 0.5], [0.25, 0.75], [1.0, 0.0]], pa.list_(pa.float32()))
+    assert not _refused(_write_list(tmp_path / "good" / "p.parquet", good), "host")   # sections remembered
+    for folder in _ragged_and_null_sets(tmp_path):
+        assert _refused(folder, "host"), folder
+    zstd = _write_files(tmp_path / "zstd", _random_probs(100, 3), 1, compression="zstd")
+    assert _refused(zstd, "host")
+
+
+LABEL_FORMATS = [({}, "int64"), ({"use_dictionary": False}, "int64"), ({"data_page_version": "2.0"}, "int32"),
+                 ({"compression": "none", "data_page_size": 500}, "int32")]
+
+
+def _label_set(folder, dtype, nullable, options):
+    labels = pa.array(np.random.default_rng(1).integers(0, 7, 3_000), type=dtype)
+    schema = pa.schema([pa.field("label", labels.type, nullable=nullable),
+                        pa.field("pred_probs", pa.list_(pa.float32(), 7))])
+    probs = pa.FixedSizeListArray.from_arrays(pa.array(_random_probs(3_000, 7).ravel()), 7)
+    folder.mkdir()
+    pq.write_table(pa.table([labels, probs], schema=schema), folder / "p.parquet", row_group_size=1_000, **options)
+    return folder, labels.to_numpy()
+
+
+@pytest.mark.parametrize("options,dtype", LABEL_FORMATS)
+@pytest.mark.parametrize("nullable", [True, False])
+def test_label_page_tables_give_arrows_values(tmp_path, options, dtype, nullable):
+    folder, labels = _label_set(tmp_path / "set", dtype, nullable, options)
+    plan, partitions = _partitions(folder, rows_per_partition=2_000)
+    decoded = np.concatenate([_stored_values(plan, spec, "host", device_pages.label_leaf(plan)) for spec in partitions])
+    assert decoded.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(decoded, labels)
+
+
+def test_labels_of_other_integer_types_are_left_to_arrow(tmp_path):
+    folder, _ = _label_set(tmp_path / "set", "int16", True, {})
+    plan, partitions = _partitions(folder)
+    with pytest.raises(pages.Unsupported):
+        _stored_values(plan, partitions[0], "host", device_pages.label_leaf(plan))
+
+
+def test_float16_predictions_are_left_to_the_host_reader(tmp_path):
+    half = pa.FixedSizeListArray.from_arrays(pa.array(np.full(6, 0.5, np.float16)), 2)
+    plan, partitions = _partitions(_write_list(tmp_path / "half" / "p.parquet", half))
+    assert device_pages.read_partition_on_device(plan, partitions[0]) is None
+
+
+# --- on the GPU --------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(cupy_or_none() is None, reason="needs CuPy and a GPU")
+@pytest.mark.parametrize("options", FORMATS, ids=FORMAT_IDS)
+@pytest.mark.parametrize("num_classes", [2, 10, 37])
+def test_device_values_equal_arrows(tmp_path, options, num_classes):
+    folder = _write_files(tmp_path / "set", _random_probs(2_345, num_classes), 3, **{"row_group_size": 400, **options})
+    _check_equal_to_arrow(folder, "device", rows_per_partition=1_000)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(cupy_or_none() is None, reason="needs CuPy and a GPU")
+@pytest.mark.parametrize("list_type", ["fixed", "list", "large"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_device_list_types_dtypes_and_wide_rows(tmp_path, list_type, dtype):
+    folder = _write_files(tmp_path / "set", _random_probs(1_000, 5, dtype), 2, list_type=list_type,
+                          row_group_size=300)
+    _check_equal_to_arrow(folder, "device", rows_per_partition=600)
+    wide = _write_files(tmp_path / "wide", _random_probs(300, 1000, dtype), 1, list_type=list_type,
+                        row_group_size=128)
+    _check_equal_to_arrow(wide, "device")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(cupy_or_none() is None, reason="needs CuPy and a GPU")
+def test_device_refuses_nulls_ragged_lists_and_other_codecs(tmp_path):
+    good = pa.array([[0.5, 0.5], [0.25, 0.75], [1.0, 0.0]], pa.list_(pa.float32()))
+    assert not _refused(_write_list(tmp_path / "good" / "p.parquet", good), "device")
+    for folder in _ragged_and_null_sets(tmp_path):
+        assert _refused(folder, "device"), folder
+    assert _refused(_write_files(tmp_path / "zstd", _random_probs(100, 3), 1, compression="zstd"), "device")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(cupy_or_none() is None, reason="needs CuPy and a GPU")
+@pytest.mark.parametrize("options", [{}, {"use_dictionary": False}, {"data_page_version": "2.0"}])
+def test_corrupt_page_bytes_are_refused_or_decoded_never_a_fault(tmp_path, options):
+    import cupy
+
+    folder = _write_files(tmp_path / "set", _random_probs(3_000, 10), 1, data_page_size=4000, **options)
+    path = folder / "part-0.parquet"
+    stored = path.read_bytes()
+    rng = np.random.default_rng(0)
+    outcomes = set()
+    for _ in range(40):
+        corrupt = bytearray(stored)
+        start = int(rng.integers(4, len(stored) // 2))
+        corrupt[start:start + int(rng.integers(1, 64))] = rng.integers(0, 256, 64, dtype=np.uint8).tobytes()[:1]
+        path.write_bytes(bytes(corrupt))
+        try:
+            plan, partitions = _partitions(folder)
+            _stored_values(plan, partitions[0], "device")
+            outcomes.add("decoded")
+        except (pages.Unsupported, Exception) as error:   # noqa: BLE001 - Arrow may refuse the footer
+            outcomes.add(type(error).__name__)
+        assert int(cupy.arange(4).sum()) == 6   # the device is still usable
+    assert "Unsupported" in outcomes
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(cupy_or_none() is None, reason="needs CuPy and a GPU")
+def test_partitions_read_on_the_device_or_left_to_the_host_reader(tmp_path):
+    import cupy
+
+    probs = _random_probs(2_000, 4)
+    labels = np.arange(2_000) % 4
+    folder = _write_files(tmp_path / "good", probs, 1, labels=labels)
+    plan, partitions = _partitions(folder)
+    data = device_pages.read_partition_on_device(plan, partitions[0])
+    assert isinstance(data.pred_probs, cupy.ndarray) and data.pred_probs.shape == (2_000, 4)
+    np.testing.assert_array_equal(cupy.asnumpy(data.pred_probs), probs)
+    assert isinstance(data.labels, cupy.ndarray) and data.labels.dtype == np.int64
+    np.testing.assert_array_equal(cupy.asnumpy(data.labels), labels)
+    plan, partitions = _partitions(_write_files(tmp_path / "int16", probs, 1, labels=labels.astype(np.int16)))
+    data = device_pages.read_partition_on_device(plan, partitions[0])   # labels by Arrow
+    assert isinstance(data.labels, np.ndarray)
+    np.testing.assert_array_equal(data.labels, labels)
+    bad = probs.copy()
+    bad[1_234, 2] = np.nan
+    plan, partitions = _partitions(_write_files(tmp_path / "nan", bad, 1))
+    assert device_pages.read_partition_on_device(plan, partitions[0]) is None
+    plan, partitions = _partitions(_write_files(tmp_path / "labels", probs, 1, labels=labels + 3))
+    assert device_pages.read_partition_on_device(plan, partitions[0]) is None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(cupy_or_none() is None, reason="needs CuPy and a GPU")
+@pytest.mark.parametrize("options,dtype", LABEL_FORMATS)
+def test_device_labels_equal_arrows(tmp_path, options, dtype):
+    folder, labels = _label_set(tmp_path / "set", dtype, True, options)
+    plan, partitions = _partitions(folder, rows_per_partition=2_000)
+    decoded = np.concatenate([_stored_values(plan, spec, "device", device_pages.label_leaf(plan), (0, 6))
+                              for spec in partitions])
+    np.testing.assert_array_equal(decoded, labels)
+    with pytest.raises(pages.Unsupported):   # a label out of [0, K)
+        _stored_values(plan, partitions[0], "device", device_pages.label_leaf(plan), (0, 5))
