@@ -127,8 +127,10 @@ def package_versions() -> dict:
 
 # --------------------------------------------------------------------------- timing helpers
 
-def timed_runs(function, repeat: int, budget_s: float = float("inf")) -> tuple[list[float], object]:
+def timed_runs(function, repeat: int, budget_s: float = float("inf"), before=None) -> tuple[list[float], object]:
     """Run ``function()`` up to ``repeat`` times (at least once; stop once ``budget_s`` is spent).
+
+    ``before()``, when given, runs ahead of each run, untimed (e.g. :func:`os.sync`).
 
     Returns
     -------
@@ -139,6 +141,8 @@ def timed_runs(function, repeat: int, budget_s: float = float("inf")) -> tuple[l
     """
     seconds, result = [], None
     for _ in range(max(1, repeat)):
+        if before is not None:
+            before()
         started = time.perf_counter()
         result = function()
         seconds.append(time.perf_counter() - started)

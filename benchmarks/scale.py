@@ -93,8 +93,10 @@ def bench_size(recorder: Recorder, size: str, args) -> None:
         options = {"backend": "cupy", "rows_per_partition": args.rows_per_partition}
         labelscan_once(warmup_folder, out, client, **options)  # warm-up: kernel compilation, imports
         summaries = []
+        # each run starts with no dirty pages left by the generator or an earlier run's outputs:
+        # their writeback would slow this run's writes (docs/benchmarks.md, tenth session)
         seconds, _ = timed_runs(lambda: summaries.append(labelscan_once(folder, out, client, **options)),
-                                args.repeat)
+                                args.repeat, before=os.sync)
         median = medians[count] = add_timing(recorder, benchmark, size, seconds)
         recorder.add(benchmark, size, "rows_per_second", rows / median, "rows/s")
         recorder.add(benchmark, size, "vs_read_floor", median / floor, "ratio")
