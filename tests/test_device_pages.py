@@ -106,6 +106,30 @@ def test_page_tables_of_list_types_and_dtypes(tmp_path, list_type, dtype):
     _check_equal_to_arrow(folder, "host", rows_per_partition=600)
 
 
+def test_page_tables_of_files_on_other_filesystems(tmp_path, memory_url):
+    import fsspec
+
+    folder = _write_files(tmp_path / "set", _random_probs(1_500, 6), 2, row_group_size=250)
+    fs = fsspec.filesystem("memory")
+    for path in sorted(folder.iterdir()):
+        fs.pipe(f"{memory_url}/{path.name}", path.read_bytes())
+    plan = plan_dataset(memory_url, rows_per_partition=500)
+    values = np.concatenate([_stored_values(plan, spec, "host") for spec in plan.partitions])
+    np.testing.assert_array_equal(values, _arrow_values(str(folder)))
+
+
+def test_unreadable_page_headers_are_refused(tmp_path):
+    folder = _write_files(tmp_path / "set", _random_probs(1_500, 6), 1, use_dictionary=False)
+    plan, partitions = _partitions(folder)
+    path = folder / "part-0.parquet"
+    chunk = pq.ParquetFile(path).metadata.row_group(0).column(1)
+    stored = bytearray(path.read_bytes())
+    stored[chunk.data_page_offset:chunk.data_page_offset + 16] = b"\xff" * 16
+    path.write_bytes(bytes(stored))
+    with pytest.raises(pages.Unsupported):
+        _stored_values(plan, partitions[0], "host")
+
+
 def _refused(folder, decode):
     plan, partitions = _partitions(folder)
     try:
