@@ -15,20 +15,14 @@ from labelscan.io import device_pages, pages
 from labelscan.io.dataset import plan_dataset
 from labelscan.io.validate import LOWER_BOUND, UPPER_BOUND
 from labelscan.xp import cupy_or_none
-from tests.test_pages import _arrow_values, _random_probs, _write
+from tests.test_pages import FORMATS as PAGE_FORMATS, _arrow_values, _random_probs, _write, format_id
 
-FORMATS = [
-    {},
-    {"compression": "none"},
-    {"use_dictionary": False},
-    {"data_page_version": "2.0"},
-    {"data_page_version": "2.0", "compression": "none"},
-    {"data_page_size": 3000, "row_group_size": 700},          # many pages, rows across pages
-    {"data_page_size": 3000, "data_page_version": "2.0"},
-    {"write_page_checksum": True},
-    {"dictionary_pagesize_limit": 2000},                       # dictionary full after a few pages
-]
-FORMAT_IDS = [",".join(f"{k}={v}" for k, v in options.items()) or "defaults" for options in FORMATS]
+FORMATS = [options for options in PAGE_FORMATS if options.get("compression", "snappy") in ("snappy", "none")]
+"""The writer options of :mod:`tests.test_pages` with the codecs the device decodes."""
+
+DECODERS = ["host", pytest.param("device", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    cupy_or_none() is None, reason="needs CuPy and a GPU")])]
+"""Page tables executed by :func:`_execute` (everywhere) or by the kernels (on a GPU)."""
 
 
 def _execute(stored: device_pages.StoredPages, dtype) -> np.ndarray:
@@ -91,19 +85,24 @@ def _check_equal_to_arrow(folder, decode, rows_per_partition=None):
     np.testing.assert_array_equal(values.view(f"u{values.itemsize}"), expected.view(f"u{values.itemsize}"))
 
 
-@pytest.mark.parametrize("options", FORMATS, ids=FORMAT_IDS)
+@pytest.mark.parametrize("decode", DECODERS)
+@pytest.mark.parametrize("options", FORMATS, ids=format_id)
 @pytest.mark.parametrize("num_classes", [2, 10, 37])
-def test_page_tables_give_arrows_values(tmp_path, options, num_classes):
+def test_values_equal_arrows(tmp_path, decode, options, num_classes):
     folder = _write_files(tmp_path / "set", _random_probs(2_345, num_classes), 3, **{"row_group_size": 400, **options})
-    _check_equal_to_arrow(folder, "host", rows_per_partition=1_000)
+    _check_equal_to_arrow(folder, decode, rows_per_partition=1_000)
 
 
+@pytest.mark.parametrize("decode", DECODERS)
 @pytest.mark.parametrize("list_type", ["fixed", "list", "large"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_page_tables_of_list_types_and_dtypes(tmp_path, list_type, dtype):
+def test_list_types_dtypes_and_wide_rows(tmp_path, decode, list_type, dtype):
     folder = _write_files(tmp_path / "set", _random_probs(1_000, 5, dtype), 2, list_type=list_type,
                           row_group_size=300)
-    _check_equal_to_arrow(folder, "host", rows_per_partition=600)
+    _check_equal_to_arrow(folder, decode, rows_per_partition=600)
+    wide = _write_files(tmp_path / "wide", _random_probs(300, 1000, dtype), 1, list_type=list_type,
+                        row_group_size=128)
+    _check_equal_to_arrow(wide, decode)
 
 
 def test_page_tables_of_files_on_other_filesystems(tmp_path, memory_url):
@@ -155,13 +154,13 @@ def _ragged_and_null_sets(tmp_path):
     yield _write_list(tmp_path / "ragged" / "p.parquet", ragged)
 
 
-def test_nulls_ragged_lists_and_other_codecs_are_refused(tmp_path):
+@pytest.mark.parametrize("decode", DECODERS)
+def test_nulls_ragged_lists_and_other_codecs_are_refused(tmp_path, decode):
     good = pa.array([[0.5, 0.5], [0.25, 0.75], [1.0, 0.0]], pa.list_(pa.float32()))
-    assert not _refused(_write_list(tmp_path / "good" / "p.parquet", good), "host")   # sections remembered
+    assert not _refused(_write_list(tmp_path / "good" / "p.parquet", good), decode)   # sections remembered
     for folder in _ragged_and_null_sets(tmp_path):
-        assert _refused(folder, "host"), folder
-    zstd = _write_files(tmp_path / "zstd", _random_probs(100, 3), 1, compression="zstd")
-    assert _refused(zstd, "host")
+        assert _refused(folder, decode), folder
+    assert _refused(_write_files(tmp_path / "zstd", _random_probs(100, 3), 1, compression="zstd"), decode)
 
 
 LABEL_FORMATS = [({}, "int64"), ({"use_dictionary": False}, "int64"), ({"data_page_version": "2.0"}, "int32"),
@@ -178,12 +177,14 @@ def _label_set(folder, dtype, nullable, options):
     return folder, labels.to_numpy()
 
 
+@pytest.mark.parametrize("decode", DECODERS)
 @pytest.mark.parametrize("options,dtype", LABEL_FORMATS)
 @pytest.mark.parametrize("nullable", [True, False])
-def test_label_page_tables_give_arrows_values(tmp_path, options, dtype, nullable):
+def test_labels_equal_arrows(tmp_path, decode, options, dtype, nullable):
     folder, labels = _label_set(tmp_path / "set", dtype, nullable, options)
     plan, partitions = _partitions(folder, rows_per_partition=2_000)
-    decoded = np.concatenate([_stored_values(plan, spec, "host", device_pages.label_leaf(plan)) for spec in partitions])
+    decoded = np.concatenate([_stored_values(plan, spec, decode, device_pages.label_leaf(plan), (0, 6))
+                              for spec in partitions])
     assert decoded.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(decoded, labels)
 
@@ -202,38 +203,6 @@ def test_float16_predictions_are_left_to_the_host_reader(tmp_path):
 
 
 # --- on the GPU --------------------------------------------------------------------------------
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(cupy_or_none() is None, reason="needs CuPy and a GPU")
-@pytest.mark.parametrize("options", FORMATS, ids=FORMAT_IDS)
-@pytest.mark.parametrize("num_classes", [2, 10, 37])
-def test_device_values_equal_arrows(tmp_path, options, num_classes):
-    folder = _write_files(tmp_path / "set", _random_probs(2_345, num_classes), 3, **{"row_group_size": 400, **options})
-    _check_equal_to_arrow(folder, "device", rows_per_partition=1_000)
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(cupy_or_none() is None, reason="needs CuPy and a GPU")
-@pytest.mark.parametrize("list_type", ["fixed", "list", "large"])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_device_list_types_dtypes_and_wide_rows(tmp_path, list_type, dtype):
-    folder = _write_files(tmp_path / "set", _random_probs(1_000, 5, dtype), 2, list_type=list_type,
-                          row_group_size=300)
-    _check_equal_to_arrow(folder, "device", rows_per_partition=600)
-    wide = _write_files(tmp_path / "wide", _random_probs(300, 1000, dtype), 1, list_type=list_type,
-                        row_group_size=128)
-    _check_equal_to_arrow(wide, "device")
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(cupy_or_none() is None, reason="needs CuPy and a GPU")
-def test_device_refuses_nulls_ragged_lists_and_other_codecs(tmp_path):
-    good = pa.array([[0.5, 0.5], [0.25, 0.75], [1.0, 0.0]], pa.list_(pa.float32()))
-    assert not _refused(_write_list(tmp_path / "good" / "p.parquet", good), "device")
-    for folder in _ragged_and_null_sets(tmp_path):
-        assert _refused(folder, "device"), folder
-    assert _refused(_write_files(tmp_path / "zstd", _random_probs(100, 3), 1, compression="zstd"), "device")
 
 
 @pytest.mark.gpu
@@ -290,12 +259,8 @@ def test_partitions_read_on_the_device_or_left_to_the_host_reader(tmp_path):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(cupy_or_none() is None, reason="needs CuPy and a GPU")
-@pytest.mark.parametrize("options,dtype", LABEL_FORMATS)
-def test_device_labels_equal_arrows(tmp_path, options, dtype):
-    folder, labels = _label_set(tmp_path / "set", dtype, True, options)
-    plan, partitions = _partitions(folder, rows_per_partition=2_000)
-    decoded = np.concatenate([_stored_values(plan, spec, "device", device_pages.label_leaf(plan), (0, 6))
-                              for spec in partitions])
-    np.testing.assert_array_equal(decoded, labels)
-    with pytest.raises(pages.Unsupported):   # a label out of [0, K)
+def test_device_refuses_labels_out_of_bounds(tmp_path):
+    folder, _ = _label_set(tmp_path / "set", "int64", True, {})
+    plan, partitions = _partitions(folder)
+    with pytest.raises(pages.Unsupported):   # labels 0..6, K = 6
         _stored_values(plan, partitions[0], "device", device_pages.label_leaf(plan), (0, 5))

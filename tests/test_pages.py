@@ -44,7 +44,7 @@ def _random_probs(num_rows, num_classes, dtype=np.float32, seed=0):
     return probs
 
 
-@pytest.mark.parametrize("options", [
+FORMATS = [
     {},
     {"compression": "none"},
     {"compression": "zstd"},
@@ -58,7 +58,15 @@ def _random_probs(num_rows, num_classes, dtype=np.float32, seed=0):
     {"data_page_size": 3000, "data_page_version": "2.0"},
     {"write_page_checksum": True},
     {"dictionary_pagesize_limit": 2000},                       # dictionary full after a few pages
-], ids=lambda options: ",".join(f"{k}={v}" for k, v in options.items()) or "defaults")
+]
+"""Writer options of the files every reader must read like Arrow."""
+
+
+def format_id(options: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in options.items()) or "defaults"
+
+
+@pytest.mark.parametrize("options", FORMATS, ids=format_id)
 @pytest.mark.parametrize("num_classes", [2, 10, 37])
 def test_values_equal_arrows(tmp_path, options, num_classes):
     probs = _random_probs(2_345, num_classes)
