@@ -2,7 +2,7 @@
 
 import json
 
-from benchmarks import encode, malloc, reader
+from benchmarks import device_reads, encode, malloc, reader
 from benchmarks.cpu import Recorder
 from benchmarks.scale import add_speedups
 from labelscan.io import pages
@@ -17,6 +17,15 @@ def test_reader_benchmark_runs(tmp_path, monkeypatch):
     assert {(r["benchmark"], r["metric"]) for r in records} >= {
         ("read_arrow", "rows_per_second_2_threads"), ("read_pages", "seconds_1_threads")}
     assert pages.MAX_CORES in reader.DECODERS.values()
+
+
+def test_device_reads_benchmark_times_the_host_part_everywhere(tmp_path):
+    out = tmp_path / "device-reads.json"
+    device_reads.main(["--size", "20Kx10", "--repeat", "1", "--jobs", "1", "--data-dir", str(tmp_path),
+                       "--out", str(out)])
+    found = {record["metric"]: record["value"] for record in json.loads(out.read_text())}
+    assert found["partition_rows"] == 20_000 and found["stored_bytes"] > 20_000 * 10 * 4 * 0.8
+    assert found["host_seconds"] > 0
 
 
 def test_speedups_are_against_one_gpu_whatever_the_order():
