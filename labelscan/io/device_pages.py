@@ -170,8 +170,9 @@ def _chunks(plan, spec, leaf_of, leaves: dict) -> list[_Chunk]:
 
 
 def _read_into(fs, chunk: _Chunk, destination: memoryview) -> None:
-    """Read a chunk's stored bytes into ``destination`` (positional reads, no copy, for local files)."""
-    if isinstance(fs, LocalFileSystem):
+    """Read a chunk's stored bytes into ``destination`` (positional reads straight into it for local
+    files where the OS has ``preadv``; other files through their filesystem and one copy)."""
+    if isinstance(fs, LocalFileSystem) and hasattr(os, "preadv"):
         descriptor = os.open(chunk.path, os.O_RDONLY)
         try:
             done = 0
