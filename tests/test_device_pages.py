@@ -264,3 +264,22 @@ def test_device_refuses_labels_out_of_bounds(tmp_path):
     plan, partitions = _partitions(folder)
     with pytest.raises(pages.Unsupported):   # labels 0..6, K = 6
         _stored_values(plan, partitions[0], "device", device_pages.label_leaf(plan), (0, 5))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(cupy_or_none() is None, reason="needs CuPy and a GPU")
+def test_a_partition_too_large_to_decode_on_the_device_goes_to_the_host_reader(tmp_path):
+    import cupy
+
+    probs = _random_probs(200_000, 10)
+    plan, partitions = _partitions(_write_files(tmp_path / "set", probs, 1))
+    pool = cupy.get_default_memory_pool()
+    pool.free_all_blocks()
+    limit = pool.get_limit()
+    pool.set_limit(size=pool.used_bytes() + 2 * probs.nbytes)   # the values fit, not the stored bytes beside
+    try:
+        with pytest.raises(pages.Unsupported, match="device memory"):
+            _stored_values(plan, partitions[0], "device")
+        assert device_pages.read_partition_on_device(plan, partitions[0]) is None
+    finally:
+        pool.set_limit(size=limit)

@@ -284,15 +284,22 @@ def read_column_on_device(plan, spec, leaf_of, lower: float, upper: float):
     Raises
     ------
     Unsupported
-        When the partition needs Arrow's reader, or a value is out of bounds (which the host
-        reader then names).
+        When the partition needs Arrow's reader, a value is out of bounds (which the host
+        reader then names), or the device lacks the memory to decode it (about three times the
+        values: the stored bytes, the decompressed pages and the values; Arrow's reader needs
+        the values alone).
     """
     from labelscan.kernels.cuda_pages import decode_pages, values_within
     from labelscan.kernels.device import pinned_buffer
 
+    from cupy.cuda.memory import OutOfMemoryError
+
     stored = stored_pages(plan, spec, pinned_buffer, leaf_of)
-    values = decode_pages(stored.uploads, stored.device_size, stored.snappy_pages, stored.data_pages,
-                          stored.num_values, stored.dtype)
+    try:
+        values = decode_pages(stored.uploads, stored.device_size, stored.snappy_pages, stored.data_pages,
+                              stored.num_values, stored.dtype)
+    except OutOfMemoryError as error:   # the stored bytes and scratch beside the values do not fit
+        raise pages.Unsupported(f"device memory ({error})") from error
     if not values_within(values, lower, upper):
         raise pages.Unsupported("values out of bounds (the host reader names the row)")
     return values
