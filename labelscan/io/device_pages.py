@@ -89,8 +89,8 @@ class _PageTables:
         """The tables as int64/int32 arrays with final offsets, and the device buffer's size.
 
         Buffer layout: the uploaded chunks (``upload_size`` bytes), the level sections, then
-        the scratch regions. Scratch offsets were recorded negative-free and relative; a
-        location ``(True, o)`` becomes ``scratch_start + o``.
+        the scratch regions. Scratch offsets are recorded relative to the scratch regions'
+        start: a location ``(True, o)`` becomes ``scratch_start + o``, ``(False, o)`` stays ``o``.
         """
         references_size = sum(map(len, self.references))
         scratch_start = -(-(upload_size + references_size) // SCRATCH_ALIGNMENT) * SCRATCH_ALIGNMENT
@@ -139,9 +139,11 @@ def _plan_chunk(tables: _PageTables, data: memoryview, chunk: _Chunk, leaf: page
         if encoding != pages.PLAIN and not (dictionary_encoded and dictionary is not None):
             raise pages.Unsupported(f"value encoding {encoding}")
         dictionary_location, entries = dictionary if dictionary_encoded else ((False, 0), 0)
-        row = (location, page_size, len(prefix), tables.reference(prefix), int(dictionary_encoded),
-               dictionary_location, entries, count, chunk.first_value + written)
-        for name, value in zip(tables.data, row):
+        row = {"pages": location, "page_sizes": page_size, "level_sizes": len(prefix),
+               "references": tables.reference(prefix), "dictionary_encoded": int(dictionary_encoded),
+               "dictionaries": dictionary_location, "dictionary_sizes": entries, "counts": count,
+               "first_values": chunk.first_value + written}
+        for name, value in row.items():
             tables.data[name].append(value)
         written += count
 
@@ -289,10 +291,10 @@ def read_column_on_device(plan, spec, leaf_of, lower: float, upper: float):
         values: the stored bytes, the decompressed pages and the values; Arrow's reader needs
         the values alone).
     """
+    from cupy.cuda.memory import OutOfMemoryError
+
     from labelscan.kernels.cuda_pages import decode_pages, values_within
     from labelscan.kernels.device import pinned_buffer
-
-    from cupy.cuda.memory import OutOfMemoryError
 
     stored = stored_pages(plan, spec, pinned_buffer, leaf_of)
     try:
