@@ -79,7 +79,7 @@ def partition_outcome(part: grouped.GroupedPartition, facts: passes.RowFacts, cu
     if part.ids is not None:
         issues["id"] = part.ids[to_host(issue_rows)]
     return PartitionOutcome(  # row-order results on the host, whatever the partition's device
-        row_ids=to_host(row_order["row_id"]),
+        row_ids=part.row_ids_in_row_order(np),
         predicted_label=to_host(row_order["predicted_label"]).astype(np.int64),
         is_label_issue=to_host(is_label_issue),
         label_quality=to_host(row_order["label_quality"]),
