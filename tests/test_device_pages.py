@@ -202,6 +202,17 @@ def test_float16_predictions_are_left_to_the_host_reader(tmp_path):
     assert device_pages.read_partition_on_device(plan, partitions[0]) is None
 
 
+def test_a_partition_left_to_arrow_is_reported_once_per_reason(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(device_pages, "_reported_reasons", set())
+    folder = _write_files(tmp_path / "zstd", _random_probs(3_000, 3), 3, compression="zstd")
+    plan, partitions = _partitions(folder, rows_per_partition=1_000)
+    with caplog.at_level("WARNING", logger="labelscan.io.device_pages"):
+        assert all(device_pages.read_partition_on_device(plan, spec) is None for spec in partitions)
+    assert len(caplog.records) == 1
+    message = caplog.records[0].getMessage()
+    assert "codec ZSTD" in message and "part-0.parquet" in message and "rows 0..999" in message
+
+
 # --- on the GPU --------------------------------------------------------------------------------
 
 

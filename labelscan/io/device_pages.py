@@ -20,7 +20,9 @@ bad input). Configuration: ``labelscan.gpu-page-decoding`` (on by default).
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,6 +39,10 @@ DEVICE_CODECS = {"SNAPPY": "snappy", "UNCOMPRESSED": None}
 
 SCRATCH_ALIGNMENT = 8
 """Byte alignment of every decompressed page in the device buffer."""
+
+logger = logging.getLogger(__name__)
+_reported_reasons: set = set()
+_reported_lock = threading.Lock()
 
 
 def enabled() -> bool:
@@ -291,17 +297,12 @@ def read_column_on_device(plan, spec, leaf_of, lower: float, upper: float):
         values: the stored bytes, the decompressed pages and the values; Arrow's reader needs
         the values alone).
     """
-    from cupy.cuda.memory import OutOfMemoryError
-
     from labelscan.kernels.cuda_pages import decode_pages, values_within
     from labelscan.kernels.device import pinned_buffer
 
     stored = stored_pages(plan, spec, pinned_buffer, leaf_of)
-    try:
-        values = decode_pages(stored.uploads, stored.device_size, stored.snappy_pages, stored.data_pages,
-                              stored.num_values, stored.dtype)
-    except OutOfMemoryError as error:   # the stored bytes and scratch beside the values do not fit
-        raise pages.Unsupported(f"device memory ({error})") from error
+    values = decode_pages(stored.uploads, stored.device_size, stored.snappy_pages, stored.data_pages,
+                          stored.num_values, stored.dtype)
     if not values_within(values, lower, upper):
         raise pages.Unsupported("values out of bounds (the host reader names the row)")
     return values
@@ -332,10 +333,34 @@ def read_partition_on_device(plan, spec) -> PartitionData | None:
             labels = read_column_on_device(plan, spec, label_leaf(plan), 0, plan.num_classes - 1).astype(np.int64)
         except pages.Unsupported:
             labels = read_labels(plan, spec)   # other types; or invalid labels, which it names
-    except (InputError, pages.Unsupported):
+    except (InputError, pages.Unsupported) as error:
+        report_host_read(spec, error)
         return None
     ids = read_ids(plan, spec) if plan.id_column is not None else None
     if ids is not None:
         validate_unique_ids(ids, spec)
     return PartitionData(row_start=spec.row_start, labels=labels,
                          pred_probs=pred_probs.reshape(spec.num_rows, plan.num_classes), ids=ids)
+
+
+def report_host_read(spec, reason: Exception) -> None:
+    """Log (a warning, once per kind of reason and worker process) that a partition goes to
+    Arrow's reader instead of being decoded on the device: a scan still gives the same answer,
+    only slower, so the person watching its workers' logs learns why.
+
+    Parameters
+    ----------
+    spec : labelscan.io.dataset.PartitionSpec
+    reason : Exception
+        What refused the device decoding (its text up to the first parenthesis is the kind).
+    """
+    kind = f"{type(reason).__name__}: {str(reason).split('(')[0].strip()}"
+    with _reported_lock:
+        if kind in _reported_reasons:
+            return
+        _reported_reasons.add(kind)
+    first = spec.pieces[0]
+    logger.warning("partition of rows %d..%d (from %s, row group %d) read by Arrow on the host, not decoded on "
+                   "the GPU: %s; later partitions refused for the same reason are not reported "
+                   "(labelscan.gpu-page-decoding, docs/operations.md)", spec.row_start,
+                   spec.row_start + spec.num_rows - 1, first.path, first.row_groups[0], reason)

@@ -209,18 +209,34 @@ def decode_pages(uploads: list, device_size: int, snappy_pages: dict, data_pages
     Raises
     ------
     labelscan.io.pages.Unsupported
-        When a page's bytes do not decode (its status is named).
+        When a page's bytes do not decode (its status is named), or the device lacks the
+        memory for the buffer beside the values.
     """
     import cupy
 
     from labelscan.io.pages import Unsupported
 
+    try:
+        values, status = _run_kernels(uploads, device_size, snappy_pages, data_pages, num_values, dtype)
+    except cupy.cuda.memory.OutOfMemoryError as error:   # Arrow's reader needs the values alone
+        raise Unsupported(f"device memory ({error})") from error
+    failed = cupy.flatnonzero(status).get()
+    if len(failed):
+        raise Unsupported(f"{len(failed)} pages did not decode on the device (first: status "
+                          f"{int(status[int(failed[0])].get())})")
+    return values
+
+
+def _run_kernels(uploads: list, device_size: int, snappy_pages: dict, data_pages: dict, num_values: int, dtype):
+    """Upload the bytes and launch both kernels (see :func:`decode_pages`): ``(values, status)``."""
+    import cupy
+
     buffer = cupy.empty(max(device_size, 1), dtype=np.uint8)
+    values = cupy.empty(num_values, dtype=dtype)
     start = 0
     for upload in uploads:
         buffer[start:start + len(upload)].set(upload)
         start += len(upload)
-    values = cupy.empty(num_values, dtype=dtype)
     num_snappy, num_data = len(snappy_pages["sources"]), len(data_pages["pages"])
     status = cupy.zeros(num_snappy + num_data, dtype=np.int32)
     if num_snappy:
@@ -234,11 +250,7 @@ def decode_pages(uploads: list, device_size: int, snappy_pages: dict, data_pages
                    "dictionary_sizes", "counts", "first_values")]
         _kernel(VALUES_SOURCE, "page_values", np.dtype(dtype).itemsize)(
             (num_data,), (VALUES_THREADS,), (buffer, *tables, values, status[num_snappy:]))
-    failed = cupy.flatnonzero(status).get()
-    if len(failed):
-        raise Unsupported(f"{len(failed)} pages did not decode on the device (first: status "
-                          f"{int(status[int(failed[0])].get())})")
-    return values
+    return values, status
 
 
 BOUNDS_SOURCE = r"""
