@@ -105,6 +105,17 @@ def test_list_types_dtypes_and_wide_rows(tmp_path, decode, list_type, dtype):
     _check_equal_to_arrow(wide, decode)
 
 
+@pytest.mark.parametrize("decode", DECODERS)
+def test_a_partition_of_files_written_differently(tmp_path, decode):
+    probs = _random_probs(3_000, 4)
+    folder = tmp_path / "set"
+    folder.mkdir()
+    formats = [{}, {"compression": "none", "data_page_version": "2.0"}, {"use_dictionary": False, "data_page_size": 700}]
+    for index, (rows, options) in enumerate(zip(np.array_split(np.arange(3_000), 3), formats)):
+        _write(folder / f"part-{index}.parquet", probs[rows], row_group_size=400, **options)
+    _check_equal_to_arrow(folder, decode, rows_per_partition=3_000)
+
+
 def test_page_tables_of_files_on_other_filesystems(tmp_path, memory_url):
     import fsspec
 
