@@ -38,8 +38,8 @@ from labelscan.xp import cupy_or_none
 def host_part(plan, spec) -> int:
     """Read and tabulate the partition's prediction and label pages into host memory; bytes read."""
     allocate = lambda size: np.empty(size, dtype=np.uint8)   # noqa: E731 - plain (not pinned) memory
-    stored = [device_pages.stored_pages(plan, spec, allocate, leaf_of)
-              for leaf_of in (device_pages.prediction_leaf(plan), device_pages.label_leaf(plan))]
+    stored = [device_pages.stored_pages(plan, spec, allocate, leaves_of)
+              for leaves_of in (device_pages.prediction_leaves(plan), device_pages.label_leaves(plan))]
     return sum(len(piece.uploads[0]) for piece in stored)
 
 

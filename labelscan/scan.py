@@ -63,7 +63,9 @@ row ids are computed when asked, :class:`labelscan.kernels.grouped.GroupedPartit
 class ParquetSource:
     """One partition of a parquet set, read on the worker and computed on ``backend``.
 
-    Its rows are validated as they are read, so their predictions are finite (``finite``);
+    Its rows are validated as they are read, so their predictions are finite (``finite``).
+    On ``backend="cupy"`` (bad rows raising, no row-sum check) the predictions and labels are
+    decoded on the device where they can be (:mod:`labelscan.io.device_pages`); otherwise
     list-column predictions come as zero-copy chunks (``row_blocks``), which grouping gathers
     straight from on the host and which reach the device through one staging copy.
     """

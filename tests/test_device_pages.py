@@ -67,14 +67,14 @@ def _write_files(folder, probs, num_files, **options):
     return folder
 
 
-def _stored_values(plan, spec, decode, leaf_of=None, bounds=(LOWER_BOUND, UPPER_BOUND)):
-    leaf_of = leaf_of or device_pages.prediction_leaf(plan)
+def _stored_values(plan, spec, decode, leaves_of=None, bounds=(LOWER_BOUND, UPPER_BOUND)):
+    leaves_of = leaves_of or device_pages.prediction_leaves(plan)
     if decode == "host":
-        stored = device_pages.stored_pages(plan, spec, lambda size: np.empty(size, np.uint8), leaf_of)
+        stored = device_pages.stored_pages(plan, spec, lambda size: np.empty(size, np.uint8), leaves_of)
         return _execute(stored, stored.dtype)
     import cupy
 
-    return cupy.asnumpy(device_pages.read_column_on_device(plan, spec, leaf_of, *bounds))
+    return cupy.asnumpy(device_pages.read_column_on_device(plan, spec, leaves_of, *bounds))
 
 
 def _check_equal_to_arrow(folder, decode, rows_per_partition=None):
@@ -114,6 +114,33 @@ def test_a_partition_of_files_written_differently(tmp_path, decode):
     for index, (rows, options) in enumerate(zip(np.array_split(np.arange(3_000), 3), formats)):
         _write(folder / f"part-{index}.parquet", probs[rows], row_group_size=400, **options)
     _check_equal_to_arrow(folder, decode, rows_per_partition=3_000)
+
+
+def _write_columns(folder, probs, num_files, dtype=np.float32, **options):
+    """A set of K float columns ``p0 .. p{K-1}`` (and labels)."""
+    folder.mkdir()
+    for index, rows in enumerate(np.array_split(np.arange(len(probs)), num_files)):
+        columns = {"label": np.arange(len(rows)) % probs.shape[1]}
+        columns.update((f"p{k}", probs[rows, k].astype(dtype)) for k in range(probs.shape[1]))
+        pq.write_table(pa.table(columns), folder / f"part-{index}.parquet", **options)
+    return folder
+
+
+@pytest.mark.parametrize("decode", DECODERS)
+@pytest.mark.parametrize("options", [{}, {"compression": "none", "data_page_version": "2.0"},
+                                     {"use_dictionary": False, "data_page_size": 900}])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_k_float_columns_come_column_after_column(tmp_path, decode, options, dtype):
+    probs = _random_probs(2_500, 6, dtype)
+    folder = _write_columns(tmp_path / "set", probs, 2, dtype, row_group_size=500, **options)
+    plan = plan_dataset(str(folder), pred_probs_column="p", rows_per_partition=1_500)
+    assert plan.pred_probs_columns is not None
+    start = 0
+    for spec in plan.partitions:
+        values = _stored_values(plan, spec, decode)
+        rows = probs[start:start + spec.num_rows]
+        np.testing.assert_array_equal(values, rows.T.ravel())   # class 0's values, then class 1's...
+        start += spec.num_rows
 
 
 def test_page_tables_of_files_on_other_filesystems(tmp_path, memory_url):
@@ -194,7 +221,7 @@ def _label_set(folder, dtype, nullable, options):
 def test_labels_equal_arrows(tmp_path, decode, options, dtype, nullable):
     folder, labels = _label_set(tmp_path / "set", dtype, nullable, options)
     plan, partitions = _partitions(folder, rows_per_partition=2_000)
-    decoded = np.concatenate([_stored_values(plan, spec, decode, device_pages.label_leaf(plan), (0, 6))
+    decoded = np.concatenate([_stored_values(plan, spec, decode, device_pages.label_leaves(plan), (0, 6))
                               for spec in partitions])
     assert decoded.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(decoded, labels)
@@ -204,7 +231,7 @@ def test_labels_of_other_integer_types_are_left_to_arrow(tmp_path):
     folder, _ = _label_set(tmp_path / "set", "int16", True, {})
     plan, partitions = _partitions(folder)
     with pytest.raises(pages.Unsupported):
-        _stored_values(plan, partitions[0], "host", device_pages.label_leaf(plan))
+        _stored_values(plan, partitions[0], "host", device_pages.label_leaves(plan))
 
 
 def test_float16_predictions_are_left_to_the_host_reader(tmp_path):
@@ -271,6 +298,10 @@ def test_partitions_read_on_the_device_or_left_to_the_host_reader(tmp_path):
     data = device_pages.read_partition_on_device(plan, partitions[0])   # labels by Arrow
     assert isinstance(data.labels, np.ndarray)
     np.testing.assert_array_equal(data.labels, labels)
+    plan = plan_dataset(str(_write_columns(tmp_path / "columns", probs, 1)), pred_probs_column="p")
+    data = device_pages.read_partition_on_device(plan, plan.partitions[0])
+    assert data.pred_probs.flags.c_contiguous and data.pred_probs.shape == (2_000, 4)
+    np.testing.assert_array_equal(cupy.asnumpy(data.pred_probs), probs)
     bad = probs.copy()
     bad[1_234, 2] = np.nan
     plan, partitions = _partitions(_write_files(tmp_path / "nan", bad, 1))
@@ -285,7 +316,7 @@ def test_device_refuses_labels_out_of_bounds(tmp_path):
     folder, _ = _label_set(tmp_path / "set", "int64", True, {})
     plan, partitions = _partitions(folder)
     with pytest.raises(pages.Unsupported):   # labels 0..6, K = 6
-        _stored_values(plan, partitions[0], "device", device_pages.label_leaf(plan), (0, 5))
+        _stored_values(plan, partitions[0], "device", device_pages.label_leaves(plan), (0, 5))
 
 
 @pytest.mark.gpu

@@ -1,4 +1,4 @@
-"""Read a partition's prediction list column onto the GPU and decode its pages there.
+"""Read a partition's predictions and labels onto the GPU and decode their pages there.
 
 On a GPU worker, decoding parquet on the host bounds every scan: Arrow decodes a
 ``fixed_size_list<float32, 10>`` column at ~77M rows/s on a 16-core host, and several GPUs of
@@ -8,9 +8,10 @@ decoding, the GIL released), walks the page headers (:func:`labelscan.io.pages.c
 a few microseconds of Python a page) and checks each distinct level section once
 (:func:`labelscan.io.pages.v1_level_prefix`); one host→device copy sends the bytes, and
 :mod:`labelscan.kernels.cuda_pages` decompresses (snappy), checks every page's levels
-against the checked bytes and writes the PLAIN or dictionary-encoded values. The labels and
-ids (small columns) are read by Arrow as before. The values are the stored bytes themselves,
-so the predictions equal Arrow's bit for bit.
+against the checked bytes and writes the PLAIN or dictionary-encoded values. Predictions stored
+as K float columns arrive class after class and are transposed on the device; int32/int64
+labels are decoded the same way, other labels and ids (small columns) are read by Arrow. The
+values are the stored bytes themselves, so they equal Arrow's bit for bit.
 
 Anything else — another codec, nulls, other encodings, pages that fail to decode, values or
 labels that fail validation — raises :class:`~labelscan.io.pages.Unsupported`, and the caller
@@ -46,7 +47,7 @@ _reported_lock = threading.Lock()
 
 
 def enabled() -> bool:
-    """Whether GPU workers decode prediction list columns on the device (``labelscan.gpu-page-decoding``)."""
+    """Whether GPU workers decode predictions on the device (``labelscan.gpu-page-decoding``)."""
     return bool(config.get("gpu-page-decoding"))
 
 
@@ -60,6 +61,7 @@ class _Chunk:
     codec: str | None
     first_value: int
     num_values: int
+    leaf: pages.ListLeaf
     upload_offset: int = 0
 
 
@@ -117,9 +119,10 @@ def _place(location: tuple[bool, int], scratch_start: int) -> int:
     return scratch_start + offset if in_scratch else offset
 
 
-def _plan_chunk(tables: _PageTables, data: memoryview, chunk: _Chunk, leaf: pages.ListLeaf) -> None:
+def _plan_chunk(tables: _PageTables, data: memoryview, chunk: _Chunk) -> None:
     """Add one column chunk's pages (its bytes ``data``, uploaded at ``chunk.upload_offset``)."""
-    base, codec, itemsize = chunk.upload_offset, chunk.codec, leaf.dtype.itemsize
+    base, codec, leaf = chunk.upload_offset, chunk.codec, chunk.leaf
+    itemsize = leaf.dtype.itemsize
     written, dictionary = 0, None
     for page_type, header, offset, body in pages.column_chunk_pages(data, chunk.num_values):
         if page_type == pages.DICTIONARY_PAGE:
@@ -154,26 +157,31 @@ def _plan_chunk(tables: _PageTables, data: memoryview, chunk: _Chunk, leaf: page
         written += count
 
 
-def _chunks(plan, spec, leaf_of, leaves: dict) -> list[_Chunk]:
-    """A column's chunks of a partition, in row order (``leaves``: the leaf per path, filled)."""
-    chunks, first_value = [], 0
+def _chunks(plan, spec, leaves_of) -> list[_Chunk]:
+    """The column chunks of a partition's output columns, where their values go.
+
+    The values of output column ``c`` (one leaf) for partition rows ``[r, r + m)`` start at
+    value ``(c * n + r) * list_size``: one column's values, then the next one's (a single list
+    column: row after row).
+    """
+    chunks, row = [], 0
     for piece in spec.pieces:
         with _native_or_fsspec(plan.fs, piece.path) as handle:
             parquet = _parquet_file(handle, piece.path)
-        leaf = leaf_of(parquet)
-        if leaf is None:
+        leaves = leaves_of(parquet)
+        if not leaves:
             raise pages.Unsupported("not a column the device decodes")
-        leaves[piece.path] = leaf
         for index, rows in zip(piece.row_groups, piece.row_group_rows):
-            chunk = parquet.metadata.row_group(index).column(leaf.column_index)
-            if chunk.compression not in DEVICE_CODECS:
-                raise pages.Unsupported(f"codec {chunk.compression}")
-            if chunk.num_values != rows * leaf.list_size:
-                raise pages.Unsupported("level entries differ from rows x K (nulls or lists of another length)")
-            start = chunk.dictionary_page_offset if chunk.has_dictionary_page else chunk.data_page_offset
-            chunks.append(_Chunk(piece.path, start, chunk.total_compressed_size,
-                                 DEVICE_CODECS[chunk.compression], first_value, rows * leaf.list_size))
-            first_value += rows * leaf.list_size
+            for column, leaf in enumerate(leaves):
+                chunk = parquet.metadata.row_group(index).column(leaf.column_index)
+                if chunk.compression not in DEVICE_CODECS:
+                    raise pages.Unsupported(f"codec {chunk.compression}")
+                if chunk.num_values != rows * leaf.list_size:
+                    raise pages.Unsupported("level entries differ from rows x K (nulls or lists of another length)")
+                start = chunk.dictionary_page_offset if chunk.has_dictionary_page else chunk.data_page_offset
+                chunks.append(_Chunk(piece.path, start, chunk.total_compressed_size, DEVICE_CODECS[chunk.compression],
+                                     (column * spec.num_rows + row) * leaf.list_size, rows * leaf.list_size, leaf))
+            row += rows
     return chunks
 
 
@@ -225,8 +233,8 @@ class StoredPages:
     dtype: np.dtype
 
 
-def stored_pages(plan, spec, allocate, leaf_of) -> StoredPages:
-    """Read a partition's column chunks of one column and tabulate their pages.
+def stored_pages(plan, spec, allocate, leaves_of) -> StoredPages:
+    """Read a partition's column chunks of one column (or of K columns) and tabulate their pages.
 
     Parameters
     ----------
@@ -234,16 +242,16 @@ def stored_pages(plan, spec, allocate, leaf_of) -> StoredPages:
     spec : labelscan.io.dataset.PartitionSpec
     allocate : callable(int) -> numpy.ndarray of uint8
         Host memory for the stored bytes (pinned staging memory on a GPU worker).
-    leaf_of : callable(pyarrow.parquet.ParquetFile) -> labelscan.io.pages.ListLeaf or None
-        The column's leaf in a file (None: not decodable here), e.g. :func:`prediction_leaf`.
+    leaves_of : callable(pyarrow.parquet.ParquetFile) -> list of labelscan.io.pages.ListLeaf or None
+        The leaves of the output's columns in a file, in order (None: not decodable here),
+        e.g. :func:`prediction_leaves`.
 
     Raises
     ------
     Unsupported
         When the partition needs Arrow's reader (see the module's docstring).
     """
-    leaves: dict = {}
-    chunks = _chunks(plan, spec, leaf_of, leaves)
+    chunks = _chunks(plan, spec, leaves_of)
     upload_size = 0
     for chunk in chunks:
         chunk.upload_offset, upload_size = upload_size, upload_size + chunk.size
@@ -254,40 +262,48 @@ def stored_pages(plan, spec, allocate, leaf_of) -> StoredPages:
     tables = _PageTables()
     try:
         for chunk in chunks:
-            _plan_chunk(tables, view[chunk.upload_offset:][:chunk.size], chunk, leaves[chunk.path])
+            _plan_chunk(tables, view[chunk.upload_offset:][:chunk.size], chunk)
     except (pages.ThriftError, IndexError, KeyError, TypeError, ValueError) as error:
         raise pages.Unsupported(f"unreadable pages ({error!r})") from error
     snappy, data, device_size = tables.arrays(upload_size)
     references = np.frombuffer(b"".join(tables.references), dtype=np.uint8)
     return StoredPages([upload, references], device_size, snappy, data, sum(chunk.num_values for chunk in chunks),
-                       next(iter(leaves.values())).dtype)
+                       chunks[0].leaf.dtype)
 
 
-def prediction_leaf(plan):
-    """``leaf_of`` of the plan's prediction list column."""
-    return lambda parquet: pages.list_leaf(parquet, plan.pred_probs_column, plan.num_classes)
+def prediction_leaves(plan):
+    """``leaves_of`` of the plan's predictions: its list column, or its K float columns (whose
+    values then come column after column)."""
+    if plan.pred_probs_column is not None:
+        return lambda parquet: _all_or_none([pages.list_leaf(parquet, plan.pred_probs_column, plan.num_classes)])
+    return lambda parquet: _all_or_none([pages.flat_leaf(parquet, name, pages.PHYSICAL_DTYPES)
+                                         for name in plan.pred_probs_columns])
 
 
-def label_leaf(plan):
-    """``leaf_of`` of the plan's label column (int32 or int64)."""
-    return lambda parquet: pages.flat_leaf(parquet, plan.label_column)
+def label_leaves(plan):
+    """``leaves_of`` of the plan's label column (int32 or int64)."""
+    return lambda parquet: _all_or_none([pages.flat_leaf(parquet, plan.label_column, pages.INTEGER_DTYPES)])
 
 
-def read_column_on_device(plan, spec, leaf_of, lower: float, upper: float):
-    """A partition's values of one column decoded on the current GPU, all within ``[lower, upper]``.
+def _all_or_none(leaves: list):
+    return None if any(leaf is None for leaf in leaves) else leaves
+
+
+def read_column_on_device(plan, spec, leaves_of, lower: float, upper: float):
+    """A partition's values of one column (or K) decoded on the current GPU, all within ``[lower, upper]``.
 
     Parameters
     ----------
     plan : labelscan.io.dataset.DatasetPlan
     spec : labelscan.io.dataset.PartitionSpec
-    leaf_of : callable
+    leaves_of : callable
         See :func:`stored_pages`.
     lower, upper : float
         Bounds every value must lie within (NaN does not).
 
     Returns
     -------
-    cupy.ndarray, shape (rows x values a row,), the column's dtype
+    cupy.ndarray, shape (columns x rows x values a row,), the columns' dtype
 
     Raises
     ------
@@ -300,7 +316,7 @@ def read_column_on_device(plan, spec, leaf_of, lower: float, upper: float):
     from labelscan.kernels.cuda_pages import decode_pages, values_within
     from labelscan.kernels.device import pinned_buffer
 
-    stored = stored_pages(plan, spec, pinned_buffer, leaf_of)
+    stored = stored_pages(plan, spec, pinned_buffer, leaves_of)
     values = decode_pages(stored.uploads, stored.device_size, stored.snappy_pages, stored.data_pages,
                           stored.num_values, stored.dtype)
     if not values_within(values, lower, upper):
@@ -312,8 +328,8 @@ def read_partition_on_device(plan, spec) -> PartitionData | None:
     """A partition read and validated on the current GPU, or None when it needs the host reader
     (which then reads it from scratch: :func:`labelscan.io.dataset.read_partition`).
 
-    Predictions of a list column and int32/int64 labels are decoded on the device; labels of
-    other types are read by Arrow, ids too.
+    Predictions (a list column or K float columns) and int32/int64 labels are decoded on the
+    device; labels of other types are read by Arrow, ids too.
 
     Parameters
     ----------
@@ -325,12 +341,12 @@ def read_partition_on_device(plan, spec) -> PartitionData | None:
     PartitionData or None
         ``labels`` (n,) int64 and ``pred_probs`` (n, K) on the device, ``ids`` (host) or None.
     """
-    if plan.pred_probs_column is None or np.dtype(plan.pred_probs_dtype) not in pages.PHYSICAL_DTYPES.values():
+    if np.dtype(plan.pred_probs_dtype) not in pages.PHYSICAL_DTYPES.values():
         return None
     try:
-        pred_probs = read_column_on_device(plan, spec, prediction_leaf(plan), LOWER_BOUND, UPPER_BOUND)
+        values = read_column_on_device(plan, spec, prediction_leaves(plan), LOWER_BOUND, UPPER_BOUND)
         try:
-            labels = read_column_on_device(plan, spec, label_leaf(plan), 0, plan.num_classes - 1).astype(np.int64)
+            labels = read_column_on_device(plan, spec, label_leaves(plan), 0, plan.num_classes - 1).astype(np.int64)
         except pages.Unsupported:
             labels = read_labels(plan, spec)   # other types; or invalid labels, which it names
     except (InputError, pages.Unsupported) as error:
@@ -339,8 +355,11 @@ def read_partition_on_device(plan, spec) -> PartitionData | None:
     ids = read_ids(plan, spec) if plan.id_column is not None else None
     if ids is not None:
         validate_unique_ids(ids, spec)
-    return PartitionData(row_start=spec.row_start, labels=labels,
-                         pred_probs=pred_probs.reshape(spec.num_rows, plan.num_classes), ids=ids)
+    if plan.pred_probs_column is not None:
+        pred_probs = values.reshape(spec.num_rows, plan.num_classes)
+    else:   # K columns, one after the other
+        pred_probs = values.reshape(plan.num_classes, spec.num_rows).T.copy(order="C")
+    return PartitionData(row_start=spec.row_start, labels=labels, pred_probs=pred_probs, ids=ids)
 
 
 def report_host_read(spec, reason: Exception) -> None:

@@ -121,8 +121,8 @@ def list_leaf(parquet, column: str, list_size: int) -> ListLeaf | None:
 INTEGER_DTYPES = {"INT32": np.dtype("<i4"), "INT64": np.dtype("<i8")}
 
 
-def flat_leaf(parquet, column: str) -> ListLeaf | None:
-    """A flat int32/int64 column (given labels) as a leaf of one value a row, or None.
+def flat_leaf(parquet, column: str, dtypes: dict) -> ListLeaf | None:
+    """A flat column (given labels, or one class's predictions) as a leaf of one value a row, or None.
 
     Its pages are read like a list column's, with no repetition levels and ``list_size`` 1
     (:mod:`labelscan.io.device_pages`).
@@ -132,12 +132,15 @@ def flat_leaf(parquet, column: str) -> ListLeaf | None:
     parquet : pyarrow.parquet.ParquetFile
     column : str
         Top-level column.
+    dtypes : dict
+        The parquet physical types accepted and their numpy dtypes (:data:`INTEGER_DTYPES`,
+        :data:`PHYSICAL_DTYPES`); the column's Arrow type must be that dtype's.
     """
     leaves = [index for index in range(len(parquet.schema)) if parquet.schema.column(index).path == column]
     if len(leaves) != 1:
         return None
     leaf = parquet.schema.column(leaves[0])
-    dtype = INTEGER_DTYPES.get(leaf.physical_type)
+    dtype = dtypes.get(leaf.physical_type)
     field_type = parquet.schema_arrow.field(column).type
     if dtype is None or field_type != pa.from_numpy_dtype(dtype) or leaf.max_repetition_level != 0:
         return None
