@@ -36,6 +36,7 @@ import json
 import math
 import multiprocessing
 import os
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -408,6 +409,14 @@ def _clear(folder: Path) -> None:
     (folder / DONE_MARKER).unlink(missing_ok=True)
     for path in list(folder.glob("part-*.parquet")) + list(folder.glob(".part-*.tmp")):
         path.unlink()
+
+
+def add_dataset_options(parser: argparse.ArgumentParser) -> None:
+    """``--data-dir`` (where sets are generated and cached, default under the temporary folder)
+    and ``--jobs`` (processes generating files), the options of every benchmark that generates
+    a set."""
+    parser.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "labelscan-bench"))
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes generating files")
 
 
 def main(argv=None) -> None:

@@ -19,15 +19,13 @@ Run: ``python -m benchmarks.device_reads --size 100Mx10 --repeat 4 --out benchma
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import tempfile
 import time
 
 import numpy as np
 
 from benchmarks.cpu import Recorder, machine_info, package_versions
-from benchmarks.datasets import ensure_dataset, parse_size
+from benchmarks.datasets import add_dataset_options, ensure_dataset, parse_size
 from labelscan.io import device_pages
 from labelscan.io.dataset import plan_dataset, read_partition
 from labelscan.io.threads import ensure_decode_threads
@@ -81,8 +79,7 @@ def main(argv=None) -> None:
     parser.add_argument("--rows-per-partition", type=int, default=None,
                         help="rows of the partition read (default: 512 MiB of predictions)")
     parser.add_argument("--repeat", type=int, default=4)
-    parser.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "labelscan-bench"))
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes generating files")
+    add_dataset_options(parser)
     parser.add_argument("--out", default="benchmarks/results/device-reads.json")
     args = parser.parse_args(argv)
     rows, classes = parse_size(args.size)

@@ -17,11 +17,10 @@ import argparse
 import contextlib
 import os
 import statistics
-import tempfile
 import time
 
 from benchmarks.cpu import Recorder, machine_info, package_versions
-from benchmarks.datasets import ROWS_PER_FILE, ensure_dataset, parse_size
+from benchmarks.datasets import ROWS_PER_FILE, add_dataset_options, ensure_dataset, parse_size
 from labelscan import cluster as clusters
 
 SETTINGS = {"glibc": {}, "labelscan": dict(clusters.GPU_WORKER_MALLOC)}
@@ -78,8 +77,7 @@ def main(argv=None) -> None:
     parser.add_argument("--cpu", action="store_true", help="the default CPU LocalCluster instead of GPUs")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--rows-per-file", type=int, default=ROWS_PER_FILE)
-    parser.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "labelscan-bench"))
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes generating files")
+    add_dataset_options(parser)
     parser.add_argument("--out", default="benchmarks/results/malloc.json")
     args = parser.parse_args(argv)
     rows, classes = parse_size(args.size)

@@ -20,12 +20,11 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 from benchmarks.cpu import Recorder, machine_info, package_versions
-from benchmarks.datasets import ensure_dataset, parse_size
+from benchmarks.datasets import add_dataset_options, ensure_dataset, parse_size
 from labelscan.io import pages
 from labelscan.io.dataset import plan_dataset, read_partition
 
@@ -96,8 +95,7 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--gpu-scans", type=int, default=0, help="alternating pairs of GPU scans (0: none)")
-    parser.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "labelscan-bench"))
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes generating files")
+    add_dataset_options(parser)
     parser.add_argument("--out", default="benchmarks/results/reader.json")
     args = parser.parse_args(argv)
     rows, classes = parse_size(args.size)
