@@ -159,6 +159,50 @@ def test_scan_outputs_identical_on_cuda_cluster(tmp_path):
 
 
 
+LAYOUTS = {   # input sets whose predictions the GPU workers decode on the device, or leave to Arrow
+    "list": ("pred_probs", {}),
+    "list-v2-uncompressed": ("pred_probs", {"data_page_version": "2.0", "compression": "none"}),
+    "list-small-dictionary": ("pred_probs", {"dictionary_pagesize_limit": 4_000, "data_page_size": 20_000}),
+    "columns": ("p", {}),
+    "list-zstd": ("pred_probs", {"compression": "zstd"}),   # Arrow's reader
+}
+
+
+def _write_layout(folder, labels, pred_probs, layout):
+    column, options = LAYOUTS[layout]
+    folder.mkdir(parents=True)
+    for index, start in enumerate(range(0, len(labels), 30_000)):
+        rows = slice(start, start + 30_000)
+        if column == "p":
+            columns = {f"p{k}": pred_probs[rows, k] for k in range(pred_probs.shape[1])}
+        else:
+            columns = {column: pa.FixedSizeListArray.from_arrays(pa.array(pred_probs[rows].ravel()),
+                                                                 pred_probs.shape[1])}
+        pq.write_table(pa.table({"label": labels[rows], **columns}), folder / f"part-{index}.parquet",
+                       row_group_size=7_500, **options)
+    return column
+
+
+def test_scans_of_every_layout_identical_with_gpu_page_decoding(tmp_path):
+    from distributed import Client, LocalCluster
+
+    from labelscan.cluster import local_cuda_cluster
+
+    labels, pred_probs = synthetic.continuous(90_000, 7, np.float32, seed=13)
+    columns = {layout: _write_layout(tmp_path / layout, labels, pred_probs, layout) for layout in LAYOUTS}
+    options = {"rows_per_partition": 22_500, "filter_by": "both"}
+    with local_cuda_cluster() as cluster, Client(cluster) as client:
+        for layout, column in columns.items():
+            labelscan.scan(str(tmp_path / layout), str(tmp_path / "gpu" / layout), client=client, backend="cupy",
+                           pred_probs_column=column, **options)
+    with LocalCluster(n_workers=1, threads_per_worker=2) as cluster, Client(cluster) as client:
+        for layout, column in columns.items():
+            labelscan.scan(str(tmp_path / layout), str(tmp_path / "cpu" / layout), client=client, backend="numpy",
+                           pred_probs_column=column, **options)
+    for layout in LAYOUTS:
+        assert output_digests(tmp_path / "gpu" / layout) == output_digests(tmp_path / "cpu" / layout), layout
+
+
 def _host_threads_and_secedes(dask_worker):
     """A worker's ``labelscan.host-threads``, its thread count and how many of its tasks left its pool."""
     import dask.config
