@@ -79,16 +79,17 @@ class _PageTables:
     scratch_size: int = 0
     references: dict = field(default_factory=dict)   # level-section bytes -> offset among them
 
-    def expand(self, source: int, size: int, uncompressed: int, codec) -> tuple[bool, int]:
-        """Where a stored region's decompressed bytes will lie: ``(in scratch, offset)``."""
+    def expand(self, source: int, size: int, uncompressed: int, codec) -> tuple[tuple[bool, int], int]:
+        """Where a stored region's bytes will lie decompressed (``codec`` None: as stored), and
+        their size: ``((in scratch, offset), size)``."""
         if codec is None:
-            return False, source
+            return (False, source), size
         output = self.scratch_size
         self.scratch_size += -(-uncompressed // SCRATCH_ALIGNMENT) * SCRATCH_ALIGNMENT
         for name, value in zip(("sources", "source_sizes", "outputs", "output_sizes"),
                                (source, size, output, uncompressed)):
             self.snappy[name].append(value)
-        return True, output
+        return (True, output), uncompressed
 
     def reference(self, prefix: bytes) -> int:
         return self.references.setdefault(prefix, sum(map(len, self.references)))
@@ -129,21 +130,18 @@ def _plan_chunk(tables: _PageTables, data: memoryview, chunk: _Chunk) -> None:
             entries = pages.dictionary_size(header)
             if header[2] < entries * itemsize:
                 raise pages.Unsupported("dictionary page shorter than its entries")
-            dictionary = tables.expand(base + offset, len(body), header[2], codec), entries
+            dictionary = tables.expand(base + offset, len(body), header[2], codec)[0], entries
             continue
         if page_type == pages.INDEX_PAGE:
             continue
         if page_type == pages.DATA_PAGE:
             count, encoding, prefix = pages.v1_level_prefix(header, body, codec, leaf, written)
-            location = tables.expand(base + offset, len(body), header[2], codec)
-            page_size = header[2] if codec is not None else len(body)
-        else:
+            location, page_size = tables.expand(base + offset, len(body), header[2], codec)
+        else:   # levels stored uncompressed before the values, which may be compressed
             count, encoding, values_offset, compressed = pages.v2_layout(header, body, leaf, written)
-            prefix, page_size = b"", header[2] - values_offset
-            location = (tables.expand(base + offset + values_offset, len(body) - values_offset, page_size, codec)
-                        if compressed else (False, base + offset + values_offset))
-            if not compressed or codec is None:
-                page_size = len(body) - values_offset
+            prefix = b""
+            location, page_size = tables.expand(base + offset + values_offset, len(body) - values_offset,
+                                                header[2] - values_offset, codec if compressed else None)
         dictionary_encoded = encoding in (pages.PLAIN_DICTIONARY, pages.RLE_DICTIONARY)
         if encoding != pages.PLAIN and not (dictionary_encoded and dictionary is not None):
             raise pages.Unsupported(f"value encoding {encoding}")

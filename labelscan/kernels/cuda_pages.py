@@ -168,12 +168,14 @@ SNAPPY_PAGES_PER_BLOCK = 4
 _KERNELS: dict = {}
 
 
-def _kernel(source: str, name: str, itemsize: int = 0):
+def _kernel(source: str, name: str, **defines):
+    """The ``cupy.RawKernel`` ``name`` of ``source`` with ``#define`` lines (compiled once per process)."""
     import cupy
 
-    key = (name, itemsize)
+    key = (name, tuple(sorted(defines.items())))
     if key not in _KERNELS:
-        _KERNELS[key] = cupy.RawKernel(f"#define ITEMSIZE {itemsize}\n" + source, name)
+        header = "".join(f"#define {macro} {value}\n" for macro, value in sorted(defines.items()))
+        _KERNELS[key] = cupy.RawKernel(header + source, name)
     return _KERNELS[key]
 
 
@@ -248,7 +250,7 @@ def _run_kernels(uploads: list, device_size: int, snappy_pages: dict, data_pages
         tables = [cupy.asarray(data_pages[name]) for name in
                   ("pages", "page_sizes", "level_sizes", "references", "dictionary_encoded", "dictionaries",
                    "dictionary_sizes", "counts", "first_values")]
-        _kernel(VALUES_SOURCE, "page_values", np.dtype(dtype).itemsize)(
+        _kernel(VALUES_SOURCE, "page_values", ITEMSIZE=np.dtype(dtype).itemsize)(
             (num_data,), (VALUES_THREADS,), (buffer, *tables, values, status[num_snappy:]))
     return values, status
 
@@ -288,11 +290,8 @@ def values_within(values, lower: float, upper: float) -> bool:
 
     if values.size == 0:
         return True
-    name = C_TYPES[np.dtype(values.dtype)]
-    key = ("outside_bounds", name)
-    if key not in _KERNELS:
-        _KERNELS[key] = cupy.RawKernel(f"#define TYPE {name}\n" + BOUNDS_SOURCE, "outside_bounds")
     found = cupy.zeros(1, dtype=np.int32)
     grid, block = launch_grid(values.size, BOUNDS_BLOCKS)
-    _KERNELS[key](grid, block, (values, np.int64(values.size), np.float64(lower), np.float64(upper), found))
+    _kernel(BOUNDS_SOURCE, "outside_bounds", TYPE=C_TYPES[np.dtype(values.dtype)])(
+        grid, block, (values, np.int64(values.size), np.float64(lower), np.float64(upper), found))
     return not int(found.get()[0])
