@@ -3,7 +3,7 @@
 import json
 
 from benchmarks import device_reads, encode, malloc, reader
-from benchmarks.cpu import Recorder
+from benchmarks.cpu import Recorder, timed_runs
 from benchmarks.scale import add_speedups
 from labelscan.io import pages
 
@@ -26,6 +26,12 @@ def test_device_reads_benchmark_times_the_host_part_everywhere(tmp_path):
     found = {record["metric"]: record["value"] for record in json.loads(out.read_text())}
     assert found["partition_rows"] == 20_000 and found["stored_bytes"] > 20_000 * 10 * 4 * 0.8
     assert found["host_seconds"] > 0
+
+
+def test_timed_runs_call_before_ahead_of_each_run_untimed():
+    calls = []
+    seconds, result = timed_runs(lambda: calls.append("run") or len(calls), 3, before=lambda: calls.append("sync"))
+    assert calls == ["sync", "run"] * 3 and len(seconds) == 3 and result == 6
 
 
 def test_speedups_are_against_one_gpu_whatever_the_order():

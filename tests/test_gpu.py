@@ -203,6 +203,30 @@ def test_scans_of_every_layout_identical_with_gpu_page_decoding(tmp_path):
         assert output_digests(tmp_path / "gpu" / layout) == output_digests(tmp_path / "cpu" / layout), layout
 
 
+def test_bad_input_on_gpu_workers_is_refused_as_on_cpu_and_nothing_written(tmp_path):
+    """Every case of the bad-input corpus, scanned by GPU workers (whose partitions go through
+    GPU page decoding first): the CPU run's exit code and message, and no destination."""
+    from distributed import Client
+
+    from labelscan.cluster import local_cuda_cluster
+    from test_bad_input import corpus, digests, scan_cli
+
+    with local_cuda_cluster() as cluster, Client(cluster):
+        for name, case in corpus.CASES.items():
+            data = corpus.build(name, tmp_path / name / "in")
+            out = tmp_path / name / "out"
+            result = scan_cli(data, out, cluster.scheduler_address, *case.args, "--backend", "cupy")
+            assert result.exit_code == case.exit_code, (name, result.output)
+            assert case.message in result.output, (name, result.output)
+            if case.exit_code == 3:
+                (line,) = [line for line in result.output.splitlines() if line.startswith("error: ")]
+                if case.file is not None:
+                    assert f" in {data / case.file}" in line, (name, line)
+                if case.located() is not None:
+                    assert case.located() in line, (name, line)
+            assert digests(out) is None, name
+
+
 def _host_threads_and_secedes(dask_worker):
     """A worker's ``labelscan.host-threads``, its thread count and how many of its tasks left its pool."""
     import dask.config
