@@ -61,9 +61,10 @@ instead of a few calls per class (200K x 1000 in 25 partitions of 8,000 rows: cu
 -> 0.7 s). Larger blocks stay per class, where each call works on many rows at once (1M x 100
 in 625-row blocks: 0.49 s per class, 1.96 s flat), and so do partitions of more than
 ``FLAT_MAX_IMAGES`` images (a flat round holds a few index arrays of that length). Device
-partitions of more than ``FLAT_MIN_BLOCKS`` class blocks are always flat: their kernels
-(:mod:`labelscan.kernels.cuda_flat`) need no index arrays, and per-block kernel launches cost
-more than any block's work (200K x 1000 on an H100: 24 s -> 1.4 s)."""
+partitions are always flat: their kernels (:mod:`labelscan.kernels.cuda_flat`) need no index
+arrays, one launch writes every key image and one counts a round, where class blocks cost a
+dozen launches and a sort per block (200K x 1000 on an H100: 24 s -> 1.4 s; a 12.5M-row
+partition of 10 classes: a 16-bit round 10.8 -> 4.7 ms, `scratch` benchmark)."""
 
 COLLECT_LIMIT = 1 << 11
 """An interval holding at most this many rows is resolved by collecting them."""
@@ -230,7 +231,8 @@ def partition_keys(part, scores=None, facts=None, *, tasks: SelectionTasks) -> P
     Returns
     -------
     PartitionKeys or labelscan.selection_flat.FlatKeys
-        Flat keys for a host partition of more than :data:`FLAT_MIN_BLOCKS` class blocks.
+        Flat keys for a device partition, and for a host partition of more than
+        :data:`FLAT_MIN_BLOCKS` class blocks.
     """
     from labelscan.passes import as_partition
 
@@ -247,7 +249,7 @@ def partition_keys(part, scores=None, facts=None, *, tasks: SelectionTasks) -> P
     num_blocks = int(np.count_nonzero(class_counts[task_classes]))
     host_flat = (not host_keys_in_blocks(part.num_rows, num_blocks)
                  and class_counts[tasks.classes].sum() <= FLAT_MAX_IMAGES)
-    if num_blocks > FLAT_MIN_BLOCKS and (xp is not np or host_flat):
+    if (xp is not np and num_blocks) or (num_blocks > FLAT_MIN_BLOCKS and host_flat):
         return _flat_partition_keys(part, tasks, class_counts)
     outranked_classes = np.zeros(0, dtype=task_classes.dtype)
     if facts is not None and xp is np and tasks.outranked_only is not None:
@@ -305,11 +307,7 @@ def _outranked_blocks(part, tasks: SelectionTasks, predicted: np.ndarray, classe
 
 def _block_images(part, tasks: SelectionTasks, k: int, rows: slice, task_ids: np.ndarray):
     """Key images of the tasks ``task_ids`` (all of class ``k``) over the class's grouped rows,
-    shape (m, r): one fused kernel on a device partition, array operations on the host."""
-    if part.xp is not np:
-        from labelscan.kernels.cuda_keys import key_images
-
-        return key_images(part.columns, k, rows, _subtracted_columns(tasks, task_ids))
+    shape (m, r) (host partitions: device partitions keep flat keys)."""
     given = part.columns[k, rows]
     if tasks.kind == BY_CLASS:
         keys = given[None, :].copy()
@@ -475,22 +473,8 @@ def _block_histogram(images, lo, width, bits):
         beyond = offset > xp.asarray(_last_offsets(width, images.dtype))[:, None]
         bins[beyond] = num_bins
     flat = bins.astype(np.intp) + xp.asarray(np.arange(len(lo)) * (num_bins + 1))[:, None]
-    counts = _count_cells(flat.ravel(), len(lo) * (num_bins + 1))
+    counts = bincount(flat.ravel(), len(lo) * (num_bins + 1))
     return counts.reshape(len(lo), num_bins + 1)[:, :num_bins]
-
-
-def _count_cells(cells, num_cells: int):
-    """Occurrences of each of ``0 .. num_cells - 1`` in ``cells``, shape (num_cells,).
-
-    On a GPU by sorting and binary search: ``bincount``'s atomic additions serialise on the few
-    bins most keys fall in (margins are far from uniform), and with many bins CUB cannot keep
-    the histogram in shared memory.
-    """
-    xp = array_module(cells)
-    if xp is np:
-        return bincount(cells, num_cells)
-    ordered = xp.sort(cells.astype(np.int32 if num_cells < 2**31 else np.int64))
-    return xp.diff(xp.searchsorted(ordered, xp.arange(num_cells + 1, dtype=ordered.dtype)))
 
 
 def _is_first_round(lo, width, image_width: int) -> bool:
@@ -500,13 +484,10 @@ def _is_first_round(lo, width, image_width: int) -> bool:
 
 def _whole_range(images, lo, width, bits) -> bool:
     """Whether every task's interval is the whole image range and ``bits`` is a byte width
-    :func:`_add_top_bits_histogram` can read (little-endian host memory, C-contiguous rows).
-
-    Host arrays only: on a GPU the general path counts by sorting, and per-row ``bincount``
-    calls would each synchronise the device.
-    """
+    :func:`_add_top_bits_histogram` can read (little-endian memory, C-contiguous rows; class
+    blocks live on the host)."""
     full = images.dtype.itemsize * 8
-    return (array_module(images) is np and bits in TOP_BITS_FAST and full % bits == 0
+    return (bits in TOP_BITS_FAST and full % bits == 0
             and sys.byteorder == "little" and images.flags.c_contiguous and _is_first_round(lo, width, full))
 
 

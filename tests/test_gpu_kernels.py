@@ -72,18 +72,15 @@ def _tasks(kind, num_classes, dtype):
     return selection.SelectionTasks(kind, classes, columns, counts, counts, np.dtype(dtype))
 
 
-def _device_images_per_task(keys):
-    """Task -> (grouped rows, host images) of device keys, per class block or flat segment."""
-    if isinstance(keys, FlatKeys):
-        return {int(task): (slice(int(first), int(first + stop - start)), keys.images[start:stop].get())
-                for task, first, start, stop in zip(keys.task_ids, keys.first_rows, keys.bounds[:-1], keys.bounds[1:])}
-    return {int(task): (block.rows, images.get())
-            for block in keys.blocks for task, images in zip(block.task_ids, block.images)}
+def _device_images_per_task(keys: FlatKeys):
+    """Task -> (grouped rows, host images) of flat device keys, per segment."""
+    return {int(task): (slice(int(first), int(first + stop - start)), keys.images[start:stop].get())
+            for task, first, start, stop in zip(keys.task_ids, keys.first_rows, keys.bounds[:-1], keys.bounds[1:])}
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", [selection.NOISE_RATE, selection.BY_CLASS])
-@pytest.mark.parametrize("num_classes", [2, 7, 120])   # 120 classes: flat keys
+@pytest.mark.parametrize("num_classes", [2, 7, 120])
 def test_key_images_kernels_match_host(dtype, kind, num_classes):
     labels, pred_probs = _predictions(5_000, num_classes, dtype, seed=7)
     special = np.asarray([0.0, -0.0, np.inf, -np.inf, np.finfo(dtype).tiny / 4, -np.finfo(dtype).tiny / 4,
@@ -92,7 +89,7 @@ def test_key_images_kernels_match_host(dtype, kind, num_classes):
     host, device = _both(labels, pred_probs)
     tasks = _tasks(kind, num_classes, dtype)
     keys = selection.partition_keys(device, tasks=tasks)
-    assert isinstance(keys, FlatKeys) == (num_classes > selection.FLAT_MIN_BLOCKS)
+    assert isinstance(keys, FlatKeys)   # device keys are flat whatever the number of classes
     got = _device_images_per_task(keys)
     with_rows = [t for t in range(len(tasks)) if host.class_counts()[tasks.classes[t]] > 0]
     assert sorted(got) == with_rows
