@@ -2,7 +2,7 @@
 
 import json
 
-from benchmarks import device_reads, encode, malloc, reader
+from benchmarks import device_reads, encode, host_writes, malloc, reader
 from benchmarks.cpu import Recorder, timed_runs
 from benchmarks.scale import add_speedups
 from labelscan.io import pages
@@ -59,6 +59,21 @@ def test_encode_benchmark_runs_and_checks_the_bytes(tmp_path):
     metrics = {(r["benchmark"], r["metric"]) for r in records}
     assert metrics >= {("encode_arrow_buffer", "seconds_1_busy_threads"), ("encode_python_file", "seconds_0_busy_threads"),
                        ("encode", "bytes")}
+
+
+def test_host_writes_benchmark_records_every_step_and_leaves_no_parts(tmp_path):
+    out = tmp_path / "host-writes.json"
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    host_writes.main(["--rows", "20000", "--threads", "1,2", "--calls-per-thread", "2", "--dir", str(parts),
+                      "--out", str(out)])
+    records = json.loads(out.read_text())
+    metrics = {(r["benchmark"], r["metric"]): r for r in records}
+    for step in ("encode", "sha256", "put_bytes"):
+        for threads in (1, 2):
+            assert metrics[(f"host_writes_{step}", f"per_call_seconds_{threads}_threads")]["repeats"] == 2 * threads
+    assert metrics[("host_writes", "part_bytes")]["value"] > 0
+    assert list(parts.iterdir()) == []
 
 
 def test_malloc_benchmark_runs_on_cpu(tmp_path):

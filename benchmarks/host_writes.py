@@ -1,0 +1,89 @@
+"""Host cost of a scan's output parts: encoding, hashing and storing mask parts, alone and in parallel.
+
+A scan's flag stage turns every partition into a mask part on the host, whatever computed it
+(CPU or GPU workers): Arrow encodes the table (:func:`labelscan.io.atomic.parquet_bytes`), the
+manifest needs its sha256, and :func:`labelscan.io.atomic.put_bytes` stores it (staging file,
+rename). This benchmark times each of those steps for one mask-shaped table
+(:func:`benchmarks.encode.mask_like_table`), run by 1, 2, ... threads at once (each thread
+does ``--calls-per-thread`` calls), so a machine's numbers say how much host work a partition's
+outputs cost and how far it scales with cores: the bound on a GPU scan's flag stage that more
+GPUs on the same host cannot lift. Records, per step and thread count: the wall seconds of the
+whole batch and the per-call seconds (wall × threads ÷ calls), and the part's bytes.
+
+Run: ``python -m benchmarks.host_writes --rows 13000000 --threads 1,8,16 --out benchmarks/results/host-writes.json``
+(writes ``threads × calls-per-thread`` parts of ~60 MB under ``--dir``, removed after).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from fsspec.implementations.local import LocalFileSystem
+
+from benchmarks.cpu import Recorder, machine_info, package_versions
+from benchmarks.encode import mask_like_table
+from labelscan.io.atomic import parquet_bytes, put_bytes
+from labelscan.io.commit import row_key_statistics
+
+
+def steps(table, data: bytes, folder: Path) -> dict:
+    """The timed steps: each a function of the call's index."""
+    fs = LocalFileSystem()
+    statistics = row_key_statistics(table)
+    return {
+        "encode": lambda index: parquet_bytes([table], statistics=statistics),
+        "sha256": lambda index: hashlib.sha256(data).hexdigest(),
+        "put_bytes": lambda index: put_bytes(fs, str(folder / f"part-{index:05d}.parquet"), data),
+    }
+
+
+def bench_host_writes(recorder: Recorder, num_rows: int, thread_counts: list[int], calls_per_thread: int,
+                      folder: Path) -> None:
+    table = mask_like_table(num_rows)
+    data = parquet_bytes([table], statistics=row_key_statistics(table))
+    size = f"{num_rows}x10"
+    recorder.add("host_writes", size, "part_bytes", len(data), "bytes")
+    for name, step in steps(table, data, folder).items():
+        step(0)   # warm-up: Arrow's memory pool, the folder
+        for threads in thread_counts:
+            calls = threads * calls_per_thread
+            os.sync()   # every batch starts without dirty pages of the previous one
+            started = time.perf_counter()
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(step, range(calls)))
+            wall = time.perf_counter() - started
+            per_call = wall * threads / calls
+            recorder.add(f"host_writes_{name}", size, f"wall_seconds_{threads}_threads", wall, "s", calls)
+            recorder.add(f"host_writes_{name}", size, f"per_call_seconds_{threads}_threads", per_call, "s", calls)
+            print(f"{name:10s} {threads:3d} threads {calls:4d} calls: wall {wall:.3f} s, per call {per_call * 1e3:.0f} ms",
+                  flush=True)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=13_000_000, help="rows of the mask part")
+    parser.add_argument("--threads", default=f"1,{max(1, (os.cpu_count() or 1) // 2)},{os.cpu_count() or 1}",
+                        help="comma-separated thread counts")
+    parser.add_argument("--calls-per-thread", type=int, default=2)
+    parser.add_argument("--dir", default=tempfile.gettempdir(), help="where the parts are stored (a fresh folder in it)")
+    parser.add_argument("--out", default="benchmarks/results/host-writes.json")
+    args = parser.parse_args(argv)
+    recorder = Recorder(machine_info(), package_versions())
+    folder = Path(tempfile.mkdtemp(prefix="labelscan-host-writes-", dir=args.dir))
+    try:
+        bench_host_writes(recorder, args.rows, [int(count) for count in args.threads.split(",")],
+                          args.calls_per_thread, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    recorder.save(args.out)
+
+
+if __name__ == "__main__":
+    main()
