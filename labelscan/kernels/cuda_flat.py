@@ -4,9 +4,11 @@ Per-class-block array code launches a dozen kernels per block and round, and cou
 by sorting its cells (200K×1000 on an H100: 20 s of cutoff rounds; a 12.5M-row partition of
 10 classes: 10.8 ms a 16-bit round). Flat keys are one array of task segments; these kernels
 write all of a partition's key images in one launch and count one refine round in another,
-whatever the number of classes (4.7 ms for that partition). Each thread finds its image's segment by binary search in the segment
-bounds; the histogram's atomic additions are aggregated per warp (neighbouring images of a
-segment mostly fall in the same bin).
+whatever the number of classes (4.7 ms for that partition). The key kernel gives a thread one
+row of a class and writes the row's image in each of the class's segments (the class's
+probability read once); the other kernels give a thread one image, whose segment it finds by
+binary search in the segment bounds. The histogram's atomic additions are aggregated per warp
+(neighbouring images of a segment mostly fall in the same bin).
 """
 
 from __future__ import annotations
@@ -42,17 +44,22 @@ __device__ __forceinline__ int segment_of(const long long* bounds, const int num
 """
 
 _SOURCE = IMAGE_OF + _SEGMENT_OF + r"""
-extern "C" __global__ void flat_key_images(const TYPE* columns, const long long n, const long long* bounds,
-                                           const int num_segments, const long long* first_rows,
-                                           const long long* classes, const long long* others, UTYPE* images) {
-    // image e of segment s: image(P[classes[s], row] - P[others[s], row]) (others[s] < 0: of P[classes[s], row])
-    const long long total = bounds[num_segments];
+extern "C" __global__ void flat_key_images(const TYPE* columns, const long long n, const long long* group_rows,
+                                           const int num_groups, const long long* first_rows,
+                                           const long long* classes, const int* first_segments,
+                                           const long long* bounds, const long long* others, UTYPE* images) {
+    // one thread a row of a group (consecutive segments of one class, over the class's rows): the
+    // row's image in every segment s of the group, image(P[class, row] - P[others[s], row])
+    // (others[s] < 0: of P[class, row]); the class's probability is read once for all of them
+    const long long total = group_rows[num_groups];
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
          e += (long long)gridDim.x * blockDim.x) {
-        const int s = segment_of(bounds, num_segments, e);
-        const long long row = first_rows[s] + (e - bounds[s]);
-        const TYPE given = columns[classes[s] * n + row];
-        images[e] = image_of(others[s] < 0 ? given : SUB(given, columns[others[s] * n + row]));
+        const int g = segment_of(group_rows, num_groups, e);
+        const long long offset = e - group_rows[g];
+        const long long row = first_rows[g] + offset;
+        const TYPE given = columns[classes[g] * n + row];
+        for (int s = first_segments[g]; s < first_segments[g + 1]; ++s)
+            images[bounds[s] + offset] = image_of(others[s] < 0 ? given : SUB(given, columns[others[s] * n + row]));
     }
 }
 
@@ -115,7 +122,8 @@ def flat_key_images(columns, bounds: np.ndarray, first_rows: np.ndarray, classes
         Segment ``s`` fills images ``bounds[s]:bounds[s + 1]`` (non-empty segments).
     first_rows, classes, others : numpy.ndarray, shape (S,)
         Per segment: its first grouped row, its task's class and the column subtracted from the
-        class's (``-1``: the probability itself).
+        class's (``-1``: the probability itself). Every segment of a class covers the class's
+        rows (same first row and length), as :func:`labelscan.selection.partition_keys` makes them.
 
     Returns
     -------
@@ -130,10 +138,18 @@ def flat_key_images(columns, bounds: np.ndarray, first_rows: np.ndarray, classes
     total = int(bounds[-1])
     images = cupy.empty(total, dtype=image_dtype(columns.dtype))
     if total:
-        device = [cupy.asarray(np.asarray(values, dtype=np.int64)) for values in (bounds, first_rows, classes, others)]
+        # groups: runs of consecutive segments of one class (they share its rows)
+        classes = np.asarray(classes, dtype=np.int64)
+        first_segments = np.flatnonzero(np.r_[True, classes[1:] != classes[:-1]])
+        group_rows = np.zeros(len(first_segments) + 1, dtype=np.int64)
+        np.cumsum(np.diff(bounds)[first_segments], out=group_rows[1:])
+        device = [cupy.asarray(values) for values in (
+            group_rows, np.asarray(first_rows, dtype=np.int64)[first_segments], classes[first_segments],
+            np.r_[first_segments, len(classes)].astype(np.int32), np.asarray(bounds, dtype=np.int64),
+            np.asarray(others, dtype=np.int64))]
         compile_kernel(_SOURCE, "flat_key_images", columns.dtype)(
-            *launch_grid(total, MAX_BLOCKS),
-            (columns, np.int64(columns.shape[1]), device[0], np.int32(len(bounds) - 1), *device[1:], images))
+            *launch_grid(int(group_rows[-1]), MAX_BLOCKS),
+            (columns, np.int64(columns.shape[1]), device[0], np.int32(len(first_segments)), *device[1:], images))
     return images
 
 
