@@ -339,8 +339,7 @@ def _flat_partition_keys(part, tasks: SelectionTasks, counts: np.ndarray) -> Fla
 
         return FlatKeys(images=flat_key_images(part.columns, bounds, first_rows, classes,
                                                _subtracted_columns(tasks, task_ids)),
-                        task_ids=task_ids, bounds=bounds, first_rows=first_rows, row_ids=part.row_ids,
-                        num_rows=part.num_rows)
+                        task_ids=task_ids, bounds=bounds, first_rows=first_rows, num_rows=part.num_rows)
     segments = np.repeat(np.arange(len(task_ids)), np.diff(bounds))
     rows = first_rows[segments] + (np.arange(bounds[-1]) - bounds[:-1][segments])
     keys = part.columns[classes[segments], rows]
@@ -348,7 +347,7 @@ def _flat_partition_keys(part, tasks: SelectionTasks, counts: np.ndarray) -> Fla
         np.subtract(keys, part.columns[tasks.columns[task_ids][segments], rows], out=keys)
     images = float_images(keys, overwrite=True, may_have_nan=part.has_nan)
     return FlatKeys(images=images, task_ids=task_ids, bounds=bounds, first_rows=first_rows,
-                    row_ids=part.row_ids, num_rows=part.num_rows)
+                    num_rows=part.num_rows)
 
 
 def _keys(keys, tasks):

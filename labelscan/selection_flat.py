@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from labelscan.xp import array_module, stable_argsort, to_host
+from labelscan.xp import array_module, to_host
 
 
 @dataclass
@@ -36,9 +36,8 @@ class FlatKeys:
         Task of each segment.
     bounds : numpy.ndarray, shape (S + 1,), intp
     first_rows : numpy.ndarray, shape (S,), intp
-        Grouped row of each segment's first image.
-    row_ids : numpy.ndarray or cupy.ndarray, shape (n,), int64
-        Global row of each grouped row of the partition (where the images are).
+        Grouped row of each segment's first image. A segment covers one class's grouped rows,
+        which grouped order keeps in row order: its images are in row order too.
     num_rows : int
         Rows of the partition (``n``).
     """
@@ -47,7 +46,6 @@ class FlatKeys:
     task_ids: np.ndarray
     bounds: np.ndarray
     first_rows: np.ndarray
-    row_ids: np.ndarray
     num_rows: int
 
     @property
@@ -141,7 +139,8 @@ def flat_resolve(keys: FlatKeys, wanted: np.ndarray, lo: np.ndarray, last: np.nd
 
 def flat_select(keys: FlatKeys, limit: np.ndarray, everything: np.ndarray, quota: np.ndarray) -> np.ndarray:
     """Grouped rows selected by any segment: images below the segment's limit, every image of
-    an ``everything`` segment, and the first ``quota`` images equal to the limit (row order).
+    an ``everything`` segment, and the first ``quota`` images equal to the limit (a segment's
+    images are in row order).
 
     Parameters
     ----------
@@ -167,7 +166,6 @@ def flat_select(keys: FlatKeys, limit: np.ndarray, everything: np.ndarray, quota
         selected = flat_select_below(keys.images, keys.bounds, keys.first_rows, limit, everything, keys.num_rows)
     for segment in np.flatnonzero((quota > 0) & ~everything):
         start, stop = int(keys.bounds[segment]), int(keys.bounds[segment + 1])
-        tied = start + xp.flatnonzero(keys.images[start:stop] == limit[segment])
-        tied_rows = keys.grouped_rows(xp.full(len(tied), segment), tied)
-        selected[tied_rows[stable_argsort(keys.row_ids[tied_rows])][: int(quota[segment])]] = True
+        tied = start + xp.flatnonzero(keys.images[start:stop] == limit[segment])[: int(quota[segment])]
+        selected[keys.grouped_rows(xp.full(len(tied), segment), tied)] = True
     return selected

@@ -1,6 +1,7 @@
 """The host-only fast paths of the engine (selection, grouping, joint pass), each pinned to being used.
 
-- flat keys (many classes, few rows per class) give cleanlab 2.9's answer, and are used;
+- flat keys (many classes, few rows per class) give cleanlab 2.9's answer, and are used, also
+  when cuts fall inside runs of tied keys;
 - sparse histograms merge to the dense sum, whatever the mix;
 - the two-level ``choose_bins`` equals a full cumulative sum;
 - grouping from decoded row blocks equals grouping the joined matrix;
@@ -62,6 +63,36 @@ def test_flat_keys_match_cleanlab_and_are_used(monkeypatch, filter_by, parts):
                                                return_indices_ranked_by="self_confidence")
     np.testing.assert_array_equal(got, expected)
     assert calls["count"] >= parts
+
+
+@pytest.mark.parametrize("filter_by", ["prune_by_noise_rate", "prune_by_class", "both"])
+@pytest.mark.parametrize("parts", [1, 3])
+def test_flat_keys_cut_inside_ties_match_cleanlab(monkeypatch, filter_by, parts):
+    """Probabilities on a coarse grid: flat-keyed cuts fall inside runs of tied keys, whose
+    quota goes to the segment's first tied rows (a segment's images are in row order)."""
+    from labelscan import selection_flat
+
+    quotas = []
+    original = selection_flat.flat_select
+
+    def recording(keys, limit, everything, quota):
+        quotas.append(int(quota[~everything].max(initial=0)))
+        return original(keys, limit, everything, quota)
+
+    monkeypatch.setattr(selection, "flat_select", recording)
+    rng = np.random.default_rng(11)
+    num_rows, num_classes = 12_000, 80
+    true_classes = rng.integers(0, num_classes, num_rows)
+    labels = np.where(rng.random(num_rows) < 0.8, true_classes, rng.integers(0, num_classes, num_rows))
+    weights = rng.integers(0, 4, (num_rows, num_classes)).astype(np.float64)
+    weights[np.arange(num_rows), true_classes] += 40
+    pred_probs = (np.round(weights / weights.sum(axis=1, keepdims=True) * 32) / 32).astype(np.float32)
+    got = labelscan.find_label_issues(labels, pred_probs, filter_by=filter_by, num_partitions=parts,
+                                      return_indices_ranked_by="self_confidence")
+    expected = oracle.oracle_find_label_issues(labels, pred_probs, filter_by=filter_by,
+                                               return_indices_ranked_by="self_confidence")
+    np.testing.assert_array_equal(got, expected)
+    assert max(quotas) > 0   # some cut split a run of tied keys
 
 
 def test_large_class_blocks_stay_per_class(monkeypatch):
