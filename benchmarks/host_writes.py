@@ -1,9 +1,9 @@
 """Host cost of a scan's output parts: encoding, hashing and storing mask parts, alone and in parallel.
 
 A scan's flag stage turns every partition into a mask part on the host, whatever computed it
-(CPU or GPU workers): Arrow encodes the table (:func:`labelscan.io.atomic.parquet_bytes`), the
-manifest needs its sha256, and :func:`labelscan.io.atomic.put_bytes` stores it (staging file,
-rename). This benchmark times each of those steps for one mask-shaped table
+(CPU or GPU workers): Arrow encodes the table (:func:`labelscan.io.atomic.parquet_bytes`), and
+:func:`labelscan.io.atomic.put_bytes` stores it (its sha256 for the manifest, a staging file,
+a rename; the sha256 is also timed alone). This benchmark times each of those steps for one mask-shaped table
 (:func:`benchmarks.encode.mask_like_table`), run by 1, 2, ... threads at once (each thread
 does ``--calls-per-thread`` calls), so a machine's numbers say how much host work a partition's
 outputs cost and how far it scales with cores: the bound on a GPU scan's flag stage that more
@@ -33,14 +33,14 @@ from labelscan.io.atomic import parquet_bytes, put_bytes
 from labelscan.io.commit import row_key_statistics
 
 
-def steps(table, data: bytes, folder: Path) -> dict:
-    """The timed steps: each a function of the call's index."""
+def steps(table, data: bytes) -> dict:
+    """The timed steps: each a function of the batch's folder and the call's index."""
     fs = LocalFileSystem()
     statistics = row_key_statistics(table)
     return {
-        "encode": lambda index: parquet_bytes([table], statistics=statistics),
-        "sha256": lambda index: hashlib.sha256(data).hexdigest(),
-        "put_bytes": lambda index: put_bytes(fs, str(folder / f"part-{index:05d}.parquet"), data),
+        "encode": lambda folder, index: parquet_bytes([table], statistics=statistics),
+        "sha256": lambda folder, index: hashlib.sha256(data).hexdigest(),
+        "put_bytes": lambda folder, index: put_bytes(fs, str(folder / f"part-{index:05d}.parquet"), data),
     }
 
 
@@ -50,15 +50,20 @@ def bench_host_writes(recorder: Recorder, num_rows: int, thread_counts: list[int
     data = parquet_bytes([table], statistics=row_key_statistics(table))
     size = f"{num_rows}x10"
     recorder.add("host_writes", size, "part_bytes", len(data), "bytes")
-    for name, step in steps(table, data, folder).items():
-        step(0)   # warm-up: Arrow's memory pool, the folder
+    for name, step in steps(table, data).items():
+        step(folder, 0)   # warm-up: Arrow's memory pool, the folder
         for threads in thread_counts:
             calls = threads * calls_per_thread
-            os.sync()   # every batch starts without dirty pages of the previous one
+            # each batch stores new files, as a scan does (it removes old outputs first): a rename
+            # over an existing file makes ext4 start writing the new one back at once
+            batch = folder / f"{name}-{threads}"
+            batch.mkdir()
+            os.sync()   # and starts without dirty pages of the previous one
             started = time.perf_counter()
             with ThreadPoolExecutor(threads) as pool:
-                list(pool.map(step, range(calls)))
+                list(pool.map(lambda index: step(batch, index), range(calls)))
             wall = time.perf_counter() - started
+            shutil.rmtree(batch)
             per_call = wall * threads / calls
             recorder.add(f"host_writes_{name}", size, f"wall_seconds_{threads}_threads", wall, "s", calls)
             recorder.add(f"host_writes_{name}", size, f"per_call_seconds_{threads}_threads", per_call, "s", calls)
