@@ -79,6 +79,17 @@ def quantized_float32(n=4000, k=10, seed=0, q=16, noise=0.2):
     return labels, _cast(Q, np.float32)
 
 
+def coarse_grid_many_classes(n=12_000, k=80, seed=11):
+    """Many classes, few rows each (flat selection keys), probabilities on a 1/32 grid: noise-rate
+    and per-class cuts fall inside runs of tied keys, so tie quotas split them."""
+    rng = np.random.default_rng(seed)
+    true_classes = rng.integers(0, k, n)
+    labels = np.where(rng.random(n) < 0.8, true_classes, rng.integers(0, k, n))
+    weights = rng.integers(0, 4, (n, k)).astype(np.float64)
+    weights[np.arange(n), true_classes] += 40
+    return labels, (np.round(weights / weights.sum(axis=1, keepdims=True) * 32) / 32).astype(np.float32)
+
+
 def duplicated_rows(n=4000, k=6, seed=0, pool=40, dtype=np.float64):
     """float64 rows drawn (with label) from a small pool: ties at every cutoff in any dtype."""
     rng = np.random.default_rng(seed)

@@ -17,6 +17,11 @@ from labelscan.selection_flat import FlatKeys
 from labelscan.stats.order import float_images
 from labelscan.xp import cupy_or_none
 
+try:
+    import synthetic
+except ImportError:  # tests/ imported as a package
+    from tests import synthetic
+
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(cupy_or_none() is None, reason="needs CuPy and a CUDA device"),
@@ -112,13 +117,7 @@ def test_flat_device_selection_with_ties_matches_host(filter_by, num_partitions)
     inside runs of tied keys, so the tie quotas of flat selection are exercised."""
     import labelscan
 
-    rng = np.random.default_rng(11)
-    num_rows, num_classes = 12_000, 80
-    true_classes = rng.integers(0, num_classes, num_rows)
-    labels = np.where(rng.random(num_rows) < 0.8, true_classes, rng.integers(0, num_classes, num_rows))
-    weights = rng.integers(0, 4, (num_rows, num_classes)).astype(np.float64)
-    weights[np.arange(num_rows), true_classes] += 40
-    pred_probs = (np.round(weights / weights.sum(axis=1, keepdims=True) * 32) / 32).astype(np.float32)
+    labels, pred_probs = synthetic.coarse_grid_many_classes()
     kwargs = dict(filter_by=filter_by, num_partitions=num_partitions, return_indices_ranked_by="self_confidence")
     expected = labelscan.find_label_issues(labels, pred_probs, backend="numpy", **kwargs)
     got = labelscan.find_label_issues(labels, pred_probs, backend="cupy", **kwargs)

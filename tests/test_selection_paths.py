@@ -27,8 +27,9 @@ from labelscan.stats.order import stable_order
 
 try:
     import oracle
+    import synthetic
 except ImportError:  # tests/ imported as a package
-    from tests import oracle
+    from tests import oracle, synthetic
 
 
 def _count_calls(monkeypatch, module, name) -> dict:
@@ -80,13 +81,7 @@ def test_flat_keys_cut_inside_ties_match_cleanlab(monkeypatch, filter_by, parts)
         return original(keys, limit, everything, quota)
 
     monkeypatch.setattr(selection, "flat_select", recording)
-    rng = np.random.default_rng(11)
-    num_rows, num_classes = 12_000, 80
-    true_classes = rng.integers(0, num_classes, num_rows)
-    labels = np.where(rng.random(num_rows) < 0.8, true_classes, rng.integers(0, num_classes, num_rows))
-    weights = rng.integers(0, 4, (num_rows, num_classes)).astype(np.float64)
-    weights[np.arange(num_rows), true_classes] += 40
-    pred_probs = (np.round(weights / weights.sum(axis=1, keepdims=True) * 32) / 32).astype(np.float32)
+    labels, pred_probs = synthetic.coarse_grid_many_classes()
     got = labelscan.find_label_issues(labels, pred_probs, filter_by=filter_by, num_partitions=parts,
                                       return_indices_ranked_by="self_confidence")
     expected = oracle.oracle_find_label_issues(labels, pred_probs, filter_by=filter_by,
