@@ -472,8 +472,22 @@ def _block_histogram(images, lo, width, bits):
         beyond = offset > xp.asarray(_last_offsets(width, images.dtype))[:, None]
         bins[beyond] = num_bins
     flat = bins.astype(np.intp) + xp.asarray(np.arange(len(lo)) * (num_bins + 1))[:, None]
-    counts = bincount(flat.ravel(), len(lo) * (num_bins + 1))
+    counts = _count_cells(flat.ravel(), len(lo) * (num_bins + 1))
     return counts.reshape(len(lo), num_bins + 1)[:, :num_bins]
+
+
+def _count_cells(cells, num_cells: int):
+    """Occurrences of each of ``0 .. num_cells - 1`` in ``cells``, shape (num_cells,).
+
+    On a GPU (the low-score block of a device partition: its other keys are flat) by sorting and
+    binary search: ``bincount``'s atomic additions serialise on the few bins most scores fall in,
+    and with many bins CUB cannot keep the histogram in shared memory.
+    """
+    xp = array_module(cells)
+    if xp is np:
+        return bincount(cells, num_cells)
+    ordered = xp.sort(cells.astype(np.int32 if num_cells < 2**31 else np.int64))
+    return xp.diff(xp.searchsorted(ordered, xp.arange(num_cells + 1, dtype=ordered.dtype)))
 
 
 def _is_first_round(lo, width, image_width: int) -> bool:
@@ -483,10 +497,13 @@ def _is_first_round(lo, width, image_width: int) -> bool:
 
 def _whole_range(images, lo, width, bits) -> bool:
     """Whether every task's interval is the whole image range and ``bits`` is a byte width
-    :func:`_add_top_bits_histogram` can read (little-endian memory, C-contiguous rows; class
-    blocks live on the host)."""
+    :func:`_add_top_bits_histogram` can read (little-endian host memory, C-contiguous rows).
+
+    Host arrays only: on a GPU (the low-score block of a device partition) the general path
+    counts by sorting, and per-row ``bincount`` calls would each synchronise the device.
+    """
     full = images.dtype.itemsize * 8
-    return (bits in TOP_BITS_FAST and full % bits == 0
+    return (array_module(images) is np and bits in TOP_BITS_FAST and full % bits == 0
             and sys.byteorder == "little" and images.flags.c_contiguous and _is_first_round(lo, width, full))
 
 
