@@ -61,7 +61,7 @@ instead of a few calls per class (200K x 1000 in 25 partitions of 8,000 rows: cu
 -> 0.7 s). Larger blocks stay per class, where each call works on many rows at once (1M x 100
 in 625-row blocks: 0.49 s per class, 1.96 s flat), and so do partitions of more than
 ``FLAT_MAX_IMAGES`` images (a flat round holds a few index arrays of that length). Device
-partitions are always flat: their kernels (:mod:`labelscan.kernels.cuda_flat`) need no index
+partitions always keep their class keys (noise-rate, per-class) flat: their kernels (:mod:`labelscan.kernels.cuda_flat`) need no index
 arrays, one launch writes every key image and one counts a round, where class blocks cost a
 dozen launches and a sort per block (200K x 1000 on an H100: 24 s -> 1.4 s; a 12.5M-row
 partition of 10 classes: a 16-bit round 10.8 -> 4.7 ms, `scratch` benchmark)."""
