@@ -64,8 +64,8 @@ def partition_outcome(part: grouped.GroupedPartition, facts: passes.RowFacts, cu
     family_keys = [(part, *keys[1:]) if isinstance(keys, tuple) else keys for keys in family_keys]
     flagged = passes.flagged_rows(part, facts, request, cutoffs, family_keys)
     quality = grouped.label_quality_scores(part, request.rank_by, request.adjust_pred_probs, request.thresholds)
-    row_order = {"row_id": part.row_ids_in_row_order(),
-                 "predicted_label": part.to_row_order(facts.predicted),
+    row_ids = part.row_ids_in_row_order()   # on the host: the mask's column and the issues' rows
+    row_order = {"predicted_label": part.to_row_order(facts.predicted),
                  "label_quality": part.to_row_order(quality)}
     is_label_issue = part.to_row_order(flagged)
     # the issues are ranked where the partition lives (ties stay in row order)
@@ -73,13 +73,15 @@ def partition_outcome(part: grouped.GroupedPartition, facts: passes.RowFacts, cu
     images = float_images(row_order["label_quality"][issue_rows]).astype(np.uint64)
     ranked = stable_order(images)
     issue_rows = issue_rows[ranked]
-    issues = {name: to_host(values[issue_rows]) for name, values in row_order.items()}
+    host_issue_rows = to_host(issue_rows)
+    issues = {"row_id": row_ids[host_issue_rows],
+              **{name: to_host(values[issue_rows]) for name, values in row_order.items()}}
     issues["given_label"] = to_host(part.labels_at(part.grouped_positions()[issue_rows]).astype(facts.predicted.dtype))
     issues["image"] = to_host(images[ranked])
     if part.ids is not None:
-        issues["id"] = part.ids[to_host(issue_rows)]
+        issues["id"] = part.ids[host_issue_rows]
     return PartitionOutcome(  # row-order results on the host, whatever the partition's device
-        row_ids=part.row_ids_in_row_order(np),
+        row_ids=row_ids,
         predicted_label=to_host(row_order["predicted_label"]).astype(np.int64),
         is_label_issue=to_host(is_label_issue),
         label_quality=to_host(row_order["label_quality"]),

@@ -35,7 +35,7 @@ def test_row_ids_of_kept_rows_follow_the_grouping():
     order = np.argsort(labels, kind="stable")
     assert np.array_equal(part.row_ids, kept[order])
     assert np.array_equal(part.row_ids_in_row_order(), kept)
-    assert part.row_ids_in_row_order(np) is part.row_ids_in_row_order()
+    assert part.row_ids_in_row_order() is part.kept_row_ids   # a host partition's own ids, not a copy
 
 
 @pytest.mark.gpu
@@ -51,12 +51,12 @@ def test_device_labels_and_row_ids(num_classes):
     assert np.array_equal(cupy.asnumpy(part.row_ids), 70 + order)
     positions = cupy.asarray([0, 17, 4_999, 2_500])
     assert np.array_equal(cupy.asnumpy(part.labels_at(positions)), labels[order][[0, 17, 4_999, 2_500]])
-    on_host = part.row_ids_in_row_order(np)   # made on the host, not copied from the device
+    on_host = part.row_ids_in_row_order()   # made on the host, not copied from the device
     assert isinstance(on_host, np.ndarray) and np.array_equal(on_host, 70 + np.arange(5_000))
     kept = np.sort(np.random.default_rng(1).choice(20_000, 5_000, replace=False)) + 70
     _, part = _partition(cupy, num_classes, row_ids=cupy.asarray(kept), rejected=object())
-    assert isinstance(part.row_ids_in_row_order(np), np.ndarray)
-    assert np.array_equal(part.row_ids_in_row_order(np), kept)
+    assert isinstance(part.row_ids_in_row_order(), np.ndarray)
+    assert np.array_equal(part.row_ids_in_row_order(), kept)
 
 
 def test_stored_bytes_besides_predictions_are_the_cache_budgets():

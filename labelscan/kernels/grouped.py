@@ -144,17 +144,14 @@ class GroupedPartition:
             self._inverse = _inverse_permutation(self.order)
         return self._inverse
 
-    def row_ids_in_row_order(self, xp=None):
-        """Global row of each row, in row order (increasing), shape (n,), int64.
-
-        ``xp``: the partition's array namespace (default) or NumPy. With no rejected rows they
-        are a range, made where they are needed: a device partition's mask part gets them on
-        the host without copying 8 bytes a row from the device.
-        """
-        xp = xp or self.xp
+    def row_ids_in_row_order(self) -> np.ndarray:
+        """Global row of each row, in row order (increasing), shape (n,), int64, on the host
+        (what the mask part and the issues need). With no rejected rows they are a range, made
+        on the host: a device partition's mask part gets them without copying 8 bytes a row
+        from the device."""
         if self.kept_row_ids is None:
-            return xp.arange(self.row_start, self.row_start + self.num_rows, dtype=np.int64)
-        return self.kept_row_ids if xp is self.xp else to_host(self.kept_row_ids)
+            return np.arange(self.row_start, self.row_start + self.num_rows, dtype=np.int64)
+        return to_host(self.kept_row_ids)
 
 
 def group_by_label(row_start: int, labels, pred_probs, ids=None, rejected=None, row_ids=None,
