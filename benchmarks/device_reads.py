@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import numpy as np
 
-from benchmarks.cpu import Recorder, machine_info, package_versions
+from benchmarks.cpu import Recorder, machine_info, package_versions, timed_runs
 from benchmarks.datasets import add_dataset_options, ensure_dataset, parse_size
 from labelscan.io import device_pages
 from labelscan.io.dataset import plan_dataset, read_partition
@@ -65,11 +64,7 @@ def arrow_read(plan, spec) -> None:
 def median_seconds(function, repeat: int) -> tuple[float, int]:
     """Median wall time of ``repeat`` calls after an untimed one; and the timed calls' count."""
     function()
-    seconds = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        function()
-        seconds.append(time.perf_counter() - started)
+    seconds, _ = timed_runs(function, repeat)
     return statistics.median(seconds), len(seconds)
 
 
