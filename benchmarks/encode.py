@@ -4,8 +4,9 @@ A scan's workers encode mask and issue parts while their other threads run Pytho
 CuPy launches, NumPy calls). :func:`labelscan.io.atomic.parquet_bytes` writes into an Arrow
 buffer; the baseline writes the same table with the same options into a Python ``BytesIO``,
 where Arrow takes the GIL for each page it writes; a third encoding writes min/max statistics
-for the row keys only, as scans write their mask parts
-(:func:`labelscan.io.commit.row_key_statistics`). For each number of busy threads, each
+for the row keys only (:func:`labelscan.io.commit.row_key_statistics`); ``numpy`` is what scans
+write their mask parts with (:func:`labelscan.io.atomic.table_bytes`: NumPy-encoded, row-key
+statistics). For each number of busy threads, each
 encoding of one mask-shaped table (``row_id`` int64, ``is_label_issue`` bool,
 ``label_quality`` float32, ``predicted_label`` int64), ``--repeat`` times; records the median
 seconds and the bytes (identical for the first two: checked).
@@ -25,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from benchmarks.cpu import Recorder, machine_info, package_versions
-from labelscan.io.atomic import parquet_bytes, write_parquet
+from labelscan.io.atomic import parquet_bytes, table_bytes, write_parquet
 from labelscan.io.commit import row_key_statistics
 
 
@@ -47,7 +48,8 @@ def python_file_bytes(table: pa.Table) -> bytes:
 
 ENCODERS = {"arrow_buffer": lambda table: parquet_bytes([table]),
             "row_key_statistics": lambda table: parquet_bytes([table], statistics=row_key_statistics(table)),
-            "python_file": python_file_bytes}
+            "python_file": python_file_bytes,
+            "numpy": lambda table: table_bytes(table, row_key_statistics(table))}
 
 
 class BusyThreads:
@@ -94,6 +96,7 @@ def bench_encoding(recorder: Recorder, table: pa.Table, busy_counts: list[int], 
             print(f"{table.num_rows} rows, {busy} busy threads, {name:18s} {statistics.median(runs):.3f} s", flush=True)
         recorder.add("encode", size, "bytes", len(outputs["arrow_buffer"]), "bytes")
         recorder.add("encode", size, "bytes_row_key_statistics", len(outputs["row_key_statistics"]), "bytes")
+        recorder.add("encode", size, "bytes_numpy", len(outputs["numpy"]), "bytes")
 
 
 def main(argv=None) -> None:

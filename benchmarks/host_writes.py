@@ -1,8 +1,9 @@
 """Host cost of a scan's output parts: encoding, hashing and storing mask parts, alone and in parallel.
 
 A scan's flag stage turns every partition into a mask part on the host, whatever computed it
-(CPU or GPU workers): Arrow encodes the table (:func:`labelscan.io.atomic.parquet_bytes`), and
-:func:`labelscan.io.atomic.put_bytes` stores it (its sha256 for the manifest, a staging file,
+(CPU or GPU workers): it is encoded (:func:`labelscan.io.atomic.table_bytes`, NumPy-encoded;
+``encode_arrow`` times Arrow's writer on the same table, :func:`labelscan.io.atomic.parquet_bytes`,
+the encoder before it), and :func:`labelscan.io.atomic.put_bytes` stores it (its sha256 for the manifest, a staging file,
 a rename; the sha256 is also timed alone). This benchmark times each of those steps for one mask-shaped table
 (:func:`benchmarks.encode.mask_like_table`), run by 1, 2, ... threads at once (each thread
 does ``--calls-per-thread`` calls), so a machine's numbers say how much host work a partition's
@@ -29,7 +30,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from benchmarks.cpu import Recorder, machine_info, package_versions
 from benchmarks.encode import mask_like_table
-from labelscan.io.atomic import parquet_bytes, put_bytes
+from labelscan.io.atomic import parquet_bytes, put_bytes, table_bytes
 from labelscan.io.commit import row_key_statistics
 
 
@@ -38,7 +39,8 @@ def steps(table, data: bytes) -> dict:
     fs = LocalFileSystem()
     statistics = row_key_statistics(table)
     return {
-        "encode": lambda folder, index: parquet_bytes([table], statistics=statistics),
+        "encode": lambda folder, index: table_bytes(table, statistics),
+        "encode_arrow": lambda folder, index: parquet_bytes([table], statistics=statistics),
         "sha256": lambda folder, index: hashlib.sha256(data).hexdigest(),
         "put_bytes": lambda folder, index: put_bytes(fs, str(folder / f"part-{index:05d}.parquet"), data),
     }
@@ -47,7 +49,7 @@ def steps(table, data: bytes) -> dict:
 def bench_host_writes(recorder: Recorder, num_rows: int, thread_counts: list[int], calls_per_thread: int,
                       folder: Path) -> None:
     table = mask_like_table(num_rows)
-    data = parquet_bytes([table], statistics=row_key_statistics(table))
+    data = table_bytes(table, row_key_statistics(table))
     size = f"{num_rows}x10"
     recorder.add("host_writes", size, "part_bytes", len(data), "bytes")
     for name, step in steps(table, data).items():

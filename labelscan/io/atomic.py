@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from labelscan.errors import DestinationError
+from labelscan.io import numpy_parquet
 
 PARQUET_COMPRESSION = "snappy"
 """Parquet's default codec, read by every engine; a 1.4M-row mask part writes in 21 ms with it
@@ -56,6 +57,28 @@ def parquet_bytes(tables, row_group_rows=None, statistics=True):
     buffer = pa.BufferOutputStream()
     write_parquet(buffer, tables, row_group_rows, statistics)
     return buffer.getvalue().to_pybytes()
+
+
+def table_bytes(table, statistics=True):
+    """Serialise one table into one parquet file in memory: encoded with NumPy
+    (:func:`labelscan.io.numpy_parquet.table_bytes`: uncompressed pages, ~3x faster) when its
+    columns are numbers and booleans without nulls, else by Arrow (:func:`parquet_bytes`).
+
+    Parameters
+    ----------
+    table : pyarrow.Table
+    statistics : bool or list of str
+        Columns whose min/max statistics are written: all (True), none, or those named.
+
+    Returns
+    -------
+    bytes
+        Identical for identical tables.
+    """
+    try:
+        return numpy_parquet.table_bytes(table, statistics)
+    except numpy_parquet.NotEncodable:
+        return parquet_bytes([table], statistics=statistics)
 
 
 def write_parquet(sink, tables, row_group_rows=None, statistics=True) -> None:

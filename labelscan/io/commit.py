@@ -38,7 +38,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from labelscan.errors import DestinationError, InputError, OccupiedDestinationError, UsageError
-from labelscan.io.atomic import json_bytes, parquet_bytes, put_bytes
+from labelscan.io.atomic import json_bytes, put_bytes, table_bytes
 from labelscan.io.redact import redact_url
 
 SUCCESS_NAME = "_SUCCESS"
@@ -322,7 +322,7 @@ class OutputCommit(_Destination):
         return {"path": relpath, "bytes": record["bytes"], "sha256": record["sha256"]}
 
     def write_table(self, relpath, table, statistics=True):
-        """Store a table as snappy parquet at ``relpath``, whole and deterministic.
+        """Store a table as parquet at ``relpath`` (:func:`labelscan.io.atomic.table_bytes`), whole and deterministic.
 
         Parameters
         ----------
@@ -342,7 +342,7 @@ class OutputCommit(_Destination):
             entry = self._resumed_entry(relpath)
             if entry is not None:
                 return entry
-        entry = {"path": relpath, **put_bytes(self.fs, self.path(relpath), parquet_bytes([table], statistics=statistics))}
+        entry = {"path": relpath, **put_bytes(self.fs, self.path(relpath), table_bytes(table, statistics))}
         if self.track_progress:
             put_bytes(self.fs, self.path(self._progress_relpath(relpath)),
                       json_bytes(self._progress_record(entry)))

@@ -1,9 +1,10 @@
-"""The few parts of Thrift's compact protocol that parquet page headers use.
+"""The few parts of Thrift's compact protocol that parquet page headers and footers use.
 
 A page header is a Thrift struct; :func:`read_struct` turns one into nested dicts keyed by
 field id (``{1: page_type, 2: uncompressed_size, 3: compressed_size, ...}``). Strings and
 doubles (page statistics) are skipped: only the integers, booleans and nested structs a
-page walker needs are kept.
+page walker needs are kept. :func:`write_struct` writes one (the footers and page headers of
+:mod:`labelscan.io.numpy_parquet`).
 """
 
 from __future__ import annotations
@@ -87,4 +88,63 @@ def _read_value(buffer, position: int, kind: int):
         return items, position
     if kind == STRUCT:
         return read_struct(buffer, position)
+    raise ThriftError(f"unsupported compact-protocol type {kind}")
+
+
+def write_varint(value: int) -> bytes:
+    """Unsigned LEB128 bytes of a non-negative integer."""
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def zigzag_varint(value: int) -> bytes:
+    """Varint bytes of a signed 64-bit integer, zigzag-mapped (compact-protocol integers)."""
+    return write_varint((value << 1) ^ (value >> 63))
+
+
+def write_struct(fields) -> bytes:
+    """Compact-protocol bytes of a struct (the writing side of :func:`read_struct`).
+
+    Parameters
+    ----------
+    fields : iterable of (int, int, object)
+        ``(field id, type, value)`` in increasing field id; a None value leaves the field out.
+        Values by type: ``BOOLEAN_TRUE`` a bool; ``BYTE``/``I16``/``I32``/``I64`` an int;
+        ``BINARY`` bytes or str; ``LIST`` ``(element type, items)``; ``STRUCT`` nested fields.
+    """
+    out = bytearray()
+    last_id = 0
+    for field_id, kind, value in fields:
+        if value is None:
+            continue
+        if kind == BOOLEAN_TRUE:
+            kind = BOOLEAN_TRUE if value else BOOLEAN_FALSE
+        delta = field_id - last_id
+        out += bytes([delta << 4 | kind]) if 0 < delta <= 15 else bytes([kind]) + zigzag_varint(field_id)
+        if kind not in (BOOLEAN_TRUE, BOOLEAN_FALSE):
+            out += _value_bytes(kind, value)
+        last_id = field_id
+    out.append(0)
+    return bytes(out)
+
+
+def _value_bytes(kind: int, value) -> bytes:
+    if kind == BYTE:
+        return bytes([value & 0xFF])
+    if kind in (I16, I32, I64):
+        return zigzag_varint(int(value))
+    if kind == BINARY:
+        data = value.encode() if isinstance(value, str) else bytes(value)
+        return write_varint(len(data)) + data
+    if kind == LIST:
+        element_kind, items = value
+        header = bytes([len(items) << 4 | element_kind]) if len(items) < 15 else \
+            bytes([0xF0 | element_kind]) + write_varint(len(items))
+        return header + b"".join(_value_bytes(element_kind, item) for item in items)
+    if kind == STRUCT:
+        return write_struct(value)
     raise ThriftError(f"unsupported compact-protocol type {kind}")
