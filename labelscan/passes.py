@@ -76,7 +76,8 @@ def prepare(source):
         ``rejected`` (:class:`labelscan.io.rejects.Rejections` or None): rows of the partition
         left out of the others, which then hold the kept rows only. Its optional ``backend``
         attribute (``"numpy"`` or ``"cupy"``) says where the partition lives: ``"cupy"`` copies
-        it to the GPU (through pinned host memory) before grouping. A true ``finite``
+        it to the GPU (through pinned host memory) before grouping, all on the thread's own
+        CUDA stream (:func:`labelscan.kernels.device.thread_stream`). A true ``finite``
         attribute says its predictions were validated (no NaN). Host predictions may be a
         list of (rows, K) blocks in row order.
 
@@ -84,12 +85,21 @@ def prepare(source):
     -------
     GroupedPartition or InputFailure
     """
+    if getattr(source, "backend", "numpy") == "cupy":
+        from labelscan.kernels.device import thread_stream
+
+        with thread_stream():
+            return _load_and_group(source, on_device=True)
+    return _load_and_group(source, on_device=False)
+
+
+def _load_and_group(source, on_device: bool):
     try:
         row_start, labels, pred_probs, ids, *rejected = source.load()
     except InputError as error:
         return InputFailure(error)
     rejected = rejected[0] if rejected else None
-    if getattr(source, "backend", "numpy") == "cupy":
+    if on_device:
         from labelscan.kernels.device import to_device
 
         labels, pred_probs = to_device(labels), to_device(pred_probs)

@@ -390,7 +390,8 @@ def histogram(keys, *, tasks, intervals: Intervals, active: np.ndarray, bits: in
     Returns
     -------
     numpy.ndarray, shape (len(active), 2**bits), :func:`histogram_dtype`
-        or, for flat keys filling few cells, a :class:`labelscan.stats.histogram.SparseHistogram`.
+        (a cupy.ndarray for flat device keys), or, for flat keys filling few cells, a
+        :class:`labelscan.stats.histogram.SparseHistogram`.
     """
     position = np.full(len(tasks), -1)
     position[active] = np.arange(len(active))
@@ -427,9 +428,9 @@ def histogram(keys, *, tasks, intervals: Intervals, active: np.ndarray, bits: in
 
 
 def _device_flat_histogram(keys: FlatKeys, position: np.ndarray, intervals: Intervals, bits: int, dtype):
-    """:func:`histogram` of flat device keys: counted by one kernel, sent to the host as a
-    :class:`~labelscan.stats.histogram.SparseHistogram` when few cells are filled, else dense
-    in ``dtype``."""
+    """:func:`histogram` of flat device keys, counted by one kernel: sent to the host as a
+    :class:`~labelscan.stats.histogram.SparseHistogram` when few cells are filled, else kept
+    on the device, dense in ``dtype`` (merges add it there: :func:`labelscan.stats.histogram.merge`)."""
     from labelscan.kernels.cuda_flat import flat_histogram
 
     task_rows = position[keys.task_ids]
@@ -443,7 +444,7 @@ def _device_flat_histogram(keys: FlatKeys, position: np.ndarray, intervals: Inte
     if sparse_histogram.is_sparse_enough(len(cells), shape[0] * shape[1]):
         return sparse_histogram.SparseHistogram(cells=to_host(cells), counts=to_host(counts[cells]).astype(np.int64),
                                                 shape=shape)
-    return to_host(counts).astype(dtype, copy=False).reshape(shape)
+    return counts.astype(dtype, copy=False).reshape(shape)
 
 
 def histogram_dtype(tasks: SelectionTasks) -> np.dtype:
@@ -625,7 +626,7 @@ def choose_bins(counts: np.ndarray, needs: np.ndarray) -> dict:
 
     Parameters
     ----------
-    counts : numpy.ndarray, shape (A, B), or labelscan.stats.histogram.SparseHistogram
+    counts : numpy.ndarray or cupy.ndarray, shape (A, B), or labelscan.stats.histogram.SparseHistogram
         Merged histogram of the active tasks.
     needs : numpy.ndarray, shape (A,)
         1-based rank of the wanted row among the rows of each interval (at most its row total).
@@ -635,7 +636,7 @@ def choose_bins(counts: np.ndarray, needs: np.ndarray) -> dict:
     dict
         ``bin``, ``below`` (rows in earlier bins) and ``inside`` (rows in the bin), each (A,).
     """
-    counts = sparse_histogram.as_dense(counts)
+    counts = sparse_histogram.host_dense(counts)
     num_tasks, num_bins = counts.shape
     block = CHOOSE_BLOCK if num_bins % CHOOSE_BLOCK == 0 else num_bins
     blocks = counts.reshape(num_tasks, num_bins // block, block)

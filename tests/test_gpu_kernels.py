@@ -123,3 +123,22 @@ def test_flat_device_selection_with_ties_matches_host(filter_by, num_partitions)
     got = labelscan.find_label_issues(labels, pred_probs, backend="cupy", **kwargs)
     assert len(expected) > 0
     np.testing.assert_array_equal(got, expected)
+
+
+def test_histogram_merge_adds_device_histograms_on_the_device():
+    from labelscan.stats import histogram as sparse_histogram
+
+    cupy = cupy_or_none()
+    rng = np.random.default_rng(5)
+    shape = (3, 64)
+    dense = [rng.integers(0, 50, shape).astype(np.uint32) for _ in range(3)]
+    cells = rng.integers(0, shape[0] * shape[1], 20)
+    sparse = sparse_histogram.SparseHistogram.of_cells(cells, shape)
+    expected = sum(d.astype(np.int64) for d in dense) + sparse.dense()
+    merged = sparse_histogram.merge(dense[0], cupy.asarray(dense[1]), sparse, cupy.asarray(dense[2]))
+    assert isinstance(merged, cupy.ndarray) and merged.dtype == np.uint32
+    host = sparse_histogram.host_dense(merged)
+    assert isinstance(host, np.ndarray)
+    np.testing.assert_array_equal(host, expected)
+    choice = selection.choose_bins(merged, np.array([1, 5, 100]))
+    np.testing.assert_array_equal(choice["bin"], selection.choose_bins(expected, np.array([1, 5, 100]))["bin"])

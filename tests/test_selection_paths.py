@@ -108,7 +108,7 @@ def test_sparse_histograms_merge_to_the_dense_sum():
     expected = np.sum(dense, axis=0, dtype=np.int64)
     for mix in (sparse, dense[:2] + sparse[2:], sparse[:3] + dense[3:]):
         merged = sparse_histogram.merge(*mix)
-        np.testing.assert_array_equal(sparse_histogram.as_dense(merged), expected)
+        np.testing.assert_array_equal(sparse_histogram.host_dense(merged), expected)
     assert isinstance(sparse_histogram.merge(*sparse[:3]), sparse_histogram.SparseHistogram)
     too_full = sparse_histogram.SparseHistogram.of_cells(np.arange(shape[0] * shape[1]), shape)
     assert not isinstance(sparse_histogram.merge(too_full, sparse[0]), sparse_histogram.SparseHistogram)

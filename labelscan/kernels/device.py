@@ -1,11 +1,13 @@
 """Moving partitions to the GPU: one host→device copy through pinned (page-locked) memory.
 
 Pageable copies run at ~7 GB/s on the lent H100 machines, pinned ones at ~54 GB/s. Each
-worker thread keeps one pinned staging buffer, grown as needed and reused across partitions.
+worker thread keeps one pinned staging buffer, grown as needed and reused across partitions,
+and one CUDA stream for its reads (:func:`thread_stream`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import numpy as np
@@ -24,6 +26,29 @@ def pinned_buffer(nbytes: int) -> np.ndarray:
         buffer = np.frombuffer(memory, dtype=np.uint8, count=max(nbytes, 1))
         _staging.buffer = buffer
     return buffer[:nbytes]
+
+
+@contextlib.contextmanager
+def thread_stream():
+    """Run the block's device work on the calling thread's own non-blocking CUDA stream, and
+    wait for it at the end.
+
+    Reads of several partitions at once (one a worker thread) then overlap their copies and
+    decoding kernels instead of queueing on the legacy default stream, which every thread
+    shares and which waits for all of them (four 2.5M x 10 partitions read at once on one
+    H100: 81 ms against 101-106 ms, ``scratch``). What the block made is complete when it
+    returns, so tasks of other threads (on the default stream) may use it.
+    """
+    import cupy
+
+    stream = getattr(_staging, "stream", None)
+    if stream is None:
+        stream = _staging.stream = cupy.cuda.Stream(non_blocking=True)
+    try:
+        with stream:
+            yield
+    finally:
+        stream.synchronize()
 
 
 def to_device(array):
