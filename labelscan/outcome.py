@@ -13,6 +13,7 @@ import numpy as np
 
 from labelscan import passes
 from labelscan.kernels import grouped
+from labelscan.kernels.device import device_work
 from labelscan.stats.order import float_images, stable_order
 from labelscan.xp import bincount, to_host
 
@@ -60,6 +61,11 @@ def partition_outcome(part: grouped.GroupedPartition, facts: passes.RowFacts, cu
         Per selection family: cached key images, or ``(part, scores, facts)`` to compute them from.
     """
     part = passes.as_partition(part)
+    with device_work(part.xp is not np):   # the thread's own stream: flag tasks overlap on a GPU
+        return _partition_outcome(part, facts, cutoffs, family_keys, request)
+
+
+def _partition_outcome(part, facts, cutoffs, family_keys, request) -> PartitionOutcome:
     # a partition read for this pass serves the key computations too
     family_keys = [(part, *keys[1:]) if isinstance(keys, tuple) else keys for keys in family_keys]
     flagged = passes.flagged_rows(part, facts, request, cutoffs, family_keys)

@@ -14,6 +14,7 @@ import numpy as np
 from labelscan.errors import InputError
 from labelscan.io.rejects import kept_row_ids
 from labelscan.kernels import grouped
+from labelscan.kernels.device import device_work
 from labelscan.stats.joint import DENSE_COUNT_CELLS, JointCounts
 from labelscan.stats.pairwise import PairwiseSumState, partial_sums
 from labelscan.xp import to_host
@@ -77,7 +78,7 @@ def prepare(source):
         left out of the others, which then hold the kept rows only. Its optional ``backend``
         attribute (``"numpy"`` or ``"cupy"``) says where the partition lives: ``"cupy"`` copies
         it to the GPU (through pinned host memory) before grouping, all on the thread's own
-        CUDA stream (:func:`labelscan.kernels.device.thread_stream`). A true ``finite``
+        CUDA stream (:func:`labelscan.kernels.device.device_work`). A true ``finite``
         attribute says its predictions were validated (no NaN). Host predictions may be a
         list of (rows, K) blocks in row order.
 
@@ -85,12 +86,9 @@ def prepare(source):
     -------
     GroupedPartition or InputFailure
     """
-    if getattr(source, "backend", "numpy") == "cupy":
-        from labelscan.kernels.device import thread_stream
-
-        with thread_stream():
-            return _load_and_group(source, on_device=True)
-    return _load_and_group(source, on_device=False)
+    on_device = getattr(source, "backend", "numpy") == "cupy"
+    with device_work(on_device):
+        return _load_and_group(source, on_device)
 
 
 def _load_and_group(source, on_device: bool):

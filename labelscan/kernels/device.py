@@ -30,25 +30,31 @@ def pinned_buffer(nbytes: int) -> np.ndarray:
 
 @contextlib.contextmanager
 def thread_stream():
-    """Run the block's device work on the calling thread's own non-blocking CUDA stream, and
-    wait for it at the end.
+    """Run the block's device work on the calling thread's own non-blocking CUDA stream,
+    after all work queued before on the default stream, and wait for it at the end.
 
-    Reads of several partitions at once (one a worker thread) then overlap their copies and
-    decoding kernels instead of queueing on the legacy default stream, which every thread
-    shares and which waits for all of them (four 2.5M x 10 partitions read at once on one
-    H100: 81 ms against 101-106 ms, ``scratch``). What the block made is complete when it
-    returns, so tasks of other threads (on the default stream) may use it.
+    Partitions read or flagged at once (one a worker thread) then overlap their copies and
+    kernels instead of queueing on the legacy default stream, which every thread shares and
+    whose every synchronisation (each copy to the host) waits for all of them (four 2.5M x 10
+    partitions read at once on one H100: 81 ms against 101-106 ms, ``scratch``). What the
+    block made is complete when it returns, so tasks of other threads may use it.
     """
     import cupy
 
     stream = getattr(_staging, "stream", None)
     if stream is None:
         stream = _staging.stream = cupy.cuda.Stream(non_blocking=True)
+    stream.wait_event(cupy.cuda.Stream.null.record())   # inputs other tasks made on the default stream
     try:
         with stream:
             yield
     finally:
         stream.synchronize()
+
+
+def device_work(on_device: bool):
+    """:func:`thread_stream` for device work, nothing for host work."""
+    return thread_stream() if on_device else contextlib.nullcontext()
 
 
 def to_device(array):
