@@ -186,3 +186,25 @@ def test_independent_readers_get_the_same_columns(reader, tmp_path):
     columns = _read_with(reader, path)
     for name in table.column_names:
         np.testing.assert_array_equal(np.asarray(columns[name]), table.column(name).to_numpy(), err_msg=name)
+
+
+def _swapped_range():
+    values = np.arange(3000)
+    values[[100, 200]] = values[[200, 100]]
+    return values
+
+
+@pytest.mark.parametrize("values", [
+    np.arange(5, 5 + 3000),                # a range: delta pages of width 0, bounds from the ends
+    _swapped_range(),                      # last - first = n - 1, but not a range
+    np.concatenate([np.arange(1024), np.arange(10_000, 11_024), np.arange(2048, 3000)]),   # a range a row group
+])
+def test_columns_that_look_like_ranges_get_exact_statistics(values):
+    values = np.asarray(values, dtype=np.int64)
+    table = pa.table({"row_id": values})
+    data = numpy_parquet.table_bytes(table, row_group_rows=1024)
+    assert _read(data).equals(table)
+    for group in range(_metadata(data).num_row_groups):
+        chunk = values[group * 1024:(group + 1) * 1024]
+        stats = _metadata(data).row_group(group).column(0).statistics
+        assert (stats.min, stats.max) == (chunk.min(), chunk.max())

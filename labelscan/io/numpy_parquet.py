@@ -130,10 +130,14 @@ class _Column:
         self.field, self.starts, self.ends = field, starts, ends
         self.physical, self.storage = PHYSICAL[values.dtype]
         integer = self.physical in (INT32, INT64)
-        self.bounds = _group_bounds(values, starts) if statistics or integer else None
+        steps = _consecutive_steps(values, starts, ends) if integer else None
+        if steps is not None:   # row numbers, ranks: delta pages of width 0, bounds from the ends
+            self.values, self.dictionary, self.bounds = steps, None, steps.progression_bounds(values.dtype)
+        else:
+            self.bounds = _group_bounds(values, starts) if statistics or integer else None
+            self.dictionary = self._dictionary_entries(values) if integer else None
+            self.values = self._encoder(values)
         self.statistics = _statistics(*self.bounds, self.storage) if statistics else [None] * len(starts)
-        self.dictionary = self._dictionary_entries(values) if integer else None
-        self.values = self._encoder(values)
 
     def _dictionary_entries(self, values: np.ndarray):
         """The dictionary ``0..max`` when the values are small non-negative integers (class
@@ -192,6 +196,20 @@ def _page(page_type: int, header_fields: list, body: list) -> list:
     header_field = 7 if page_type == DICTIONARY_PAGE else 5
     return [write_struct([(1, I32, page_type), (2, I32, size), (3, I32, size), (header_field, STRUCT, header_fields)]),
             *body]
+
+
+def _consecutive_steps(values: np.ndarray, starts: np.ndarray, ends: np.ndarray):
+    """The column's DELTA_BINARY_PACKED encoder when its values look like consecutive integers
+    (last - first = n - 1, checked in O(1)) and every row group's deltas are one constant
+    (checked exactly by the encoder), else None: such a column skips the passes that find its
+    bounds and weigh a dictionary."""
+    if int(values[-1]) - int(values[0]) != len(values) - 1:
+        return None
+    try:
+        encoder = encodings.DeltaBinaryPacked(values, starts, ends)
+    except encodings.TooWide:
+        return None
+    return encoder if encoder.width == 0 else None
 
 
 def _group_bounds(values: np.ndarray, starts: np.ndarray):

@@ -163,6 +163,14 @@ class DeltaBinaryPacked:
         used_bytes = -(-tail_lengths // MINIBLOCK_VALUES) * MINIBLOCK_VALUES * self.width // 8
         return [packed[group, :used].tobytes() for group, used in enumerate(used_bytes.tolist())]
 
+    def progression_bounds(self, dtype) -> tuple:
+        """``(mins, maxs)`` of each row group, shape (G,) in ``dtype``, from its first value and
+        count: only for a width of 0 (every group's deltas one constant, the min delta)."""
+        assert self.width == 0, "bounds from the ends need constant deltas"
+        firsts = np.array(self.first_values, dtype=np.int64)
+        lasts = firsts + (np.array(self.ends) - np.array(self.starts) - 1) * self.min_delta
+        return np.minimum(firsts, lasts).astype(dtype), np.maximum(firsts, lasts).astype(dtype)
+
     def page(self, group: int) -> list:
         start, end = self.starts[group], self.ends[group]
         header = (write_varint(BLOCK_VALUES) + write_varint(MINIBLOCKS) + write_varint(end - start)
