@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from labelscan import __version__
 from labelscan.io import parquet_encodings as encodings
+from labelscan.io.parquet_encodings import PLAIN, RLE
 from labelscan.io.thrift import BINARY, BOOLEAN_TRUE, BYTE, I16, I32, I64, LIST, STRUCT, write_struct
 
 ROW_GROUP_ROWS = 1 << 20
@@ -32,7 +33,6 @@ MAGIC = b"PAR1"
 # parquet-format enums
 BOOLEAN, INT32, INT64, FLOAT, DOUBLE = 0, 1, 2, 4, 5
 REQUIRED, OPTIONAL = 0, 1
-PLAIN, RLE, DELTA_BINARY_PACKED, RLE_DICTIONARY = 0, 3, 5, 8
 DATA_PAGE, DICTIONARY_PAGE = 0, 2
 UNCOMPRESSED = 0
 CONVERTED_INT = {8: 15, 16: 16}   # INT_8, INT_16

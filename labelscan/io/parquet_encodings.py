@@ -10,6 +10,9 @@ import numpy as np
 
 from labelscan.io.thrift import write_varint, zigzag_varint
 
+PLAIN, RLE, DELTA_BINARY_PACKED, RLE_DICTIONARY = 0, 3, 5, 8
+"""parquet-format ``Encoding`` values."""
+
 BLOCK_VALUES = 128
 MINIBLOCKS = 4
 MINIBLOCK_VALUES = BLOCK_VALUES // MINIBLOCKS
@@ -65,7 +68,7 @@ def bit_pack(values: np.ndarray, width: int) -> np.ndarray:
 class Plain:
     """PLAIN values of a column of fixed-width numbers: their little-endian bytes."""
 
-    encoding = 0
+    encoding = PLAIN
 
     def __init__(self, values: np.ndarray, storage: str, starts: np.ndarray, ends: np.ndarray):
         self.bytes = memoryview(values.astype(storage, copy=False)).cast("B")
@@ -78,7 +81,7 @@ class Plain:
 class Booleans:
     """PLAIN booleans: bit-packed, LSB first (row groups start at multiples of 8 rows)."""
 
-    encoding = 0
+    encoding = PLAIN
 
     def __init__(self, values: np.ndarray, starts: np.ndarray, ends: np.ndarray):
         self.bits = memoryview(np.packbits(values, bitorder="little"))
@@ -92,7 +95,7 @@ class DictionaryIndices:
     """RLE_DICTIONARY indices of a column whose values are their own indices (``0 <= v < 2**16``):
     ``<bit width>`` and one bit-packed run of the hybrid (row groups start at multiples of 8 rows)."""
 
-    encoding = 8
+    encoding = RLE_DICTIONARY
 
     def __init__(self, values: np.ndarray, width: int, starts: np.ndarray, ends: np.ndarray):
         whole = len(values) // 8 * 8
@@ -123,7 +126,7 @@ class DeltaBinaryPacked:
         Deltas of a row group spread over 2**32 or more.
     """
 
-    encoding = 5
+    encoding = DELTA_BINARY_PACKED
 
     def __init__(self, values: np.ndarray, starts: np.ndarray, ends: np.ndarray):
         values = values.astype(np.int64, copy=False)
