@@ -96,7 +96,7 @@ def table_bytes(table: pa.Table, statistics=True, row_group_rows: int = ROW_GROU
         row_groups.append([(1, LIST, (STRUCT, [chunk.metadata for chunk in chunks])),
                            (2, I64, size), (3, I64, int(ends[group] - starts[group])),
                            (5, I64, group_offset), (6, I64, size), (7, I16, group)])
-    footer = write_struct(_file_metadata(table, row_groups))
+    footer = write_struct(_file_metadata(table, columns, row_groups))
     pieces += [footer, len(footer).to_bytes(4, "little"), MAGIC]
     return b"".join(pieces)
 
@@ -116,11 +116,10 @@ def _column_arrays(table: pa.Table) -> list:
 
 
 class _Chunk:
-    """One column chunk's bytes (``pieces``, ``size``) and its ColumnChunk struct (``metadata``)."""
+    """One column chunk's bytes (``pieces``, ``size`` bytes) and its ColumnChunk struct (``metadata``)."""
 
-    def __init__(self, pieces: list, metadata: list):
-        self.pieces, self.metadata = pieces, metadata
-        self.size = sum(len(piece) for piece in pieces)
+    def __init__(self, pieces: list, size: int, metadata: list):
+        self.pieces, self.size, self.metadata = pieces, size, metadata
 
 
 class _Column:
@@ -187,7 +186,7 @@ class _Column:
                     (3, LIST, (BINARY, [self.field.name])), (4, I32, UNCOMPRESSED), (5, I64, num_values),
                     (6, I64, size), (7, I64, size), (9, I64, data_offset), (11, I64, dictionary_offset),
                     (12, STRUCT, self.statistics[group])]
-        return _Chunk(pieces, [(2, I64, 0), (3, STRUCT, metadata)])   # file_offset: deprecated, 0
+        return _Chunk(pieces, size, [(2, I64, 0), (3, STRUCT, metadata)])   # file_offset: deprecated, 0
 
 
 def _page(page_type: int, header_fields: list, body: list) -> list:
@@ -234,11 +233,12 @@ def _statistics(lows: np.ndarray, highs: np.ndarray, storage) -> list:
             for group in range(len(lows))]
 
 
-def _file_metadata(table: pa.Table, row_groups: list) -> list:
+def _file_metadata(table: pa.Table, columns: list, row_groups: list) -> list:
     schema = [[(4, BINARY, "schema"), (5, I32, table.num_columns)]]
-    for field in table.schema:
-        element = [(1, I32, PHYSICAL[np.dtype(field.type.to_pandas_dtype())][0]),
-                   (3, I32, OPTIONAL if field.nullable else REQUIRED), (4, BINARY, field.name)]
+    for column in columns:
+        field = column.field
+        element = [(1, I32, column.physical), (3, I32, OPTIONAL if field.nullable else REQUIRED),
+                   (4, BINARY, field.name)]
         if pa.types.is_integer(field.type) and field.type.bit_width < 32:
             element += [(6, I32, CONVERTED_INT[field.type.bit_width]),
                         (10, STRUCT, [(LOGICAL_INTEGER, STRUCT, [(1, BYTE, field.type.bit_width),
