@@ -1,11 +1,12 @@
 """Host cost of a scan's output parts: encoding, hashing and storing mask parts, alone and in parallel.
 
 A scan's flag stage turns every partition into a mask part on the host, whatever computed it
-(CPU or GPU workers): it is encoded (:func:`labelscan.io.atomic.table_bytes`, NumPy-encoded;
+(CPU or GPU workers): it is encoded (:func:`labelscan.io.atomic.table_pieces`, NumPy-encoded;
 ``encode_arrow`` times Arrow's writer on the same table, :func:`labelscan.io.atomic.parquet_bytes`,
-the encoder before it), and :func:`labelscan.io.atomic.put_bytes` stores it (its sha256 for the manifest, a staging file,
-a rename; the sha256 is also timed alone). This benchmark times each of those steps for one mask-shaped table
-(:func:`benchmarks.encode.mask_like_table`), run by 1, 2, ... threads at once (each thread
+the encoder before it), and :func:`labelscan.io.atomic.put_bytes` stores its pieces (their sha256 for the
+manifest, a staging file, a rename; the sha256 is also timed alone, and ``write_part`` is both
+steps, as a flag task does them). This benchmark times each of those steps for one mask part as a
+scan holds it (:func:`benchmarks.encode.mask_like_columns`), run by 1, 2, ... threads at once (each thread
 does ``--calls-per-thread`` calls), so a machine's numbers say how much host work a partition's
 outputs cost and how far it scales with cores: the bound on a GPU scan's flag stage that more
 GPUs on the same host cannot lift. Records, per step and thread count: the wall seconds of the
@@ -29,30 +30,37 @@ from pathlib import Path
 from fsspec.implementations.local import LocalFileSystem
 
 from benchmarks.cpu import Recorder, machine_info, package_versions
-from benchmarks.encode import mask_like_table
-from labelscan.io.atomic import parquet_bytes, put_bytes, table_bytes
+from benchmarks.encode import mask_like_columns
+from labelscan.io.atomic import parquet_bytes, put_bytes, table_pieces
 from labelscan.io.commit import row_key_statistics
 
 
-def steps(table, data: bytes) -> dict:
+def steps(columns, pieces: list) -> dict:
     """The timed steps: each a function of the batch's folder and the call's index."""
     fs = LocalFileSystem()
-    statistics = row_key_statistics(table)
+    statistics = row_key_statistics(columns)
+    table = columns.to_arrow()
+    data = b"".join(pieces)
+
+    def write_part(folder, index):
+        return put_bytes(fs, str(folder / f"part-{index:05d}.parquet"), table_pieces(columns, statistics))
+
     return {
-        "encode": lambda folder, index: table_bytes(table, statistics),
+        "encode": lambda folder, index: table_pieces(columns, statistics),
         "encode_arrow": lambda folder, index: parquet_bytes([table], statistics=statistics),
         "sha256": lambda folder, index: hashlib.sha256(data).hexdigest(),
-        "put_bytes": lambda folder, index: put_bytes(fs, str(folder / f"part-{index:05d}.parquet"), data),
+        "put_bytes": lambda folder, index: put_bytes(fs, str(folder / f"part-{index:05d}.parquet"), pieces),
+        "write_part": write_part,
     }
 
 
 def bench_host_writes(recorder: Recorder, num_rows: int, thread_counts: list[int], calls_per_thread: int,
                       folder: Path) -> None:
-    table = mask_like_table(num_rows)
-    data = table_bytes(table, row_key_statistics(table))
+    columns = mask_like_columns(num_rows)
+    pieces = table_pieces(columns, row_key_statistics(columns))
     size = f"{num_rows}x10"
-    recorder.add("host_writes", size, "part_bytes", len(data), "bytes")
-    for name, step in steps(table, data).items():
+    recorder.add("host_writes", size, "part_bytes", sum(memoryview(piece).nbytes for piece in pieces), "bytes")
+    for name, step in steps(columns, pieces).items():
         step(folder, 0)   # warm-up: Arrow's memory pool, the folder
         for threads in thread_counts:
             calls = threads * calls_per_thread

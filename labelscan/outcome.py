@@ -27,8 +27,11 @@ class PartitionOutcome:
 
     Attributes
     ----------
-    row_ids, predicted_label, is_label_issue, label_quality : numpy.ndarray, shape (n,)
-        Row order (as in the input).
+    row_ids : numpy.ndarray or labelscan.io.column_set.Consecutive, shape (n,)
+        Global rows, in row order (as in the input): the range itself when no row was rejected.
+    predicted_label, is_label_issue, label_quality : numpy.ndarray, shape (n,)
+        Row order; ``predicted_label`` as the partition holds it (int16, or int32 past 32,767
+        classes; the mask stores int64).
     ids : numpy.ndarray or None, shape (n,)
     rejected : labelscan.io.rejects.Rejections or None
         The partition's input rows left out (skipped bad rows); the arrays above hold the others.
@@ -80,7 +83,7 @@ def _partition_outcome(part, facts, cutoffs, family_keys, request) -> PartitionO
     ranked = stable_order(images)
     issue_rows = issue_rows[ranked]
     host_issue_rows = to_host(issue_rows)
-    issues = {"row_id": row_ids[host_issue_rows],
+    issues = {"row_id": row_ids.take(host_issue_rows),
               **{name: to_host(values[issue_rows]) for name, values in row_order.items()}}
     issues["given_label"] = to_host(part.labels_at(part.grouped_positions()[issue_rows]).astype(facts.predicted.dtype))
     issues["image"] = to_host(images[ranked])
@@ -88,7 +91,7 @@ def _partition_outcome(part, facts, cutoffs, family_keys, request) -> PartitionO
         issues["id"] = part.ids[host_issue_rows]
     return PartitionOutcome(  # row-order results on the host, whatever the partition's device
         row_ids=row_ids,
-        predicted_label=to_host(row_order["predicted_label"]).astype(np.int64),
+        predicted_label=to_host(row_order["predicted_label"]),
         is_label_issue=to_host(is_label_issue),
         label_quality=to_host(row_order["label_quality"]),
         ids=part.ids,

@@ -22,6 +22,7 @@ from labelscan import __version__, engine, health, outcome, passes
 from labelscan.backend import cluster_backend, resolve_backend
 from labelscan.cluster import get_client, worker_device_memory, worker_memory_limit, worker_threads
 from labelscan.errors import UsageError
+from labelscan.io.column_set import ColumnSet, Consecutive
 from labelscan.io.commit import OutputCommit
 from labelscan.host_work import host_work
 from labelscan.io import device_pages
@@ -119,18 +120,24 @@ class WrittenPartition:
     rejected: dict
 
 
-def mask_table(result: outcome.PartitionOutcome) -> pa.Table:
+def mask_table(result: outcome.PartitionOutcome):
     """Row-aligned mask part: row_id, [id], is_label_issue, label_quality, predicted_label.
 
     One row per input row, skipped bad rows included (see :func:`labelscan.io.rejects.with_rejected_rows`).
+
+    Returns
+    -------
+    labelscan.io.column_set.ColumnSet or pyarrow.Table
+        The columns as the partition holds them (its row range, narrow class indices) when no
+        row was rejected, else the widened Arrow table.
     """
     columns = {"row_id": result.row_ids}
     if result.ids is not None:
         columns["id"] = result.ids
     columns.update(is_label_issue=result.is_label_issue, label_quality=result.label_quality,
                    predicted_label=result.predicted_label)
-    table = pa.table(columns)
-    return table if result.rejected is None else with_rejected_rows(table, result.rejected)
+    table = ColumnSet(columns, types={"predicted_label": pa.int64()})
+    return table if result.rejected is None else with_rejected_rows(table.to_arrow(), result.rejected)
 
 
 def write_partition(part, facts, cutoffs, family_keys, index: int, *, request, commit: OutputCommit) -> WrittenPartition:
@@ -226,14 +233,13 @@ def write_ranked(first_rank: int, index: int, commit: OutputCommit, *issue_sets)
     """Merge one score range's issues from every partition, rank and write them (host work only)."""
     with host_work():
         merged = outcome.merge_ranked(list(issue_sets))
-        columns = {"rank": np.arange(first_rank, first_rank + len(merged["row_id"]), dtype=np.int64),
-                   "row_id": merged["row_id"]}
+        columns = {"rank": Consecutive(first_rank, len(merged["row_id"])), "row_id": merged["row_id"]}
         if "id" in merged:
             columns["id"] = merged["id"]
-        columns.update(given_label=merged["given_label"].astype(np.int64),
-                       predicted_label=merged["predicted_label"].astype(np.int64),
+        columns.update(given_label=merged["given_label"], predicted_label=merged["predicted_label"],
                        label_quality=merged["label_quality"])
-        return commit.write_table(f"issues/part-{index:05d}.parquet", pa.table(columns))
+        table = ColumnSet(columns, types={"given_label": pa.int64(), "predicted_label": pa.int64()})
+        return commit.write_table(f"issues/part-{index:05d}.parquet", table)
 
 
 def config_hash(options: ScanOptions, columns: dict) -> str:

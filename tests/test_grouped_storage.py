@@ -4,6 +4,7 @@ when asked, equal to what grouping used to store (``labels[order]``, row ids gat
 import numpy as np
 import pytest
 
+from labelscan.io.column_set import Consecutive
 from labelscan.kernels import grouped
 from labelscan.xp import cupy_or_none
 
@@ -51,8 +52,8 @@ def test_device_labels_and_row_ids(num_classes):
     assert np.array_equal(cupy.asnumpy(part.row_ids), 70 + order)
     positions = cupy.asarray([0, 17, 4_999, 2_500])
     assert np.array_equal(cupy.asnumpy(part.labels_at(positions)), labels[order][[0, 17, 4_999, 2_500]])
-    on_host = part.row_ids_in_row_order()   # made on the host, not copied from the device
-    assert isinstance(on_host, np.ndarray) and np.array_equal(on_host, 70 + np.arange(5_000))
+    on_host = part.row_ids_in_row_order()   # the range itself: nothing copied from the device
+    assert on_host == Consecutive(70, 5_000) and np.array_equal(on_host, 70 + np.arange(5_000))
     kept = np.sort(np.random.default_rng(1).choice(20_000, 5_000, replace=False)) + 70
     _, part = _partition(cupy, num_classes, row_ids=cupy.asarray(kept), rejected=object())
     assert isinstance(part.row_ids_in_row_order(), np.ndarray)

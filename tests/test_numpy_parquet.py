@@ -6,8 +6,9 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
+from benchmarks.encode import mask_like_columns
 from labelscan.io import numpy_parquet, parquet_encodings
-from labelscan.io.atomic import table_bytes
+from labelscan.io.atomic import table_pieces
 from labelscan.io.numpy_parquet import NotEncodable
 
 
@@ -20,11 +21,12 @@ def _metadata(data: bytes):
 
 
 def _mask_like(num_rows: int, seed: int = 0, start: int = 0) -> pa.Table:
-    rng = np.random.default_rng(seed)
-    return pa.table({"row_id": np.arange(start, start + num_rows, dtype=np.int64),
-                     "is_label_issue": rng.random(num_rows) < 0.1,
-                     "label_quality": rng.random(num_rows).astype(np.float32),
-                     "predicted_label": rng.integers(0, 10, num_rows)})
+    return mask_like_columns(num_rows, seed, start).to_arrow()
+
+
+def table_bytes(table) -> bytes:
+    """What a scan stores for ``table`` (:func:`labelscan.io.atomic.table_pieces`), joined."""
+    return b"".join(table_pieces(table))
 
 
 @pytest.mark.parametrize("num_rows", [1, 2, 7, 8, 9, 31, 33, 127, 128, 129, 130, 257, 1000, 4099])

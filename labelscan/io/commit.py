@@ -38,7 +38,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from labelscan.errors import DestinationError, InputError, OccupiedDestinationError, UsageError
-from labelscan.io.atomic import json_bytes, put_bytes, table_bytes
+from labelscan.io.atomic import json_bytes, put_bytes, table_pieces
 from labelscan.io.redact import redact_url
 
 SUCCESS_NAME = "_SUCCESS"
@@ -322,13 +322,13 @@ class OutputCommit(_Destination):
         return {"path": relpath, "bytes": record["bytes"], "sha256": record["sha256"]}
 
     def write_table(self, relpath, table, statistics=True):
-        """Store a table as parquet at ``relpath`` (:func:`labelscan.io.atomic.table_bytes`), whole and deterministic.
+        """Store a table as parquet at ``relpath`` (:func:`labelscan.io.atomic.table_pieces`), whole and deterministic.
 
         Parameters
         ----------
         relpath : str
             Path under the destination, e.g. ``"mask/part-00003.parquet"``.
-        table : pyarrow.Table
+        table : pyarrow.Table or labelscan.io.column_set.ColumnSet
         statistics : bool or list of str
             Columns whose min/max statistics are written (all by default; mask parts:
             :meth:`write_mask_part`).
@@ -342,7 +342,7 @@ class OutputCommit(_Destination):
             entry = self._resumed_entry(relpath)
             if entry is not None:
                 return entry
-        entry = {"path": relpath, **put_bytes(self.fs, self.path(relpath), table_bytes(table, statistics))}
+        entry = {"path": relpath, **put_bytes(self.fs, self.path(relpath), table_pieces(table, statistics))}
         if self.track_progress:
             put_bytes(self.fs, self.path(self._progress_relpath(relpath)),
                       json_bytes(self._progress_record(entry)))

@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from labelscan import __version__
 from labelscan.io import parquet_encodings as encodings
+from labelscan.io.column_set import ColumnSet, Consecutive
 from labelscan.io.parquet_encodings import PLAIN, RLE
 from labelscan.io.thrift import BINARY, BOOLEAN_TRUE, BYTE, I16, I32, I64, LIST, STRUCT, write_struct
 
@@ -52,17 +53,26 @@ class NotEncodable(ValueError):
     """A table this writer does not encode (nulls, a type besides bool/int8-64/float32/64, no rows)."""
 
 
-def table_bytes(table: pa.Table, statistics=True, row_group_rows: int = ROW_GROUP_ROWS) -> bytes:
-    """One parquet file of ``table``.
+def table_bytes(table, statistics=True, row_group_rows: int = ROW_GROUP_ROWS) -> bytes:
+    """One parquet file of ``table``, joined (:func:`file_pieces`)."""
+    return b"".join(file_pieces(table, statistics, row_group_rows))
+
+
+def file_pieces(table, statistics=True, row_group_rows: int = ROW_GROUP_ROWS) -> list:
+    """One parquet file of ``table``, as the buffers that make it up in order.
 
     Each column is encoded whole (a few NumPy calls a column, whatever its row groups: each
     call releases and takes back the GIL, which costs a wait when other threads run Python)
-    and cut into row groups of ``row_group_rows`` rows, one data page a column chunk.
+    and cut into row groups of ``row_group_rows`` rows, one data page a column chunk. The
+    pieces are views of the encoded columns, not joined: a caller writing them to a file
+    (:func:`labelscan.io.atomic.put_bytes`) skips a copy of the whole file.
 
     Parameters
     ----------
-    table : pyarrow.Table
-        (n rows, n >= 1) columns of bool, int8/16/32/64, float32/64, without nulls.
+    table : pyarrow.Table or labelscan.io.column_set.ColumnSet
+        (n rows, n >= 1) columns of bool, int8/16/32/64, float32/64, without nulls; a
+        ColumnSet's ranges (:class:`~labelscan.io.column_set.Consecutive`) are encoded from
+        their ends and its narrow integer columns as their stored type.
     statistics : bool or list of str
         Columns whose min/max statistics are written: all (True), none, or those named.
     row_group_rows : int
@@ -70,7 +80,9 @@ def table_bytes(table: pa.Table, statistics=True, row_group_rows: int = ROW_GROU
 
     Returns
     -------
-    bytes
+    list of bytes-like
+        Byte buffers (``memoryview(piece).nbytes`` bytes each); the same table gives the same
+        bytes.
 
     Raises
     ------
@@ -78,11 +90,11 @@ def table_bytes(table: pa.Table, statistics=True, row_group_rows: int = ROW_GROU
     """
     if row_group_rows % encodings.BLOCK_VALUES:
         raise ValueError(f"row_group_rows must be a multiple of {encodings.BLOCK_VALUES}, not {row_group_rows}")
-    arrays = _column_arrays(table)
-    wanted = set(table.column_names) if statistics is True else set(statistics or ())
+    schema, arrays = _schema_and_arrays(table)
+    wanted = set(schema.names) if statistics is True else set(statistics or ())
     starts = np.arange(0, table.num_rows, row_group_rows)
     ends = np.minimum(starts + row_group_rows, table.num_rows)
-    columns = [_Column(field, values, starts, ends, field.name in wanted) for field, values in zip(table.schema, arrays)]
+    columns = [_Column(field, values, starts, ends, field.name in wanted) for field, values in zip(schema, arrays)]
     pieces, row_groups, offset = [MAGIC], [], len(MAGIC)
     for group in range(len(starts)):
         chunks = []
@@ -96,23 +108,29 @@ def table_bytes(table: pa.Table, statistics=True, row_group_rows: int = ROW_GROU
         row_groups.append([(1, LIST, (STRUCT, [chunk.metadata for chunk in chunks])),
                            (2, I64, size), (3, I64, int(ends[group] - starts[group])),
                            (5, I64, group_offset), (6, I64, size), (7, I16, group)])
-    footer = write_struct(_file_metadata(table, columns, row_groups))
-    pieces += [footer, len(footer).to_bytes(4, "little"), MAGIC]
-    return b"".join(pieces)
+    footer = write_struct(_file_metadata(schema, table.num_rows, columns, row_groups))
+    return pieces + [footer, len(footer).to_bytes(4, "little"), MAGIC]
 
 
-def _column_arrays(table: pa.Table) -> list:
+def _schema_and_arrays(table) -> tuple:
+    """``(schema, arrays)`` of a table or ColumnSet with rows and columns this writer encodes."""
     if table.num_rows == 0:
         raise NotEncodable("a table without rows")
-    arrays = []
-    for field, column in zip(table.schema, table.columns):
+    if isinstance(table, ColumnSet):
+        try:
+            schema = table.schema()
+        except (pa.ArrowNotImplementedError, pa.ArrowTypeError) as error:
+            raise NotEncodable(str(error)) from error
+        arrays = list(table.columns.values())
+    else:
+        schema, arrays = table.schema, [column for column in table.columns]
+    for field, values in zip(schema, arrays):
         numeric = pa.types.is_boolean(field.type) or pa.types.is_integer(field.type) or pa.types.is_floating(field.type)
         if not numeric or np.dtype(field.type.to_pandas_dtype()) not in PHYSICAL:
             raise NotEncodable(f"column {field.name!r} of type {field.type}")
-        if column.null_count:
+        if isinstance(values, pa.ChunkedArray) and values.null_count:
             raise NotEncodable(f"column {field.name!r} has nulls")
-        arrays.append(column.to_numpy())
-    return arrays
+    return schema, [values.to_numpy() if isinstance(values, pa.ChunkedArray) else values for values in arrays]
 
 
 class _Chunk:
@@ -125,13 +143,17 @@ class _Chunk:
 class _Column:
     """One column, encoded whole: its chunk in each row group (:meth:`chunk`)."""
 
-    def __init__(self, field: pa.Field, values: np.ndarray, starts: np.ndarray, ends: np.ndarray, statistics: bool):
+    def __init__(self, field: pa.Field, values, starts: np.ndarray, ends: np.ndarray, statistics: bool):
         self.field, self.starts, self.ends = field, starts, ends
-        self.physical, self.storage = PHYSICAL[values.dtype]
+        stored = np.dtype(field.type.to_pandas_dtype())
+        self.physical, self.storage = PHYSICAL[stored]
         integer = self.physical in (INT32, INT64)
-        steps = _consecutive_steps(values, starts, ends) if integer else None
+        if isinstance(values, Consecutive):
+            steps = encodings.DeltaBinaryPacked.consecutive(values.first, starts, ends)
+        else:
+            steps = _consecutive_steps(values, starts, ends) if integer else None
         if steps is not None:   # row numbers, ranks: delta pages of width 0, bounds from the ends
-            self.values, self.dictionary, self.bounds = steps, None, steps.progression_bounds(values.dtype)
+            self.values, self.dictionary, self.bounds = steps, None, steps.progression_bounds(stored)
         else:
             self.bounds = _group_bounds(values, starts) if statistics or integer else None
             self.dictionary = self._dictionary_entries(values) if integer else None
@@ -233,8 +255,8 @@ def _statistics(lows: np.ndarray, highs: np.ndarray, storage) -> list:
             for group in range(len(lows))]
 
 
-def _file_metadata(table: pa.Table, columns: list, row_groups: list) -> list:
-    schema = [[(4, BINARY, "schema"), (5, I32, table.num_columns)]]
+def _file_metadata(arrow_schema: pa.Schema, num_rows: int, columns: list, row_groups: list) -> list:
+    schema = [[(4, BINARY, "schema"), (5, I32, len(arrow_schema))]]
     for column in columns:
         field = column.field
         element = [(1, I32, column.physical), (3, I32, OPTIONAL if field.nullable else REQUIRED),
@@ -244,10 +266,10 @@ def _file_metadata(table: pa.Table, columns: list, row_groups: list) -> list:
                         (10, STRUCT, [(LOGICAL_INTEGER, STRUCT, [(1, BYTE, field.type.bit_width),
                                                                  (2, BOOLEAN_TRUE, True)])])]
         schema.append(element)
-    key_values = [*(table.schema.metadata or {}).items(),
-                  (b"ARROW:schema", base64.b64encode(table.schema.serialize().to_pybytes()))]
-    return [(1, I32, 2), (2, LIST, (STRUCT, schema)), (3, I64, table.num_rows),
+    key_values = [*(arrow_schema.metadata or {}).items(),
+                  (b"ARROW:schema", base64.b64encode(arrow_schema.serialize().to_pybytes()))]
+    return [(1, I32, 2), (2, LIST, (STRUCT, schema)), (3, I64, num_rows),
             (4, LIST, (STRUCT, row_groups)),
             (5, LIST, (STRUCT, [[(1, BINARY, key), (2, BINARY, value)] for key, value in key_values])),
             (6, BINARY, f"labelscan version {__version__}"),
-            (7, LIST, (STRUCT, [[(1, STRUCT, [])] for _ in table.schema]))]
+            (7, LIST, (STRUCT, [[(1, STRUCT, [])] for _ in arrow_schema]))]

@@ -133,18 +133,12 @@ class DeltaBinaryPacked:
         deltas = np.diff(values)   # deltas[i] = values[i + 1] - values[i]; a group's: [start, end - 1)
         with_deltas = np.flatnonzero(ends - starts >= 2)
         bounds = np.stack([starts[with_deltas], ends[with_deltas] - 1], axis=1).reshape(-1)[:-1]
-        self.min_delta, self.width = 0, 0
+        min_delta, width = 0, 0
         if len(with_deltas):
             counted = deltas[:ends[with_deltas[-1]] - 1]   # the last segment of reduceat runs to the end
-            self.min_delta = int(np.minimum.reduceat(counted, bounds)[::2].min())
-            self.width = packed_width(int(np.maximum.reduceat(counted, bounds)[::2].max()) - self.min_delta)
-        self.first_values = values[starts].tolist()
-        self.starts, self.ends = starts.tolist(), ends.tolist()
-        self.block_header = zigzag_varint(self.min_delta) + bytes([self.width] * MINIBLOCKS)
-        # per group: deltas end - start - 1; full blocks all but the last block (never full here)
-        self.full_values = [(end - start - 2) // BLOCK_VALUES * BLOCK_VALUES if end - start > 1 else 0
-                            for start, end in zip(self.starts, self.ends)]
-        self.blocks, self.last_blocks = None, [b""] * len(self.starts)
+            min_delta = int(np.minimum.reduceat(counted, bounds)[::2].min())
+            width = packed_width(int(np.maximum.reduceat(counted, bounds)[::2].max()) - min_delta)
+        self._layout(values[starts], starts, ends, min_delta, width)
         if self.width:
             relative = (deltas - self.min_delta).view(np.uint64)
             relative[ends[:-1] - 1] = 0   # the deltas across row groups are no group's
@@ -154,6 +148,25 @@ class DeltaBinaryPacked:
                                           (len(rows), len(self.block_header)))
             self.blocks = memoryview(np.hstack([header_rows, rows]).reshape(-1))
             self.last_blocks = self._last_blocks(relative)
+
+    @classmethod
+    def consecutive(cls, first: int, starts: np.ndarray, ends: np.ndarray) -> "DeltaBinaryPacked":
+        """The encoder of the integers ``first, first + 1, ...`` (``ends[-1]`` of them), made
+        from their ends alone: the bytes :class:`DeltaBinaryPacked` gives for the array."""
+        encoder = cls.__new__(cls)
+        encoder._layout(first + starts, starts, ends, min_delta=1 if (ends - starts >= 2).any() else 0, width=0)
+        return encoder
+
+    def _layout(self, first_values: np.ndarray, starts: np.ndarray, ends: np.ndarray, min_delta: int, width: int):
+        """Each group's first value and block counts, the block header, and no packed deltas."""
+        self.min_delta, self.width = min_delta, width
+        self.first_values = first_values.tolist()
+        self.starts, self.ends = starts.tolist(), ends.tolist()
+        self.block_header = zigzag_varint(self.min_delta) + bytes([self.width] * MINIBLOCKS)
+        # per group: deltas end - start - 1; full blocks all but the last block (never full here)
+        self.full_values = [(end - start - 2) // BLOCK_VALUES * BLOCK_VALUES if end - start > 1 else 0
+                            for start, end in zip(self.starts, self.ends)]
+        self.blocks, self.last_blocks = None, [b""] * len(self.starts)
 
     def _last_blocks(self, relative: np.ndarray) -> list:
         """Each group's packed last block (its used miniblocks), all groups packed at once."""

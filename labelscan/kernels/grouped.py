@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from labelscan.io.column_set import Consecutive
 from labelscan.xp import array_module, bincount, to_host
 
 FLOATING_POINT_COMPARISON = 1e-6
@@ -144,13 +145,14 @@ class GroupedPartition:
             self._inverse = _inverse_permutation(self.order)
         return self._inverse
 
-    def row_ids_in_row_order(self) -> np.ndarray:
+    def row_ids_in_row_order(self):
         """Global row of each row, in row order (increasing), shape (n,), int64, on the host
-        (what the mask part and the issues need). With no rejected rows they are a range, made
-        on the host: a device partition's mask part gets them without copying 8 bytes a row
-        from the device."""
+        (what the mask part and the issues need): with no rejected rows the range itself
+        (:class:`~labelscan.io.column_set.Consecutive`, no array: a mask part encodes it from
+        its ends, and a device partition copies nothing), else a ``numpy.ndarray``. Both take
+        positions with ``.take``."""
         if self.kept_row_ids is None:
-            return np.arange(self.row_start, self.row_start + self.num_rows, dtype=np.int64)
+            return Consecutive(self.row_start, self.num_rows)
         return to_host(self.kept_row_ids)
 
 
