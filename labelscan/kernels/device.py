@@ -12,19 +12,19 @@ import threading
 
 import numpy as np
 
+from labelscan.kernels.pinned import pinned_array
+
 _staging = threading.local()
 
 
 def pinned_buffer(nbytes: int) -> np.ndarray:
     """The calling thread's pinned staging buffer, at least ``nbytes`` long (its first ``nbytes``),
-    grown as needed and reused: valid until the thread's next call."""
-    import cupy
-
+    grown as needed (:func:`labelscan.kernels.pinned.pinned_array`) and reused: valid until the
+    thread's next call."""
     buffer = getattr(_staging, "buffer", None)
     if buffer is None or buffer.nbytes < nbytes:
-        memory = cupy.cuda.alloc_pinned_memory(max(nbytes, 1))
-        buffer = np.frombuffer(memory, dtype=np.uint8, count=max(nbytes, 1))
-        _staging.buffer = buffer
+        _staging.buffer = None   # the old one goes first: both need not be locked at once
+        buffer = _staging.buffer = pinned_array(max(nbytes, 1))
     return buffer[:nbytes]
 
 
