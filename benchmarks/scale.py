@@ -13,6 +13,11 @@ Two read floors are recorded: ``read_floor`` (:func:`benchmarks.cpu.read_floor_o
 after another, pyarrow's own threads inside each) and ``read_floor_parallel`` (every file read the
 same way, ``os.cpu_count()`` files at a time: what the host's cores can decode at best).
 
+Each run writes to an empty destination by default (``--destination fresh``: the previous
+run's outputs are removed untimed, as for a one-off job); ``--destination rerun`` times scans
+that replace the previous run's outputs (the scan removes them first, in its flag stage).
+``first_run_seconds`` is the first scan of each fresh cluster.
+
 Large sets: ``--jobs`` processes generate the files (default all CPUs), ``--rows-per-file``
 sets the file size (10M rows keeps a 1B-row set at 100 files), and each GPU count's outputs are
 deleted once hashed unless ``--keep-outputs`` (a 1B×10 set is ~43 GB on disk, its outputs ~10 GB).
@@ -93,13 +98,12 @@ def bench_size(recorder: Recorder, size: str, args) -> None:
         options = {"backend": "cupy", "rows_per_partition": args.rows_per_partition}
         labelscan_once(warmup_folder, out, client, **options)  # warm-up: kernel compilation, imports
         summaries = []
-        # each run starts with no dirty pages left by the generator or an earlier run's outputs:
-        # their writeback would slow this run's writes (docs/benchmarks.md, tenth session)
         seconds, _ = timed_runs(lambda: summaries.append(labelscan_once(folder, out, client, **options)),
-                                args.repeat, before=os.sync)
+                                args.repeat, before=lambda: _before_run(out, args.destination))
         median = medians[count] = add_timing(recorder, benchmark, size, seconds)
         # the first scan of a fresh cluster (what a one-off job pays): staging memory, pools
         recorder.add(benchmark, size, "first_run_seconds", seconds[0], "s")
+        recorder.add(benchmark, size, "rerun_destination", args.destination == "rerun", "bool")
         recorder.add(benchmark, size, "rows_per_second", rows / median, "rows/s")
         recorder.add(benchmark, size, "vs_read_floor", median / floor, "ratio")
         recorder.add(benchmark, size, "vs_read_floor_parallel", median / parallel_floor, "ratio")
@@ -115,6 +119,16 @@ def bench_size(recorder: Recorder, size: str, args) -> None:
         recorder.save(args.out)   # each GPU count's records survive a later count's failure
         print(f"{size} on {count} GPU(s): {median:.2f} s (median of {len(seconds)})", file=sys.stderr, flush=True)
     add_speedups(recorder, size, medians, digests)
+
+
+def _before_run(out: Path, destination: str) -> None:
+    """Untimed, ahead of each scan: with a ``fresh`` destination the previous run's outputs
+    go (else the scan removes them itself, timed: a rerun), then every run starts with no
+    dirty pages left by the generator or an earlier run's outputs, whose writeback would slow
+    its writes (docs/benchmarks.md, tenth session)."""
+    if destination == "fresh":
+        shutil.rmtree(out, ignore_errors=True)
+    os.sync()
 
 
 def add_speedups(recorder: Recorder, size: str, medians: dict, digests: dict) -> None:
@@ -149,6 +163,9 @@ def main(argv=None) -> None:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes generating files")
     parser.add_argument("--rows-per-file", type=int, default=ROWS_PER_FILE)
     parser.add_argument("--keep-outputs", action="store_true", help="keep each GPU count's scan outputs")
+    parser.add_argument("--destination", choices=("fresh", "rerun"), default="fresh",
+                        help="fresh: each run writes to an empty destination (the previous run's outputs "
+                             "removed untimed, as for a one-off job); rerun: over the previous run's outputs")
     args = parser.parse_args(argv)
     args.gpus = [int(count) for count in args.gpus.split(",")]
     recorder = Recorder(machine_info(), gpu_versions())

@@ -33,7 +33,6 @@ import hashlib
 import json
 import posixpath
 import re
-from concurrent.futures import ThreadPoolExecutor
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -63,12 +62,6 @@ ROW_KEY_COLUMNS = ("row_id", "id")
 prunes row groups by them. The flag, score and class columns hold nearly every value in every
 row group, so their statistics prune nothing, and leaving them out encodes a mask part ~12%
 faster (``python -m benchmarks.encode``)."""
-
-
-REMOVE_THREADS = 16
-"""Threads removing a local destination's old outputs. Unlinking a part frees its cached pages
-(a 65 MB mask part: about 15 ms); a rerun of a 400M-row scan spent 0.53-0.78 s removing its 42
-old parts one after the other (two-GPU host, session 14)."""
 
 
 def row_key_statistics(table) -> list:
@@ -206,11 +199,8 @@ class OutputCommit(_Destination):
         doomed = [self.path(name) for name in names if fs.isfile(self.path(name))]
         folders = [name for name in names if fs.isdir(self.path(name))]
         doomed += [path for folder in folders for path in self._own_files(folder)]
-        if doomed and isinstance(fs, LocalFileSystem):   # unlinks in parallel: see REMOVE_THREADS
-            with ThreadPoolExecutor(min(REMOVE_THREADS, len(doomed))) as pool:
-                list(pool.map(fs.rm_file, doomed))
-        elif doomed:
-            fs.rm(doomed)   # object stores delete a batch a request
+        if doomed:
+            fs.rm(doomed)
         if isinstance(fs, LocalFileSystem):   # object stores have no empty folders
             for folder in folders:
                 if not fs.ls(self.path(folder)):
