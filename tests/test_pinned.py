@@ -50,3 +50,16 @@ def test_plain_memory_is_not_registered():
     import cupy
 
     assert cupy.cuda.runtime.pointerGetAttributes(np.zeros(1 << 20, np.uint8).ctypes.data).type != HOST_MEMORY
+
+
+def test_memory_cuda_will_not_register_comes_from_cuda_host_alloc(monkeypatch, caplog):
+    import cupy
+
+    def refuse(pointer, size, flags):
+        raise cupy.cuda.runtime.CUDARuntimeError(801)   # cudaErrorNotSupported
+
+    monkeypatch.setattr(cupy.cuda.runtime, "hostRegister", refuse)
+    array = pinned_array(1 << 20)
+    assert array.shape == (1 << 20,) and array.dtype == np.uint8
+    assert cupy.cuda.runtime.pointerGetAttributes(array.ctypes.data).type == HOST_MEMORY
+    assert "registration failed" in caplog.text

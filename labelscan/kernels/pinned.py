@@ -14,10 +14,13 @@ and is still registered.
 from __future__ import annotations
 
 import ctypes
+import logging
 import mmap
 import weakref
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 HUGE_PAGE_BYTES = 2 << 20
 """Alignment of the registered regions: the x86-64 transparent huge page size."""
@@ -35,7 +38,8 @@ def pinned_array(nbytes: int) -> np.ndarray:
     Returns
     -------
     numpy.ndarray, shape (nbytes,), uint8
-        Writable, zero-filled, its first byte 2 MiB-aligned.
+        Writable, zero-filled, its first byte 2 MiB-aligned; where CUDA refuses to register host
+        memory, ``cudaHostAlloc``'s instead (a warning is logged).
     """
     import cupy
 
@@ -44,7 +48,12 @@ def pinned_array(nbytes: int) -> np.ndarray:
     _advise_huge_pages(region, offset, nbytes)
     array = np.frombuffer(region, dtype=np.uint8, count=nbytes, offset=offset)
     array[::mmap.PAGESIZE] = 0   # fault every page in now (huge ones where granted), not in the driver
-    cupy.cuda.runtime.hostRegister(array.ctypes.data, nbytes, 0)
+    try:
+        cupy.cuda.runtime.hostRegister(array.ctypes.data, nbytes, 0)
+    except cupy.cuda.runtime.CUDARuntimeError as error:   # a platform that registers no host memory
+        logger.warning("page-locking host memory by registration failed (%s); allocating it with "
+                       "cudaHostAlloc, slower to get", error)
+        return np.frombuffer(cupy.cuda.alloc_pinned_memory(nbytes), dtype=np.uint8, count=nbytes)
     finalizer = weakref.finalize(array, cupy.cuda.runtime.hostUnregister, array.ctypes.data)
     finalizer.atexit = False   # at exit the process unmaps it; CUDA may be gone by then
     return array
