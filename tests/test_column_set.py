@@ -12,6 +12,7 @@ from fsspec.implementations.local import LocalFileSystem
 from labelscan.io import numpy_parquet
 from labelscan.io.atomic import put_bytes, table_pieces
 from labelscan.io.column_set import ColumnSet, Consecutive
+from tests.test_numpy_parquet import numpy_file_bytes
 
 
 def _issues_like(num_rows: int, first_rank: int, dtype=np.int16) -> ColumnSet:
@@ -41,14 +42,14 @@ def test_a_column_set_gives_the_bytes_of_its_arrow_table(num_rows, statistics, m
     table = columns.to_arrow()
     assert columns.schema() == table.schema
     assert table.schema.field("predicted_label").type == pa.int64()
-    data = numpy_parquet.table_bytes(columns, statistics, row_group_rows=1024)
-    assert data == numpy_parquet.table_bytes(table, statistics, row_group_rows=1024)
+    data = numpy_file_bytes(columns, statistics, row_group_rows=1024)
+    assert data == numpy_file_bytes(table, statistics, row_group_rows=1024)
     assert pq.read_table(pa.BufferReader(data)).equals(table, check_metadata=True)
 
 
 def test_int32_class_indices_stored_as_int64():
     columns = _issues_like(3000, 5, dtype=np.int32)
-    assert numpy_parquet.table_bytes(columns) == numpy_parquet.table_bytes(columns.to_arrow())
+    assert numpy_file_bytes(columns) == numpy_file_bytes(columns.to_arrow())
 
 
 def test_consecutive_is_an_int64_range():

@@ -29,14 +29,19 @@ def table_bytes(table) -> bytes:
     return b"".join(table_pieces(table))
 
 
+def numpy_file_bytes(table, statistics=True, row_group_rows=numpy_parquet.ROW_GROUP_ROWS) -> bytes:
+    """The NumPy writer's file of ``table``, joined."""
+    return b"".join(numpy_parquet.file_pieces(table, statistics, row_group_rows))
+
+
 @pytest.mark.parametrize("num_rows", [1, 2, 7, 8, 9, 31, 33, 127, 128, 129, 130, 257, 1000, 4099])
 def test_mask_like_tables_round_trip(num_rows):
     table = _mask_like(num_rows, seed=num_rows, start=10 * num_rows)
-    data = numpy_parquet.table_bytes(table, statistics=["row_id"], row_group_rows=1024)
+    data = numpy_file_bytes(table, statistics=["row_id"], row_group_rows=1024)
     assert _read(data).equals(table, check_metadata=True)
     assert _read(data).schema.equals(table.schema, check_metadata=True)
     assert _metadata(data).num_row_groups == -(-num_rows // 1024)
-    assert numpy_parquet.table_bytes(table, statistics=["row_id"], row_group_rows=1024) == data
+    assert numpy_file_bytes(table, statistics=["row_id"], row_group_rows=1024) == data
 
 
 INTEGER_CASES = {
@@ -64,7 +69,7 @@ def test_integer_columns_round_trip_with_statistics(case, dtype, num_rows):
     info = np.iinfo(dtype)
     values = np.clip(values, info.min, info.max).astype(dtype)
     table = pa.table({"values": values})
-    data = numpy_parquet.table_bytes(table, row_group_rows=1024)
+    data = numpy_file_bytes(table, row_group_rows=1024)
     assert _read(data).equals(table)
     for group in range(_metadata(data).num_row_groups):
         stats = _metadata(data).row_group(group).column(0).statistics
@@ -78,7 +83,7 @@ def test_float_columns_round_trip_with_nan_aware_statistics(dtype):
     values = np.array([0.5, np.nan, -0.0, 0.0, np.inf, -3.25, 1e-30], dtype=dtype)
     table = pa.table({"scores": values, "all_nan": np.full(len(values), np.nan, dtype),
                       "zeros": np.zeros(len(values), dtype)})
-    data = numpy_parquet.table_bytes(table)
+    data = numpy_file_bytes(table)
     read = _read(data)
     assert read.schema.equals(table.schema)
     for name in table.column_names:   # bit for bit: NaN and -0.0 included
@@ -91,17 +96,17 @@ def test_float_columns_round_trip_with_nan_aware_statistics(dtype):
 
 
 def test_statistics_only_for_the_named_columns():
-    data = numpy_parquet.table_bytes(_mask_like(3000), statistics=["row_id"])
+    data = numpy_file_bytes(_mask_like(3000), statistics=["row_id"])
     group = _metadata(data).row_group(0)
     assert group.column(0).statistics.has_min_max
     assert [group.column(index).statistics for index in (1, 2, 3)] == [None, None, None]
-    none = _metadata(numpy_parquet.table_bytes(_mask_like(3000), statistics=False)).row_group(0)
+    none = _metadata(numpy_file_bytes(_mask_like(3000), statistics=False)).row_group(0)
     assert none.column(0).statistics is None
 
 
 def test_row_key_statistics_prune_row_groups(tmp_path):
     path = tmp_path / "mask.parquet"
-    path.write_bytes(numpy_parquet.table_bytes(_mask_like(10_000, start=500), statistics=["row_id"],
+    path.write_bytes(numpy_file_bytes(_mask_like(10_000, start=500), statistics=["row_id"],
                                                row_group_rows=1024))
     dataset = ds.dataset(path, format="parquet")
     fragment = next(dataset.get_fragments())
@@ -115,7 +120,7 @@ def test_non_nullable_fields_and_schema_metadata_survive():
     schema = pa.schema([pa.field("rank", pa.int64(), nullable=False), pa.field("flag", pa.bool_())],
                        metadata={b"origin": b"labelscan"})
     table = pa.table({"rank": np.arange(300), "flag": np.arange(300) % 3 == 0}, schema=schema)
-    data = numpy_parquet.table_bytes(table)
+    data = numpy_file_bytes(table)
     assert _read(data).equals(table, check_metadata=True)
     assert not _read(data).schema.field("rank").nullable
     assert _metadata(data).metadata[b"origin"] == b"labelscan"
@@ -123,7 +128,7 @@ def test_non_nullable_fields_and_schema_metadata_survive():
 
 def test_pandas_reads_the_table():
     table = _mask_like(2000)
-    frame = pq.read_table(pa.BufferReader(numpy_parquet.table_bytes(table))).to_pandas()
+    frame = pq.read_table(pa.BufferReader(numpy_file_bytes(table))).to_pandas()
     assert frame.equals(table.to_pandas())
 
 
@@ -136,7 +141,7 @@ def test_pandas_reads_the_table():
 ])
 def test_tables_outside_the_writer_are_refused_and_written_by_arrow(table, reason):
     with pytest.raises(NotEncodable, match=reason):
-        numpy_parquet.table_bytes(table)
+        numpy_file_bytes(table)
     data = table_bytes(table)
     assert _read(data).equals(table)
     assert _metadata(data).created_by.startswith("parquet-cpp-arrow")
@@ -184,7 +189,7 @@ def test_independent_readers_get_the_same_columns(reader, tmp_path):
                       "wide": rng.integers(-2**50, 2**50, num_rows), "flag": rng.random(num_rows) < 0.1,
                       "label_quality": rng.random(num_rows).astype(np.float32), "score": rng.random(num_rows)})
     path = tmp_path / "part.parquet"
-    path.write_bytes(numpy_parquet.table_bytes(table, row_group_rows=1024))
+    path.write_bytes(numpy_file_bytes(table, row_group_rows=1024))
     columns = _read_with(reader, path)
     for name in table.column_names:
         np.testing.assert_array_equal(np.asarray(columns[name]), table.column(name).to_numpy(), err_msg=name)
@@ -204,7 +209,7 @@ def _swapped_range():
 def test_columns_that_look_like_ranges_get_exact_statistics(values):
     values = np.asarray(values, dtype=np.int64)
     table = pa.table({"row_id": values})
-    data = numpy_parquet.table_bytes(table, row_group_rows=1024)
+    data = numpy_file_bytes(table, row_group_rows=1024)
     assert _read(data).equals(table)
     for group in range(_metadata(data).num_row_groups):
         chunk = values[group * 1024:(group + 1) * 1024]

@@ -12,7 +12,7 @@ written table, field types and nullability included). Deterministic: the same ta
 the same bytes.
 
 Tables it does not handle (nulls, other types, no rows) raise :class:`NotEncodable`; callers
-write those with Arrow (:func:`labelscan.io.atomic.table_bytes`).
+write those with Arrow (:func:`labelscan.io.atomic.table_pieces`).
 """
 
 import base64
@@ -51,11 +51,6 @@ DICTIONARY_WIDEST = 16
 
 class NotEncodable(ValueError):
     """A table this writer does not encode (nulls, a type besides bool/int8-64/float32/64, no rows)."""
-
-
-def table_bytes(table, statistics=True, row_group_rows: int = ROW_GROUP_ROWS) -> bytes:
-    """One parquet file of ``table``, joined (:func:`file_pieces`)."""
-    return b"".join(file_pieces(table, statistics, row_group_rows))
 
 
 def file_pieces(table, statistics=True, row_group_rows: int = ROW_GROUP_ROWS) -> list:
