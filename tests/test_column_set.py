@@ -50,6 +50,11 @@ def test_a_column_set_gives_the_bytes_of_its_arrow_table(num_rows, statistics, m
 def test_int32_class_indices_stored_as_int64():
     columns = _issues_like(3000, 5, dtype=np.int32)
     assert numpy_file_bytes(columns) == numpy_file_bytes(columns.to_arrow())
+    wide = np.random.default_rng(1).integers(0, 100_000, 3000).astype(np.int32)   # past the widest dictionary
+    columns = ColumnSet({"predicted_label": wide}, types={"predicted_label": pa.int64()})
+    data = numpy_file_bytes(columns, row_group_rows=1024)
+    assert data == numpy_file_bytes(columns.to_arrow(), row_group_rows=1024)
+    assert pq.read_table(pa.BufferReader(data)).column("predicted_label").to_numpy().tolist() == wide.tolist()
 
 
 def test_consecutive_is_an_int64_range():
