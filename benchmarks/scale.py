@@ -99,7 +99,7 @@ def bench_size(recorder: Recorder, size: str, args) -> None:
         labelscan_once(warmup_folder, out, client, **options)  # warm-up: kernel compilation, imports
         summaries = []
         seconds, _ = timed_runs(lambda: summaries.append(labelscan_once(folder, out, client, **options)),
-                                args.repeat, before=lambda: _before_run(out, args.destination))
+                                args.repeat, before=lambda: before_run(out, args.destination))
         median = medians[count] = add_timing(recorder, benchmark, size, seconds)
         # the first scan of a fresh cluster (what a one-off job pays): staging memory, pools
         recorder.add(benchmark, size, "first_run_seconds", seconds[0], "s")
@@ -121,7 +121,7 @@ def bench_size(recorder: Recorder, size: str, args) -> None:
     add_speedups(recorder, size, medians, digests)
 
 
-def _before_run(out: Path, destination: str) -> None:
+def before_run(out: Path, destination: str) -> None:
     """Untimed, ahead of each scan: with a ``fresh`` destination the previous run's outputs
     go (else the scan removes them itself, timed: a rerun), then every run starts with no
     dirty pages left by the generator or an earlier run's outputs, whose writeback would slow

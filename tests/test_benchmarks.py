@@ -4,7 +4,7 @@ import json
 
 from benchmarks import device_reads, encode, host_writes, malloc, reader
 from benchmarks.cpu import Recorder, timed_runs
-from benchmarks.scale import add_speedups
+from benchmarks.scale import before_run, add_speedups
 from labelscan.io import pages
 
 
@@ -84,3 +84,14 @@ def test_malloc_benchmark_runs_on_cpu(tmp_path):
     records = json.loads(out.read_text())
     assert {(r["benchmark"], r["metric"]) for r in records} >= {
         ("malloc_glibc_cpu", "seconds"), ("malloc_labelscan_cpu", "stage_flag")}
+
+
+def test_scale_runs_start_from_an_empty_destination_unless_rerun(tmp_path):
+    out = tmp_path / "out"
+    (out / "mask").mkdir(parents=True)
+    (out / "mask" / "part-00000.parquet").write_bytes(b"old")
+    before_run(out, "rerun")   # the scan replaces the old outputs itself, timed
+    assert (out / "mask" / "part-00000.parquet").exists()
+    before_run(out, "fresh")
+    assert not out.exists()
+    before_run(out, "fresh")   # nothing to remove
