@@ -2,10 +2,13 @@
 
 import json
 
-from benchmarks import device_reads, encode, host_writes, malloc, reader
+import pytest
+
+from benchmarks import device_reads, encode, host_writes, malloc, reader, staging
 from benchmarks.cpu import Recorder, timed_runs
 from benchmarks.scale import before_run, add_speedups
 from labelscan.io import pages
+from labelscan.xp import cupy_or_none
 
 
 def test_reader_benchmark_runs(tmp_path, monkeypatch):
@@ -95,3 +98,15 @@ def test_scale_runs_start_from_an_empty_destination_unless_rerun(tmp_path):
     before_run(out, "fresh")
     assert not out.exists()
     before_run(out, "fresh")   # nothing to remove
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(cupy_or_none() is None, reason="needs CuPy and a GPU")
+def test_staging_benchmark_times_both_ways_of_pinning(tmp_path):
+    out = tmp_path / "staging.json"
+    staging.main(["--mib", "4", "--threads", "2", "--repeat", "1", "--out", str(out)])
+    found = {(record["benchmark"], record["metric"]): record["value"] for record in json.loads(out.read_text())}
+    for method in ("cuda_host_alloc", "registered_huge_pages"):
+        assert found[(method, "seconds_1_thread")] > 0 and found[(method, "wall_seconds_2_threads")] > 0
+        assert found[(method, "h2d_gb_per_second")] > 0
+    assert found[("staging", "buffer_bytes")] == 4 << 20

@@ -6,9 +6,9 @@ and eight worker threads asking for one each waited 3.8 s, which made the first 
 fresh GPU cluster several seconds slower than the next (400M x 10: 17-20 s of allocation
 across a worker's threads). Anonymous memory advised to use transparent huge pages, touched,
 then registered (``cudaHostRegister``) copies to the device as fast (55 GB/s) and took
-0.12 s alone, 0.25 s for eight threads at once (``scratch`` measurements of session 14,
-docs/benchmarks.md). Without transparent huge pages (``never``) the region has 4 KiB pages
-and is still registered.
+0.12 s alone, 0.25 s for eight threads at once (docs/benchmarks.md, fourteenth session;
+``python -m benchmarks.staging`` times both). Without transparent huge pages (``never``) the
+region has 4 KiB pages and is still registered.
 """
 
 from __future__ import annotations
