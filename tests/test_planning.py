@@ -2,7 +2,9 @@
 
 - GPU scans plan at least one partition per two worker threads (CPU scans: two per thread);
 - ranking at most ``issues_per_part`` issues skips the score-histogram waves, and writes the
-  same ranked issues as the histogram path.
+  same ranked issues as the histogram path;
+- a partition's score histogram is read off its sorted images (binary searches), equal to
+  counting their top bits.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import labelscan
-from labelscan.scan import GPU_THREADS_PER_PARTITION, _plan
+from labelscan import outcome
+from labelscan.scan import GPU_THREADS_PER_PARTITION, WrittenPartition, _image_shift, _plan, rank_histogram
 
 distributed = pytest.importorskip("distributed")
 
@@ -88,3 +91,21 @@ def test_partitions_beyond_the_memory_budget_are_read_again(tmp_path, monkeypatc
     assert kept.summary["cached_partitions"] and not partial.summary["cached_partitions"]
     for got, expected in zip(_mask_and_issues(tmp_path / "partial"), _mask_and_issues(tmp_path / "all")):
         assert got.equals(expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("num_issues", [0, 1, 7, 50_000])
+def test_the_rank_histogram_of_sorted_images_counts_their_top_bits(dtype, num_issues):
+    rng = np.random.default_rng(num_issues)
+    width = np.dtype(dtype).itemsize * 8
+    images = rng.integers(0, np.iinfo(np.uint64).max if width == 64 else (1 << width) - 1, num_issues,
+                          dtype=np.uint64, endpoint=True)
+    images[: min(num_issues, 3)] = 0   # the first and the last bin's edges
+    images[-min(num_issues, 2):] = np.iinfo(np.uint64).max >> np.uint64(64 - width)
+    images.sort()
+    written = WrittenPartition(entries=[], issues={"image": images}, issues_per_class=np.zeros(2),
+                               rank_shift=_image_shift(dtype), rejected={})
+    counted = np.bincount((images >> np.uint64(_image_shift(dtype))).astype(np.int64),
+                          minlength=1 << outcome.RANK_BITS)
+    histogram = rank_histogram(written)
+    assert histogram.dtype == np.int64 and np.array_equal(histogram, counted)

@@ -21,11 +21,12 @@ def pinned_buffer(nbytes: int) -> np.ndarray:
     """The calling thread's pinned staging buffer, at least ``nbytes`` long (its first ``nbytes``),
     grown as needed (:func:`labelscan.kernels.pinned.pinned_array`) and reused: valid until the
     thread's next call."""
-    buffer = getattr(_staging, "buffer", None)
-    if buffer is None or buffer.nbytes < nbytes:
-        _staging.buffer = None   # the old one goes first: both need not be locked at once
-        buffer = _staging.buffer = pinned_array(max(nbytes, 1))
-    return buffer[:nbytes]
+    held = getattr(_staging, "buffer", None)
+    if held is None or held.nbytes < nbytes:
+        del held
+        _staging.buffer = None   # the old one goes back to the pool first (unless a view still holds it)
+        _staging.buffer = pinned_array(max(nbytes, 1))
+    return _staging.buffer[:nbytes]
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""Page-locked host memory that is quick to get: huge pages registered with CUDA.
+"""Page-locked host memory that is quick to get: huge pages registered with CUDA, kept for reuse.
 
 ``cudaHostAlloc`` (CuPy's ``alloc_pinned_memory``) locks 4 KiB pages one by one under the
 driver's lock; on the lent H100 machines (virtual machines) a 512 MiB buffer took 0.24-0.57 s,
@@ -9,6 +9,14 @@ then registered (``cudaHostRegister``) copies to the device as fast (55 GB/s) an
 0.12 s alone, 0.25 s for eight threads at once (docs/benchmarks.md, fourteenth session;
 ``python -m benchmarks.staging`` times both). Without transparent huge pages (``never``) the
 region has 4 KiB pages and is still registered.
+
+A registered region is never unregistered nor unmapped: it stays registered for the life of the
+process, and an array freed hands its region back to a process-wide pool that the next request
+of at most its size takes. Unregistering and unmapping regions while the worker allocated device
+memory made CUDA's device allocations fail now and then with ``cudaErrorAlreadyMapped`` (fifteenth
+session: 400M x 10 on one H100, 1-3 of 31 read tasks of a scan failed and were retried; none with
+regions kept registered, nor with ``cudaHostAlloc``). The pool holds at most what the process's
+threads held at once (one staging buffer a thread, :func:`labelscan.kernels.device.pinned_buffer`).
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import mmap
+import threading
 import weakref
 
 import numpy as np
@@ -26,9 +35,39 @@ HUGE_PAGE_BYTES = 2 << 20
 """Alignment of the registered regions: the x86-64 transparent huge page size."""
 
 
+class _RegionPool:
+    """The process's registered regions that no array holds (each a 2 MiB-aligned uint8 array)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.free = []
+        self.registration_refused = False   # then every request is cudaHostAlloc's (asked once)
+
+    def take(self, nbytes: int):
+        """The smallest free region of at least ``nbytes``, or ``None``."""
+        with self.lock:
+            fitting = [index for index, region in enumerate(self.free) if region.nbytes >= nbytes]
+            if not fitting:
+                return None
+            return self.free.pop(min(fitting, key=lambda index: self.free[index].nbytes))
+
+    def put(self, region) -> None:
+        with self.lock:
+            self.free.append(region)
+
+    def free_bytes(self) -> int:
+        """Bytes of the free regions (registered, held by no array)."""
+        with self.lock:
+            return sum(region.nbytes for region in self.free)
+
+
+POOL = _RegionPool()
+
+
 def pinned_array(nbytes: int) -> np.ndarray:
-    """A new page-locked host array of ``nbytes`` bytes, registered with CUDA until it is
-    garbage collected (views keep it alive).
+    """A page-locked host array of ``nbytes`` bytes: a free registered region of the pool, else a
+    new one (its size rounded up to whole huge pages); its region goes back to the pool when the
+    array is garbage collected (views keep it alive).
 
     Parameters
     ----------
@@ -38,25 +77,46 @@ def pinned_array(nbytes: int) -> np.ndarray:
     Returns
     -------
     numpy.ndarray, shape (nbytes,), uint8
-        Writable, zero-filled, its first byte 2 MiB-aligned; where CUDA refuses to register host
-        memory, ``cudaHostAlloc``'s instead (a warning is logged).
+        Writable, its first byte 2 MiB-aligned, zero-filled when new (a reused region holds what
+        it held); where CUDA refuses to register host memory, ``cudaHostAlloc``'s instead (a
+        warning is logged; CuPy pools that memory itself).
+    """
+    region = POOL.take(nbytes)
+    if region is None and not POOL.registration_refused:
+        region = registered_region(-(-nbytes // HUGE_PAGE_BYTES) * HUGE_PAGE_BYTES)
+        POOL.registration_refused = region is None
+    if region is None:
+        import cupy
+
+        return np.frombuffer(cupy.cuda.alloc_pinned_memory(nbytes), dtype=np.uint8, count=nbytes)
+    array = region[:nbytes]
+    weakref.finalize(array, POOL.put, region).atexit = False
+    return array
+
+
+def registered_region(nbytes: int):
+    """A new anonymous region of ``nbytes`` bytes, 2 MiB-aligned, advised to use transparent huge
+    pages, touched and registered with CUDA for the life of the process (never unregistered, see
+    the module's note); ``None`` where CUDA refuses to register host memory (a warning is logged).
+
+    Returns
+    -------
+    numpy.ndarray, shape (nbytes,), uint8, or None
     """
     import cupy
 
-    region = mmap.mmap(-1, nbytes + HUGE_PAGE_BYTES, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    offset = -ctypes.addressof(ctypes.c_char.from_buffer(region)) % HUGE_PAGE_BYTES
-    _advise_huge_pages(region, offset, nbytes)
-    array = np.frombuffer(region, dtype=np.uint8, count=nbytes, offset=offset)
-    array[::mmap.PAGESIZE] = 0   # fault every page in now (huge ones where granted), not in the driver
+    memory = mmap.mmap(-1, nbytes + HUGE_PAGE_BYTES, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    offset = -ctypes.addressof(ctypes.c_char.from_buffer(memory)) % HUGE_PAGE_BYTES
+    _advise_huge_pages(memory, offset, nbytes)
+    region = np.frombuffer(memory, dtype=np.uint8, count=nbytes, offset=offset)
+    region[::mmap.PAGESIZE] = 0   # fault every page in now (huge ones where granted), not in the driver
     try:
-        cupy.cuda.runtime.hostRegister(array.ctypes.data, nbytes, 0)
+        cupy.cuda.runtime.hostRegister(region.ctypes.data, nbytes, 0)
     except cupy.cuda.runtime.CUDARuntimeError as error:   # a platform that registers no host memory
         logger.warning("page-locking host memory by registration failed (%s); allocating it with "
                        "cudaHostAlloc, slower to get", error)
-        return np.frombuffer(cupy.cuda.alloc_pinned_memory(nbytes), dtype=np.uint8, count=nbytes)
-    finalizer = weakref.finalize(array, cupy.cuda.runtime.hostUnregister, array.ctypes.data)
-    finalizer.atexit = False   # at exit the process unmaps it; CUDA may be gone by then
-    return array
+        return None
+    return region
 
 
 def _advise_huge_pages(region: mmap.mmap, offset: int, nbytes: int) -> None:
