@@ -13,7 +13,7 @@ import numpy as np
 
 from labelscan import passes
 from labelscan.kernels import grouped
-from labelscan.kernels.device import device_work
+from labelscan.kernels.device import device_work, to_host_pinned
 from labelscan.stats.order import float_images, stable_order
 from labelscan.xp import bincount, to_host
 
@@ -91,9 +91,9 @@ def _partition_outcome(part, facts, cutoffs, family_keys, request) -> PartitionO
         issues["id"] = part.ids[host_issue_rows]
     return PartitionOutcome(  # row-order results on the host, whatever the partition's device
         row_ids=row_ids,
-        predicted_label=to_host(row_order["predicted_label"]),
-        is_label_issue=to_host(is_label_issue),
-        label_quality=to_host(row_order["label_quality"]),
+        predicted_label=to_host_pinned(row_order["predicted_label"]),
+        is_label_issue=to_host_pinned(is_label_issue),
+        label_quality=to_host_pinned(row_order["label_quality"]),
         ids=part.ids,
         rejected=part.rejected,
         issues=issues,

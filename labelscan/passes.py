@@ -14,10 +14,9 @@ import numpy as np
 from labelscan.errors import InputError
 from labelscan.io.rejects import kept_row_ids
 from labelscan.kernels import grouped
-from labelscan.kernels.device import device_work
+from labelscan.kernels.device import device_work, to_host_pinned
 from labelscan.stats.joint import DENSE_COUNT_CELLS, JointCounts
 from labelscan.stats.pairwise import PairwiseSumState, partial_sums
-from labelscan.xp import to_host
 
 
 OUTRANKED_BLOCK_CELLS = 1 << 22
@@ -151,7 +150,7 @@ def threshold_pieces(part: grouped.GroupedPartition, class_offsets: np.ndarray, 
     dict[int, PairwiseSumState]
     """
     part = as_partition(part)
-    confidences = to_host(grouped.self_confidence(part))  # class blocks are contiguous
+    confidences = to_host_pinned(grouped.self_confidence(part))  # class blocks are contiguous
     pieces = {}
     for k in np.flatnonzero(part.class_counts()):
         values = confidences[part.class_rows(int(k))]

@@ -66,12 +66,16 @@ arrays, one launch writes every key image and one counts a round, where class bl
 dozen launches and a sort per block (200K x 1000 on an H100: 24 s -> 1.4 s; a 12.5M-row
 partition of 10 classes: a 16-bit round 10.8 -> 4.7 ms, `scratch` benchmark)."""
 
-COLLECT_LIMIT = 1 << 11
+COLLECT_LIMIT = 1 << 16
 """An interval holding at most this many rows is resolved by collecting them."""
 
-COLLECT_BUDGET = 1 << 15
+COLLECT_BUDGET = 1 << 20
 """Candidate rows that may travel to the driver in one resolve round besides
-:data:`COLLECT_PER_TASK` per task (≈ 0.8 MB)."""
+:data:`COLLECT_PER_TASK` per task (≈ 24 MB, whatever the number of rows). A refine round costs a
+pass over the keys of every partition and a round trip through the cluster; collecting the
+rows of the chosen bins after the first round costs one sort of the candidates on the driver:
+400M x 10 leaves ~180,000 rows in the 90 chosen bins, which 2,048 per interval and 32,768 in all
+(before the fifteenth session) sent to a second refine round."""
 
 COLLECT_PER_TASK = 256
 """Each task may add this many candidates to the budget: the driver's share stays O(K²).

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from labelscan.kernels import pinned
-from labelscan.kernels.pinned import HUGE_PAGE_BYTES, POOL, pinned_array
+from labelscan.kernels.pinned import HUGE_PAGE_BYTES, pinned_array
 from labelscan.xp import cupy_or_none
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(cupy_or_none() is None, reason="needs CuPy and a GPU")]
@@ -33,7 +33,19 @@ def test_a_pinned_array_is_registered_aligned_and_copies_both_ways():
     assert np.array_equal(back, array)
 
 
-def test_a_freed_array_hands_its_region_back_registered_and_the_smallest_fitting_one_is_reused():
+@pytest.fixture
+def empty_pool():
+    """The process's pool with its free regions held aside (they go back after the test: a registered
+    region must never be unmapped)."""
+    held = []
+    while (region := pinned.POOL.take(0)) is not None:
+        held.append(region)
+    yield pinned.POOL
+    for region in held:
+        pinned.POOL.put(region)
+
+
+def test_a_freed_array_hands_its_region_back_registered_and_the_smallest_fitting_one_is_reused(empty_pool):
     import cupy
 
     view = pinned_array((3 << 20) + 5)[1024:]
@@ -41,10 +53,10 @@ def test_a_freed_array_hands_its_region_back_registered_and_the_smallest_fitting
     assert cupy.cuda.runtime.pointerGetAttributes(view.ctypes.data).type == HOST_MEMORY   # held by its view
     large, small = pinned_array(8 << 20), pinned_array(4 << 20)
     large_address, small_address = large.ctypes.data, small.ctypes.data
-    free_before = POOL.free_bytes()
+    assert empty_pool.free_bytes() == 0
     del large, small
     gc.collect()
-    assert POOL.free_bytes() == free_before + (12 << 20)
+    assert empty_pool.free_bytes() == 12 << 20
     assert cupy.cuda.runtime.pointerGetAttributes(small_address).type == HOST_MEMORY   # still registered
     again = pinned_array(3 << 20)   # both fit: the smaller one is taken
     assert again.ctypes.data == small_address and again.shape == (3 << 20,)
@@ -52,6 +64,28 @@ def test_a_freed_array_hands_its_region_back_registered_and_the_smallest_fitting
     assert bigger.ctypes.data == large_address
     fresh = pinned_array(9 << 20)   # none fits: a new region
     assert fresh.ctypes.data not in (small_address, large_address) and fresh.ctypes.data % HUGE_PAGE_BYTES == 0
+
+
+@pytest.mark.parametrize("shape, dtype", [((0,), np.float32), ((5,), np.bool_), ((1001,), np.int16),
+                                          ((300, 7), np.float64)])
+def test_device_results_come_back_through_pooled_page_locked_memory(empty_pool, shape, dtype):
+    import cupy
+
+    from labelscan.kernels.device import to_host_pinned
+
+    values = np.random.default_rng(3).random(shape) > 0.5 if dtype is np.bool_ else \
+        (np.random.default_rng(3).random(shape) * 1000).astype(dtype)
+    on_device = cupy.asarray(values)
+    host = to_host_pinned(on_device[:, ::-1] if len(shape) == 2 else on_device)   # non-contiguous too
+    expected = values[:, ::-1] if len(shape) == 2 else values
+    assert isinstance(host, np.ndarray) and host.dtype == dtype and host.shape == expected.shape
+    np.testing.assert_array_equal(host, expected)
+    if host.nbytes:
+        assert cupy.cuda.runtime.pointerGetAttributes(host.ctypes.data).type == HOST_MEMORY
+    del host
+    gc.collect()
+    assert empty_pool.free_bytes() >= HUGE_PAGE_BYTES   # its region went back to the pool
+    assert to_host_pinned(values) is values   # host arrays as they are
 
 
 def test_plain_memory_is_not_registered():

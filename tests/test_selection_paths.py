@@ -11,7 +11,9 @@
 - noise-rate keys over the outranked rows only (the rows whose given label is not the argmax),
   for the classes whose every task selects no more rows than it has negative keys: used, and
   cleanlab's answer, also when other classes need every row; the outranked counts are exact;
-- issues sort by packed (image, position) words where they fit 64 bits: a stable order.
+- issues sort by packed (image, position) words where they fit 64 bits: a stable order;
+- with collect limits small enough that cuts need several refine rounds and land inside runs of
+  tied keys (the defaults resolve test-sized sets after one round), the answer is cleanlab's.
 """
 
 from __future__ import annotations
@@ -221,19 +223,39 @@ def _planner_with_inside(inside) -> selection.SelectionPlanner:
 
 
 def test_the_smallest_intervals_take_the_collect_budget_first():
-    """40 intervals of 2,048 rows, then 60 of one row: the one-row tasks are collected (not
-    refined once more) and the budget (32,768 + 256 per task) takes 28 of the large ones."""
+    """40 intervals of COLLECT_LIMIT rows, then 60 of one row: the one-row tasks are collected
+    (not refined once more) and the budget (COLLECT_BUDGET + COLLECT_PER_TASK per task) takes as
+    many of the large ones as it holds."""
     planner = _planner_with_inside([selection.COLLECT_LIMIT] * 40 + [1] * 60)
     active, _ = planner.next_refine()
-    np.testing.assert_array_equal(active, np.arange(28, 40))
+    budget = selection.COLLECT_BUDGET + selection.COLLECT_PER_TASK * 100
+    np.testing.assert_array_equal(active, np.arange((budget - 60) // selection.COLLECT_LIMIT, 40))
 
 
 def test_the_collect_budget_is_capped():
-    """20,000 tasks of 2,048 rows each: 256 per task would allow 5.15M candidates, the cap
-    4M: 2,048 tasks are collected, the others refined."""
+    """20,000 tasks of COLLECT_LIMIT rows each: COLLECT_PER_TASK per task would allow more
+    candidates than the cap COLLECT_MAX: as many tasks as it holds are collected, the others refined."""
     planner = _planner_with_inside([selection.COLLECT_LIMIT] * 20_000)
+    assert selection.COLLECT_BUDGET + selection.COLLECT_PER_TASK * 20_000 > selection.COLLECT_MAX
     active, _ = planner.next_refine()
     assert len(active) == 20_000 - selection.COLLECT_MAX // selection.COLLECT_LIMIT
+
+
+@pytest.mark.parametrize("make", [synthetic.continuous, synthetic.tie_heavy_float16, synthetic.quantized_float32])
+@pytest.mark.parametrize("filter_by", ["prune_by_noise_rate", "prune_by_class", "both", "low_self_confidence"])
+def test_several_refine_rounds_and_split_ties_match_cleanlab(monkeypatch, make, filter_by):
+    monkeypatch.setattr(selection, "COLLECT_LIMIT", 8)
+    monkeypatch.setattr(selection, "COLLECT_BUDGET", 16)
+    monkeypatch.setattr(selection, "COLLECT_PER_TASK", 1)
+    monkeypatch.setattr(selection, "MAX_HISTOGRAM_CELLS", 1 << 10)   # few bits a round: more rounds
+    rounds = _count_calls(monkeypatch, selection.SelectionPlanner, "apply_choice")
+    labels, pred_probs = make(n=6000)
+    got = labelscan.find_label_issues(labels, pred_probs, filter_by=filter_by, num_partitions=4,
+                                      return_indices_ranked_by="self_confidence")
+    expected = oracle.oracle_find_label_issues(labels, pred_probs, filter_by=filter_by,
+                                               return_indices_ranked_by="self_confidence")
+    np.testing.assert_array_equal(got, expected)
+    assert rounds["count"] >= 2
 
 
 def _outranked_calls(monkeypatch) -> list:
