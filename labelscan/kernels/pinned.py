@@ -26,6 +26,7 @@ import logging
 import mmap
 import threading
 import weakref
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -35,8 +36,22 @@ HUGE_PAGE_BYTES = 2 << 20
 """Alignment of the registered regions: the x86-64 transparent huge page size."""
 
 
+@dataclass(eq=False)
+class Region:
+    """A registered part of an anonymous memory map: ``nbytes`` bytes from ``offset`` (2 MiB-aligned)."""
+
+    memory: mmap.mmap
+    offset: int
+    nbytes: int
+
+    def array(self, nbytes: int) -> np.ndarray:
+        """A new array over the region's first ``nbytes`` bytes, based on the map itself: views of
+        it keep *it* alive (a view of a view of an array would collapse to the outer array)."""
+        return np.frombuffer(self.memory, dtype=np.uint8, count=nbytes, offset=self.offset)
+
+
 class _RegionPool:
-    """The process's registered regions that no array holds (each a 2 MiB-aligned uint8 array)."""
+    """The process's registered regions that no array holds."""
 
     def __init__(self):
         self.lock = threading.Lock()
@@ -67,7 +82,7 @@ POOL = _RegionPool()
 def pinned_array(nbytes: int) -> np.ndarray:
     """A page-locked host array of ``nbytes`` bytes: a free registered region of the pool, else a
     new one (its size rounded up to whole huge pages); its region goes back to the pool when the
-    array is garbage collected (views keep it alive).
+    array is garbage collected (its views, and views of them, keep it alive).
 
     Parameters
     ----------
@@ -89,7 +104,7 @@ def pinned_array(nbytes: int) -> np.ndarray:
         import cupy
 
         return np.frombuffer(cupy.cuda.alloc_pinned_memory(nbytes), dtype=np.uint8, count=nbytes)
-    array = region[:nbytes]
+    array = region.array(nbytes)
     weakref.finalize(array, POOL.put, region).atexit = False
     return array
 
@@ -101,17 +116,18 @@ def registered_region(nbytes: int):
 
     Returns
     -------
-    numpy.ndarray, shape (nbytes,), uint8, or None
+    Region or None
     """
     import cupy
 
     memory = mmap.mmap(-1, nbytes + HUGE_PAGE_BYTES, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     offset = -ctypes.addressof(ctypes.c_char.from_buffer(memory)) % HUGE_PAGE_BYTES
     _advise_huge_pages(memory, offset, nbytes)
-    region = np.frombuffer(memory, dtype=np.uint8, count=nbytes, offset=offset)
-    region[::mmap.PAGESIZE] = 0   # fault every page in now (huge ones where granted), not in the driver
+    region = Region(memory, offset, nbytes)
+    pages = region.array(nbytes)
+    pages[::mmap.PAGESIZE] = 0   # fault every page in now (huge ones where granted), not in the driver
     try:
-        cupy.cuda.runtime.hostRegister(region.ctypes.data, nbytes, 0)
+        cupy.cuda.runtime.hostRegister(pages.ctypes.data, nbytes, 0)
     except cupy.cuda.runtime.CUDARuntimeError as error:   # a platform that registers no host memory
         logger.warning("page-locking host memory by registration failed (%s); allocating it with "
                        "cudaHostAlloc, slower to get", error)

@@ -1,0 +1,56 @@
+"""The pool of page-locked regions (labelscan.kernels.pinned), on any machine: regions come from a
+stand-in for ``registered_region`` (plain memory maps), so no GPU is needed.
+
+- an array's region goes back to the pool only when no view of it (nor view of a view) is left;
+- the smallest free region that fits is reused; none fits: a new one, rounded to huge pages.
+"""
+
+import gc
+import mmap
+
+import numpy as np
+import pytest
+
+from labelscan.kernels import pinned
+
+
+@pytest.fixture
+def pool(monkeypatch):
+    """A fresh pool whose new regions are plain (unregistered) memory maps; the sizes asked for."""
+    fresh = pinned._RegionPool()
+    asked = []
+
+    def plain_region(nbytes):
+        asked.append(nbytes)
+        return pinned.Region(mmap.mmap(-1, nbytes), 0, nbytes)
+
+    monkeypatch.setattr(pinned, "POOL", fresh)
+    monkeypatch.setattr(pinned, "registered_region", plain_region)
+    fresh.asked = asked
+    return fresh
+
+
+def test_views_of_views_keep_the_region_out_of_the_pool(pool):
+    view = pinned.pinned_array(3 << 20)[: 1 << 20].view(np.float32).reshape(-1, 4)[1:]
+    view[:] = 7
+    gc.collect()
+    assert pool.free_bytes() == 0   # the array's only reference is through views
+    again = pinned.pinned_array(1 << 20)   # so a new region, not the held one
+    again[:] = 0
+    assert (view == 7).all() and pool.asked == [4 << 20, 2 << 20]
+    del view
+    gc.collect()
+    assert pool.free_bytes() == 4 << 20
+
+
+def test_the_smallest_fitting_free_region_is_reused(pool):
+    large, small = pinned.pinned_array(8 << 20), pinned.pinned_array((3 << 20) + 1)
+    large_address, small_address = large.ctypes.data, small.ctypes.data
+    del large, small
+    gc.collect()
+    assert pool.free_bytes() == 12 << 20
+    again = pinned.pinned_array(3 << 20)
+    assert again.ctypes.data == small_address and again.shape == (3 << 20,) and again.dtype == np.uint8
+    bigger = pinned.pinned_array(5 << 20)
+    assert bigger.ctypes.data == large_address
+    assert pinned.pinned_array(1).shape == (1,) and pool.asked == [8 << 20, 4 << 20, 2 << 20]
