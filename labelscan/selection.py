@@ -69,13 +69,17 @@ partition of 10 classes: a 16-bit round 10.8 -> 4.7 ms, `scratch` benchmark)."""
 COLLECT_LIMIT = 1 << 16
 """An interval holding at most this many rows is resolved by collecting them."""
 
-COLLECT_BUDGET = 1 << 20
+COLLECT_BUDGET = 1 << 15
 """Candidate rows that may travel to the driver in one resolve round besides
-:data:`COLLECT_PER_TASK` per task (≈ 24 MB, whatever the number of rows). A refine round costs a
-pass over the keys of every partition and a round trip through the cluster; collecting the
-rows of the chosen bins after the first round costs one sort of the candidates on the driver:
-400M x 10 leaves ~180,000 rows in the 90 chosen bins, which 2,048 per interval and 32,768 in all
-(before the fifteenth session) sent to a second refine round."""
+:data:`COLLECT_PER_TASK` per task and one per :data:`COLLECT_KEYS_PER_CANDIDATE` keys."""
+
+COLLECT_KEYS_PER_CANDIDATE = 2048
+"""The collect budget grows by one candidate per this many keys of the family's tasks: a refine
+round reads every key (4-8 bytes) and costs a round trip through the cluster, a collected
+candidate 24 bytes at the driver, so collecting up to ~1% of the keys' bytes beats another
+round. 400M x 10 leaves ~180,000 rows in the 90 bins chosen by its first round, which 2,048 an
+interval and 55,808 in all (before the fifteenth session) sent to a second round; small sets
+keep their small budget (the driver never receives a sizeable share of the keys)."""
 
 COLLECT_PER_TASK = 256
 """Each task may add this many candidates to the budget: the driver's share stays O(K²).
@@ -690,7 +694,8 @@ class SelectionPlanner:
         # row or two costs that many candidates, one more round for it costs a whole pass
         by_size = by_size[np.argsort(self.intervals.inside[by_size], kind="stable")]
         fits = np.zeros(len(self.tasks), dtype=bool)
-        budget = min(COLLECT_BUDGET + COLLECT_PER_TASK * len(self.tasks), COLLECT_MAX)
+        budget = min(COLLECT_BUDGET + COLLECT_PER_TASK * len(self.tasks)
+                     + int(self.tasks.sizes.sum()) // COLLECT_KEYS_PER_CANDIDATE, COLLECT_MAX)
         fits[by_size[np.cumsum(self.intervals.inside[by_size]) <= budget]] = True
         active = np.flatnonzero(candidates & ~fits)
         if not len(active):

@@ -224,11 +224,12 @@ def _planner_with_inside(inside) -> selection.SelectionPlanner:
 
 def test_the_smallest_intervals_take_the_collect_budget_first():
     """40 intervals of COLLECT_LIMIT rows, then 60 of one row: the one-row tasks are collected
-    (not refined once more) and the budget (COLLECT_BUDGET + COLLECT_PER_TASK per task) takes as
-    many of the large ones as it holds."""
+    (not refined once more) and the budget (COLLECT_BUDGET, COLLECT_PER_TASK per task, one per
+    COLLECT_KEYS_PER_CANDIDATE keys) takes as many of the large ones as it holds."""
     planner = _planner_with_inside([selection.COLLECT_LIMIT] * 40 + [1] * 60)
     active, _ = planner.next_refine()
-    budget = selection.COLLECT_BUDGET + selection.COLLECT_PER_TASK * 100
+    budget = selection.COLLECT_BUDGET + selection.COLLECT_PER_TASK * 100 \
+        + (100 << 20) // selection.COLLECT_KEYS_PER_CANDIDATE   # 100 tasks of 2**20 rows
     np.testing.assert_array_equal(active, np.arange((budget - 60) // selection.COLLECT_LIMIT, 40))
 
 
@@ -236,7 +237,8 @@ def test_the_collect_budget_is_capped():
     """20,000 tasks of COLLECT_LIMIT rows each: COLLECT_PER_TASK per task would allow more
     candidates than the cap COLLECT_MAX: as many tasks as it holds are collected, the others refined."""
     planner = _planner_with_inside([selection.COLLECT_LIMIT] * 20_000)
-    assert selection.COLLECT_BUDGET + selection.COLLECT_PER_TASK * 20_000 > selection.COLLECT_MAX
+    assert selection.COLLECT_BUDGET + selection.COLLECT_PER_TASK * 20_000 \
+        + (20_000 << 20) // selection.COLLECT_KEYS_PER_CANDIDATE > selection.COLLECT_MAX
     active, _ = planner.next_refine()
     assert len(active) == 20_000 - selection.COLLECT_MAX // selection.COLLECT_LIMIT
 
@@ -247,6 +249,7 @@ def test_several_refine_rounds_and_split_ties_match_cleanlab(monkeypatch, make, 
     monkeypatch.setattr(selection, "COLLECT_LIMIT", 8)
     monkeypatch.setattr(selection, "COLLECT_BUDGET", 16)
     monkeypatch.setattr(selection, "COLLECT_PER_TASK", 1)
+    monkeypatch.setattr(selection, "COLLECT_KEYS_PER_CANDIDATE", 1 << 40)
     monkeypatch.setattr(selection, "MAX_HISTOGRAM_CELLS", 1 << 10)   # few bits a round: more rounds
     rounds = _count_calls(monkeypatch, selection.SelectionPlanner, "apply_choice")
     labels, pred_probs = make(n=6000)
