@@ -468,9 +468,12 @@ def rank_by_ranges(runner, written, shift: int, per_part: int, combine, *args, n
                               runner.map("rank-histogram", rank_histogram, written))
     ranges = runner.gather(runner.submit("rank-plan", rank_plan, histogram, per_part))
     bounds, first_ranks = ranges["bounds"], ranges["first_ranks"]
-    handles = []
-    for index, (low, high) in enumerate(zip(bounds[:-1], bounds[1:])):
-        pieces = runner.map("rank-split", issues_in_range, written, low_bin=int(low), high_bin=int(high), shift=shift,
-                            quality_images=quality_images)
-        handles.append(runner.submit("rank", combine, int(first_ranks[index]), index, *args, *pieces))
+    # every range's pieces, then every range's task, each in one submission: a submission per
+    # range made the last ranges' tasks wait ~0.3 s for their pieces (400M x 10: 11 x 31 pieces)
+    num_ranges, num_parts = len(first_ranks), len(written)
+    pieces = runner.map("rank-split", issues_in_range, list(written) * num_ranges,
+                        np.repeat(bounds[:-1], num_parts).tolist(), np.repeat(bounds[1:], num_parts).tolist(),
+                        shift=shift, quality_images=quality_images)
+    handles = runner.map("rank", combine, [int(first) for first in first_ranks], list(range(num_ranges)),
+                         *[[arg] * num_ranges for arg in args], *[pieces[p::num_parts] for p in range(num_parts)])
     return handles, np.asarray(first_ranks, dtype=np.int64)
