@@ -15,7 +15,22 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(cupy_or_none() is None, reason
 HOST_MEMORY = 1   # cudaMemoryTypeHost: page-locked memory the device can copy from directly
 
 
-def test_a_pinned_array_is_registered_aligned_and_copies_both_ways():
+_TEST_POOLS = []
+"""Every pool a test used, kept for the life of the process: their regions stay registered and must
+never be unmapped."""
+
+
+@pytest.fixture
+def empty_pool(monkeypatch):
+    """A pool of its own for the test (the process's holds the regions of earlier tests, freed
+    whenever they are collected)."""
+    pool = pinned._RegionPool()
+    _TEST_POOLS.append(pool)
+    monkeypatch.setattr(pinned, "POOL", pool)
+    return pool
+
+
+def test_a_pinned_array_is_registered_aligned_and_copies_both_ways(empty_pool):
     import cupy
 
     array = pinned_array(5 * (1 << 20) + 3)
@@ -32,18 +47,6 @@ def test_a_pinned_array_is_registered_aligned_and_copies_both_ways():
     device.data.copy_to_host_async(back.ctypes.data, back.nbytes, stream)
     stream.synchronize()
     assert np.array_equal(back, array)
-
-
-@pytest.fixture
-def empty_pool():
-    """The process's pool with its free regions held aside (they go back after the test: a registered
-    region must never be unmapped)."""
-    held = []
-    while (region := pinned.POOL.take(0)) is not None:
-        held.append(region)
-    yield pinned.POOL
-    for region in held:
-        pinned.POOL.put(region)
 
 
 def test_a_freed_array_hands_its_region_back_still_registered(empty_pool):
@@ -94,7 +97,7 @@ def test_memory_cuda_will_not_register_comes_from_cuda_host_alloc(monkeypatch, c
         raise cupy.cuda.runtime.CUDARuntimeError(801)   # cudaErrorNotSupported
 
     monkeypatch.setattr(cupy.cuda.runtime, "hostRegister", refuse)
-    monkeypatch.setattr(pinned, "POOL", pinned._RegionPool())   # no free region to take
+    monkeypatch.setattr(pinned, "POOL", pinned._RegionPool())   # no free region to take (none registered after)
     array = pinned_array(1 << 20)
     assert array.shape == (1 << 20,) and array.dtype == np.uint8
     assert cupy.cuda.runtime.pointerGetAttributes(array.ctypes.data).type == HOST_MEMORY
