@@ -66,8 +66,13 @@ arrays, one launch writes every key image and one counts a round, where class bl
 dozen launches and a sort per block (200K x 1000 on an H100: 24 s -> 1.4 s; a 12.5M-row
 partition of 10 classes: a 16-bit round 10.8 -> 4.7 ms, `scratch` benchmark)."""
 
-COLLECT_LIMIT = 1 << 16
-"""An interval holding at most this many rows is resolved by collecting them."""
+COLLECT_LIMIT = 1 << 11
+"""An interval holding at most this many rows is collected rather than refined by a round that
+runs anyway (refining a task in a round that refines others costs little more)."""
+
+RESOLVE_NOW_LIMIT = 1 << 16
+"""When every pending interval holds at most this many rows and all of them fit the collect
+budget, the rows are collected at once instead of running one more round."""
 
 COLLECT_BUDGET = 1 << 15
 """Candidate rows that may travel to the driver in one resolve round besides
@@ -688,14 +693,17 @@ class SelectionPlanner:
         (numpy.ndarray, int) or None
         """
         candidates = ~self.select_all & (self.intervals.width > 0)
+        budget = min(COLLECT_BUDGET + COLLECT_PER_TASK * len(self.tasks)
+                     + int(self.tasks.sizes.sum()) // COLLECT_KEYS_PER_CANDIDATE, COLLECT_MAX)
+        pending = self.intervals.inside[candidates]
+        if (pending <= RESOLVE_NOW_LIMIT).all() and pending.sum() <= budget:
+            return None   # collecting every pending row costs less than one more round
         small = self.intervals.inside <= COLLECT_LIMIT
         by_size = np.flatnonzero(candidates & small)
         # the smallest intervals take the collect budget first: a task whose interval holds a
         # row or two costs that many candidates, one more round for it costs a whole pass
         by_size = by_size[np.argsort(self.intervals.inside[by_size], kind="stable")]
         fits = np.zeros(len(self.tasks), dtype=bool)
-        budget = min(COLLECT_BUDGET + COLLECT_PER_TASK * len(self.tasks)
-                     + int(self.tasks.sizes.sum()) // COLLECT_KEYS_PER_CANDIDATE, COLLECT_MAX)
         fits[by_size[np.cumsum(self.intervals.inside[by_size]) <= budget]] = True
         active = np.flatnonzero(candidates & ~fits)
         if not len(active):

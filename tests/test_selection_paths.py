@@ -223,14 +223,28 @@ def _planner_with_inside(inside) -> selection.SelectionPlanner:
 
 
 def test_the_smallest_intervals_take_the_collect_budget_first():
-    """40 intervals of COLLECT_LIMIT rows, then 60 of one row: the one-row tasks are collected
-    (not refined once more) and the budget (COLLECT_BUDGET, COLLECT_PER_TASK per task, one per
-    COLLECT_KEYS_PER_CANDIDATE keys) takes as many of the large ones as it holds."""
-    planner = _planner_with_inside([selection.COLLECT_LIMIT] * 40 + [1] * 60)
+    """80 intervals of COLLECT_LIMIT rows (more than the budget holds), then 60 of one row: the
+    one-row tasks are collected (not refined once more) and the budget (COLLECT_BUDGET,
+    COLLECT_PER_TASK per task, one per COLLECT_KEYS_PER_CANDIDATE keys) takes as many of the large
+    ones as it holds."""
+    planner = _planner_with_inside([selection.COLLECT_LIMIT] * 80 + [1] * 60)
+    budget = selection.COLLECT_BUDGET + selection.COLLECT_PER_TASK * 140 \
+        + (140 << 20) // selection.COLLECT_KEYS_PER_CANDIDATE   # 140 tasks of 2**20 rows
+    assert 80 * selection.COLLECT_LIMIT + 60 > budget
     active, _ = planner.next_refine()
-    budget = selection.COLLECT_BUDGET + selection.COLLECT_PER_TASK * 100 \
-        + (100 << 20) // selection.COLLECT_KEYS_PER_CANDIDATE   # 100 tasks of 2**20 rows
-    np.testing.assert_array_equal(active, np.arange((budget - 60) // selection.COLLECT_LIMIT, 40))
+    np.testing.assert_array_equal(active, np.arange((budget - 60) // selection.COLLECT_LIMIT, 80))
+
+
+def test_pending_rows_that_all_fit_the_budget_are_collected_instead_of_another_round():
+    """Intervals of up to RESOLVE_NOW_LIMIT rows that fit the budget together: no round (here
+    35,072 candidates: 32,768, 256 a task, 1,536 for the keys of 3 tasks of 2**20 rows). One
+    interval past that limit: a round, in which only intervals of up to COLLECT_LIMIT rows are
+    collected (refining the others costs that round little more)."""
+    assert _planner_with_inside([selection.RESOLVE_NOW_LIMIT // 4, 5, 1]).next_refine() is None   # > COLLECT_LIMIT
+    planner = _planner_with_inside([selection.RESOLVE_NOW_LIMIT + 1, selection.COLLECT_LIMIT + 1,
+                                    selection.COLLECT_LIMIT, 1])
+    active, _ = planner.next_refine()
+    np.testing.assert_array_equal(active, [0, 1])
 
 
 def test_the_collect_budget_is_capped():
