@@ -2,11 +2,14 @@
 stand-in for ``registered_region`` (plain memory maps), so no GPU is needed.
 
 - an array's region goes back to the pool only when no view of it (nor view of a view) is left;
-- the smallest free region that fits is reused; none fits: a new one, rounded to huge pages.
+- the smallest free region that fits is reused; none fits: a new one, rounded to huge pages;
+- a region handed back while its thread holds the pool's lock (a finalizer run by a garbage
+  collection inside `take`) does not deadlock.
 """
 
 import gc
 import mmap
+import threading
 
 import numpy as np
 import pytest
@@ -54,3 +57,18 @@ def test_the_smallest_fitting_free_region_is_reused(pool):
     bigger = pinned.pinned_array(5 << 20)
     assert bigger.ctypes.data == large_address
     assert pinned.pinned_array(1).shape == (1,) and pool.asked == [8 << 20, 4 << 20, 2 << 20]
+
+
+def test_a_region_freed_while_the_pool_is_locked_does_not_deadlock(pool):
+    """A garbage collection inside ``take`` may run a freed array's finalizer, which puts its
+    region back while the same thread holds the pool's lock."""
+    region = pinned.Region(mmap.mmap(-1, 2 << 20), 0, 2 << 20)
+
+    def put_while_locked():
+        with pool.lock:
+            pool.put(region)
+
+    worker = threading.Thread(target=put_while_locked, daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    assert not worker.is_alive() and pool.free_bytes() == 2 << 20

@@ -54,7 +54,8 @@ class _RegionPool:
     """The process's registered regions that no array holds."""
 
     def __init__(self):
-        self.lock = threading.Lock()
+        # reentrant: a garbage collection inside take() may run a freed array's finalizer, put()
+        self.lock = threading.RLock()
         self.free = []
         self.registration_refused = False   # then every request is cudaHostAlloc's (asked once)
 
