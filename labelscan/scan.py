@@ -468,8 +468,9 @@ def rank_by_ranges(runner, written, shift: int, per_part: int, combine, *args, n
                               runner.map("rank-histogram", rank_histogram, written))
     ranges = runner.gather(runner.submit("rank-plan", rank_plan, histogram, per_part))
     bounds, first_ranks = ranges["bounds"], ranges["first_ranks"]
-    # every range's pieces, then every range's task, each in one submission: a submission per
-    # range made the last ranges' tasks wait ~0.3 s for their pieces (400M x 10: 11 x 31 pieces)
+    # every range's pieces, then every range's task, each in one submission (two client calls
+    # instead of two per range; at 400M x 10, 11 ranges x 31 partitions, the rank stage measured
+    # the same either way: docs/benchmarks.md, fifteenth session)
     num_ranges, num_parts = len(first_ranks), len(written)
     pieces = runner.map("rank-split", issues_in_range, list(written) * num_ranges,
                         np.repeat(bounds[:-1], num_parts).tolist(), np.repeat(bounds[1:], num_parts).tolist(),
