@@ -64,10 +64,10 @@ def to_host_pinned(array):
     host arrays are returned as they are.
 
     For large results a task frees before it ends (a partition's mask columns, its
-    self-confidences): a pageable copy goes through the driver's own small staging buffer at
-    ~7 GB/s, and the copies of a worker's threads queue for it; a page-locked one runs at
-    ~50 GB/s (the module's note). Results kept after the task stay pageable (the pool would
-    keep their memory locked).
+    self-confidences): a pageable copy runs at ~7 GB/s on the lent H100 machines, a page-locked
+    one at ~50 GB/s (the module's note; with this, 400M x 10's flag stage on one H100 went from
+    1.54 to 1.20 s, docs/benchmarks.md, fifteenth session). Results kept after the task stay
+    pageable (the pool would keep their memory locked).
 
     Parameters
     ----------

@@ -14,9 +14,11 @@ A registered region is never unregistered nor unmapped: it stays registered for 
 process, and an array freed hands its region back to a process-wide pool that the next request
 of at most its size takes. Unregistering and unmapping regions while the worker allocated device
 memory made CUDA's device allocations fail now and then with ``cudaErrorAlreadyMapped`` (fifteenth
-session: 400M x 10 on one H100, 1-3 of 31 read tasks of a scan failed and were retried; none with
-regions kept registered, nor with ``cudaHostAlloc``). The pool holds at most what the process's
-threads held at once (one staging buffer a thread, :func:`labelscan.kernels.device.pinned_buffer`).
+session: 400M x 10 on one H100, 1-4 of 31 read tasks of a scan failed and were retried; none with
+regions kept registered, nor with ``cudaHostAlloc``). The pool grows only when a request finds no
+free region large enough: with a scan's few sizes (a staging buffer a worker thread,
+:func:`labelscan.kernels.device.pinned_buffer`, and a partition's result copies,
+:func:`labelscan.kernels.device.to_host_pinned`) that is on the first partitions.
 """
 
 from __future__ import annotations
