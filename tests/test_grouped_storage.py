@@ -1,10 +1,13 @@
 """A grouped partition stores its predictions and ``order`` only: labels and row ids are computed
-when asked, equal to what grouping used to store (``labels[order]``, row ids gathered by ``order``)."""
+when asked, equal to what grouping used to store (``labels[order]``, row ids gathered by ``order``).
+The joint pass's row facts keep their host flags as bits, read back equal, and Dask's ``sizeof``
+counts their arrays."""
 
 import numpy as np
 import pytest
 
 from labelscan.io.column_set import Consecutive
+from labelscan import passes
 from labelscan.kernels import grouped
 from labelscan.xp import cupy_or_none
 
@@ -72,3 +75,17 @@ def test_stored_bytes_besides_predictions_are_the_cache_budgets():
     row_arrays = [value for value in stored if isinstance(value, np.ndarray) and value.shape == (part.num_rows,)]
     assert len(row_arrays) == 1 and row_arrays[0] is part.order
     assert sum(value.nbytes for value in row_arrays) == GROUPED_ROW_BYTES * part.num_rows
+
+
+@pytest.mark.parametrize("num_rows", [0, 1, 7, 8, 9, 5_000])
+def test_row_facts_keep_host_flags_as_bits_and_read_them_back(num_rows):
+    from dask.sizeof import sizeof
+
+    rng = np.random.default_rng(num_rows)
+    off_diagonal, given_is_argmax = rng.random(num_rows) < 0.3, rng.random(num_rows) < 0.6
+    facts = passes.RowFacts(predicted=rng.integers(0, 10, num_rows).astype(np.int16), off_diagonal=off_diagonal,
+                            given_is_argmax=given_is_argmax, joint_counts=None, num_off_diagonal_issues=0)
+    for read, expected in ((facts.off_diagonal, off_diagonal), (facts.given_is_argmax, given_is_argmax)):
+        assert read.dtype == np.bool_ and read.shape == (num_rows,) and np.array_equal(read, expected)
+    assert sizeof(facts) >= 2 * num_rows + 2 * (num_rows // 8)
+    assert sizeof(facts) < 2 * num_rows + 2 * (num_rows // 8) + 1_000   # not a byte a flag
