@@ -88,7 +88,7 @@ def _stored_flags(flags):
 
 def _read_flags(stored, num_rows: int):
     """The bool flags of :func:`_stored_flags`, shape (num_rows,)."""
-    if isinstance(stored, np.ndarray) and stored.dtype == np.uint8:
+    if isinstance(stored, np.ndarray):
         return np.unpackbits(stored, count=num_rows).view(bool)
     return stored
 
