@@ -15,6 +15,7 @@ key                                    default  meaning
 ``labelscan.issues-per-part``          4000000  target rows per ranked issues part
 ``labelscan.timeout``                  null     wall-clock limit of ``labelscan run`` jobs
 ``labelscan.host-threads``             null     output encodings a worker runs at once
+``labelscan.batch-interval``           auto     Dask's message batching (:mod:`labelscan.batching`)
 ``labelscan.gpu-page-decoding``        true     GPU workers decode prediction pages on the device
 ``labelscan.report.top-issues``        50       ``report.html``: issues in the top-issues table
 ``labelscan.report.max-classes``       40       ``report.html``: classes shown in the plots

@@ -37,15 +37,16 @@ STOP_TIMEOUT = 300.0
 
 
 class InProcessRunner:
-    """Runs every step eagerly in the calling process (used for in-memory arrays)."""
+    """Runs every step eagerly in the calling process (used for in-memory arrays); priorities
+    change nothing here."""
 
-    def map(self, name, function, *per_partition, **broadcast):
+    def map(self, name, function, *per_partition, priority=0, **broadcast):
         return [function(*args, **broadcast) for args in zip(*per_partition)]
 
-    def submit(self, name, function, *args, **kwargs):
+    def submit(self, name, function, *args, priority=0, **kwargs):
         return function(*args, **kwargs)
 
-    def reduce(self, name, function, items, split_every=DEFAULT_SPLIT_EVERY):
+    def reduce(self, name, function, items, split_every=DEFAULT_SPLIT_EVERY, priority=REDUCE_PRIORITY):
         return _tree(lambda group_name, group: function(*group), name, items, split_every)
 
     def gather(self, handles):
@@ -77,12 +78,17 @@ class DaskRunner:
         token = "0" + uuid.uuid4().hex[:15]
         return [f"labelscan-{name}-{token}-{i}" for i in range(count)]
 
-    def map(self, name, function, *per_partition, **broadcast):
+    def map(self, name, function, *per_partition, priority=0, **broadcast):
+        """One task per partition: ``function(*args, **broadcast)``.
+
+        ``priority``: Dask's task priority (higher runs first among ready tasks; tasks of equal
+        priority run in submission order)."""
         count = len(per_partition[0])
         if not count:
             return []
         futures = self.client.map(function, *per_partition, key=self._keys(name, count),
-                                  retries=self.retries, pure=False, **self._broadcast(name, broadcast))
+                                  retries=self.retries, pure=False, priority=priority,
+                                  **self._broadcast(name, broadcast))
         self._futures.update(futures)
         return futures
 
@@ -94,17 +100,17 @@ class DaskRunner:
         return {argument: self.submit(f"{name}-{argument}", _identity, value)
                 if sizeof(value) > BROADCAST_TASK_BYTES else value for argument, value in arguments.items()}
 
-    def submit(self, name, function, *args, **kwargs):
+    def submit(self, name, function, *args, priority=0, **kwargs):
         future = self.client.submit(function, *args, key=self._keys(name, 1)[0], retries=self.retries,
-                                    pure=False, **kwargs)
+                                    pure=False, priority=priority, **kwargs)
         self._futures.add(future)
         return future
 
-    def reduce(self, name, function, items, split_every=DEFAULT_SPLIT_EVERY):
+    def reduce(self, name, function, items, split_every=DEFAULT_SPLIT_EVERY, priority=REDUCE_PRIORITY):
         """Tree-merge ``items`` (futures or values); the items are consumed (released)."""
         def merge(group_name, group):
             future = self.client.submit(function, *group, key=self._keys(group_name, 1)[0],
-                                        retries=self.retries, pure=False, priority=REDUCE_PRIORITY)
+                                        retries=self.retries, pure=False, priority=priority)
             self._futures.add(future)
             return future
 

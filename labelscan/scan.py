@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from labelscan import __version__, engine, health, outcome, passes
 from labelscan.backend import cluster_backend, resolve_backend
+from labelscan.batching import shorten_batching
 from labelscan.cluster import get_client, worker_device_memory, worker_memory_limit, worker_threads
 from labelscan.errors import UsageError
 from labelscan.io.column_set import ColumnSet, Consecutive
@@ -31,7 +32,7 @@ from labelscan.io.rejects import kept_row_ids, rejected_per_reason, with_rejecte
 from labelscan.io.unique import check_unique_ids
 from labelscan.io.redact import protect_workers, redact
 from labelscan.options import ScanOptions
-from labelscan.runner import DaskRunner
+from labelscan.runner import REDUCE_PRIORITY, DaskRunner
 from labelscan.summary_statistics import summary_statistics
 
 ISSUES_PER_PART = 4_000_000
@@ -45,6 +46,15 @@ GPU_THREADS_PER_PARTITION = 2
 few partitions (decoding, output encoding) overlaps, while more, smaller tasks contend for the
 device and each pays its own launches and synchronisations (10M x 10 on one H100 with 8
 threads: 20 partitions 1.8-2.1 s, 4 partitions 1.1 s)."""
+
+WRITE_PRIORITY = 1
+"""Dask priority of a flagged partition's mask write and issue extraction: each runs as soon as
+its partition is flagged, before flag tasks still waiting, so flagged partitions' host columns
+do not pile up while the device flags others."""
+
+RANK_PRIORITY = 2
+"""Dask priority of the ranking's tasks: submitted once every partition is flagged, they run
+before the mask writes still waiting (they end the scan; the writes overlap them)."""
 
 CACHE_FRACTION = 0.4
 """Cache decoded partitions when they take at most this fraction of the workers' memory."""
@@ -110,10 +120,10 @@ def check_validation_options(row_sum_tolerance, on_bad_rows) -> None:
 
 @dataclass
 class WrittenPartition:
-    """Flag-pass result kept on the worker: the manifest entries, the partition's sorted issues and
-    its rejected rows per reason (skipped bad rows)."""
+    """A partition's flagged issues kept on the worker until ranked: its sorted issues, issues per
+    class and rejected rows per reason (skipped bad rows). Its mask part is written by a task of
+    its own (:func:`write_mask`)."""
 
-    entries: list
     issues: dict
     issues_per_class: np.ndarray
     rank_shift: int
@@ -140,17 +150,33 @@ def mask_table(result: outcome.PartitionOutcome):
     return table if result.rejected is None else with_rejected_rows(table.to_arrow(), result.rejected)
 
 
-def write_partition(part, facts, cutoffs, family_keys, index: int, *, request, commit: OutputCommit) -> WrittenPartition:
-    """Flag one partition, write its mask part (and rejected part, when bad rows are skipped), keep
-    its sorted issues (see :func:`labelscan.outcome.partition_outcome`)."""
-    result = outcome.partition_outcome(part, facts, cutoffs, family_keys, request)
-    with host_work():   # the rest is host work: the worker may go on with its next partition
+def flag_partition(part, facts, cutoffs, family_keys, *, request) -> outcome.PartitionOutcome:
+    """Flag one partition: its row-order mask columns and sorted issues, on the host (see
+    :func:`labelscan.outcome.partition_outcome`)."""
+    return outcome.partition_outcome(part, facts, cutoffs, family_keys, request)
+
+
+def partition_issues(result: outcome.PartitionOutcome) -> WrittenPartition:
+    """What the ranking needs of a flagged partition (its mask columns stay behind: once its mask
+    part is written, they are freed)."""
+    return WrittenPartition(issues=result.issues, issues_per_class=result.issues_per_class,
+                            rank_shift=_image_shift(result.label_quality.dtype),
+                            rejected=result.rejected.counts() if result.rejected is not None else {})
+
+
+def write_mask(result: outcome.PartitionOutcome, index: int, *, commit: OutputCommit) -> list:
+    """Write a flagged partition's mask part (and its rejected part, when bad rows are skipped).
+
+    Returns
+    -------
+    list of dict
+        The manifest entries of the parts written.
+    """
+    with host_work():   # host work only: the worker may go on with its next partition
         entries = [commit.write_mask_part(index, mask_table(result))]
         if result.rejected is not None:
             entries.append(commit.write_table(f"rejected/part-{index:05d}.parquet", result.rejected.table))
-    return WrittenPartition(entries=entries, issues=result.issues, issues_per_class=result.issues_per_class,
-                            rank_shift=_image_shift(result.label_quality.dtype),
-                            rejected=result.rejected.counts() if result.rejected is not None else {})
+    return entries
 
 
 def _image_shift(dtype) -> int:
@@ -158,9 +184,15 @@ def _image_shift(dtype) -> int:
 
 
 def written_summary(written: WrittenPartition) -> dict:
-    """The small part of a written partition the driver needs."""
-    return {"entries": written.entries, "issues_per_class": written.issues_per_class,
-            "rank_shift": written.rank_shift, "rejected": written.rejected}
+    """The small part of a flagged partition the driver needs."""
+    return {"issues_per_class": written.issues_per_class, "rank_shift": written.rank_shift,
+            "rejected": written.rejected}
+
+
+def flagged_summary(result: outcome.PartitionOutcome) -> dict:
+    """:func:`written_summary` of a flagged partition (computed from the flag task's result, beside
+    the issue extraction: one task level less before the ranking starts)."""
+    return written_summary(partition_issues(result))
 
 
 def rank_histogram(written: WrittenPartition) -> np.ndarray:
@@ -285,6 +317,7 @@ def run_scan(input_path, out_path, *, options: ScanOptions, label_column="label"
     start_gpu_cluster = client is None and scheduler is None and resolve_backend(backend) == "cupy"
     with get_client(client, scheduler, gpu=start_gpu_cluster) as dask_client:
         backend = cluster_backend(dask_client, backend)
+        shorten_batching(dask_client)
         timings = {"cluster": round(time.perf_counter() - started, 6)}
         protect_workers(dask_client, storage_options, [out_path, *_paths(input_path)])   # mask worker logs
         plan = _plan(input_path, columns, storage_options, rows_per_partition, worker_threads(dask_client),
@@ -309,16 +342,7 @@ def run_scan(input_path, out_path, *, options: ScanOptions, label_column="label"
             check_unique_ids(runner, analysis.parts, plan)
             clock.lap("unique-ids")
         commit.begin()
-        written = runner.map("flag", write_partition, analysis.parts, analysis.facts, analysis.cutoffs,
-                             analysis.family_keys, list(range(len(sources))), request=analysis.request,
-                             commit=commit)
-        runner.release(analysis.parts)
-        summaries = runner.gather(runner.map("flag-summary", written_summary, written))
-        clock.lap("flag")
-        entries = [entry for s in summaries for entry in s["entries"]]
-        entries += _write_issues(runner, written, summaries, commit, issues_per_part)
-        runner.release(written)
-        clock.lap("rank")
+        entries, summaries = _flag_and_write(runner, analysis, commit, issues_per_part, clock)
         timings.update(clock.timings)
     issues_per_class = np.sum([s["issues_per_class"] for s in summaries], axis=0).astype(np.int64)
     num_rows_scanned = int(analysis.stats.label_counts.sum())
@@ -423,17 +447,43 @@ def cached_partitions(cache, plan, client, backend: str = "numpy") -> int:
     return int(np.searchsorted(cumulative_bytes, fraction * limit, side="right"))
 
 
-def _write_issues(runner, written, summaries, commit, per_part, write=write_ranked) -> list:
+def _flag_and_write(runner, analysis, commit, per_part, clock) -> tuple:
+    """The flag pass, the ranking and every part written; returns the manifest entries and the
+    per-partition summaries (:func:`flagged_summary`).
+
+    Each partition's mask part is written by a task of its own, which runs as soon as the
+    partition is flagged (ahead of flag tasks still waiting: :data:`WRITE_PRIORITY`); the
+    ranking starts once every partition is flagged, so the mask parts still being written
+    overlap it. Stages: ``flag`` ends when every partition is flagged, ``rank`` when every part
+    is written.
+    """
+    flagged = runner.map("flag", flag_partition, analysis.parts, analysis.facts, analysis.cutoffs,
+                         analysis.family_keys, request=analysis.request)
+    runner.release(analysis.parts)
+    written = runner.map("flag-issues", partition_issues, flagged, priority=WRITE_PRIORITY)
+    masks = runner.map("mask", write_mask, flagged, list(range(len(flagged))), commit=commit,
+                       priority=WRITE_PRIORITY)
+    summaries = runner.gather(runner.map("flag-summary", flagged_summary, flagged, priority=WRITE_PRIORITY))
+    runner.release(flagged)
+    clock.lap("flag")
+    ranked = _write_issues(runner, written, summaries, commit, per_part, priority=RANK_PRIORITY)
+    runner.release(written)
+    entries = [entry for part_entries in runner.gather(masks) for entry in part_entries] + ranked
+    clock.lap("rank")
+    return entries, summaries
+
+
+def _write_issues(runner, written, summaries, commit, per_part, write=write_ranked, priority=0) -> list:
     """Rank every partition's issues (sorted by the images of their ``label_quality``) by score
     ranges and write each range with ``write``."""
     num_issues = int(sum(np.sum(s["issues_per_class"]) for s in summaries))
     handles, _ = rank_by_ranges(runner, written, summaries[0]["rank_shift"], per_part, write, commit,
-                                num_issues=num_issues, quality_images=True)
+                                num_issues=num_issues, quality_images=True, priority=priority)
     return runner.gather(handles)
 
 
 def rank_by_ranges(runner, written, shift: int, per_part: int, combine, *args, num_issues=None,
-                   quality_images: bool = False) -> tuple:
+                   quality_images: bool = False, priority: int = 0) -> tuple:
     """Split every partition's sorted issues into global score ranges; one task per range.
 
     Parameters
@@ -454,6 +504,8 @@ def rank_by_ranges(runner, written, shift: int, per_part: int, combine, *args, n
     quality_images : bool
         The images are those of ``issues["label_quality"]``: ``combine`` gets the pieces without
         them (see :func:`all_issues`).
+    priority : int
+        Dask priority of the ranking's tasks (:meth:`labelscan.runner.DaskRunner.map`).
 
     Returns
     -------
@@ -463,15 +515,18 @@ def rank_by_ranges(runner, written, shift: int, per_part: int, combine, *args, n
         The first global rank of each range.
     """
     if num_issues is not None and num_issues <= per_part:
-        pieces = runner.map("rank-split", all_issues, written, quality_images=quality_images)
-        return [runner.submit("rank", combine, 0, 0, *args, *pieces)], np.zeros(1, dtype=np.int64)
+        pieces = runner.map("rank-split", all_issues, written, quality_images=quality_images,
+                            priority=priority)
+        return [runner.submit("rank", combine, 0, 0, *args, *pieces, priority=priority)], np.zeros(1, dtype=np.int64)
     histogram = runner.reduce("rank-histogram-merge", passes.sum_arrays,
-                              runner.map("rank-histogram", rank_histogram, written))
-    ranges = runner.gather(runner.submit("rank-plan", rank_plan, histogram, per_part))
+                              runner.map("rank-histogram", rank_histogram, written, priority=priority),
+                              priority=max(priority, REDUCE_PRIORITY))
+    ranges = runner.gather(runner.submit("rank-plan", rank_plan, histogram, per_part, priority=priority))
     bounds, first_ranks = ranges["bounds"], ranges["first_ranks"]
     handles = []
     for index, (low, high) in enumerate(zip(bounds[:-1], bounds[1:])):
         pieces = runner.map("rank-split", issues_in_range, written, low_bin=int(low), high_bin=int(high), shift=shift,
-                            quality_images=quality_images)
-        handles.append(runner.submit("rank", combine, int(first_ranks[index]), index, *args, *pieces))
+                            quality_images=quality_images, priority=priority)
+        handles.append(runner.submit("rank", combine, int(first_ranks[index]), index, *args, *pieces,
+                                     priority=priority))
     return handles, np.asarray(first_ranks, dtype=np.int64)

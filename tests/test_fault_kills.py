@@ -41,14 +41,14 @@ distributed = pytest.importorskip("distributed")
 ROWS, CLASSES, FILES, ROW_GROUP_ROWS = 4_800, 4, 3, 200
 SCAN = {"rows_per_partition": 400, "issues_per_part": 150}      # 12 partitions, several issues parts
 NUM_PARTITIONS = ROWS // SCAN["rows_per_partition"]
-STAGES = ("read", "counts", "thresholds", "joint", "cutoffs-resolve", "flag", "rank")
-UNCACHED_STAGES = ("counts", "thresholds", "joint", "cutoffs-resolve", "flag", "rank", "joint")   # no read
+STAGES = ("read", "counts", "thresholds", "joint", "cutoffs-resolve", "flag", "mask", "rank")
+UNCACHED_STAGES = ("counts", "thresholds", "joint", "cutoffs-resolve", "flag", "mask", "rank", "joint")   # no read
 SLOWED = {"labelscan.passes": ("prepare", "label_counts", "threshold_pieces", "row_facts"),
           "labelscan.selection": ("histogram", "resolve_pieces"),
-          "labelscan.scan": ("write_partition", "write_ranked")}
+          "labelscan.scan": ("flag_partition", "write_mask", "write_ranked")}
 TASK_SECONDS = 0.02
-DEFAULT_SEEDS = list(range(14))          # 14 kills: every stage twice, cached and not
-SLOW_SEEDS = list(range(14, 56))
+DEFAULT_SEEDS = list(range(2 * len(STAGES)))   # every stage twice, cached and not
+SLOW_SEEDS = list(range(2 * len(STAGES), 8 * len(STAGES)))
 
 
 def kill_plan(seed: int) -> dict:

@@ -103,7 +103,7 @@ def test_the_rank_histogram_of_sorted_images_counts_their_top_bits(dtype, num_is
     images[: min(num_issues, 3)] = 0   # the first and the last bin's edges
     images[-min(num_issues, 2):] = np.iinfo(np.uint64).max >> np.uint64(64 - width)
     images.sort()
-    written = WrittenPartition(entries=[], issues={"image": images}, issues_per_class=np.zeros(2),
+    written = WrittenPartition(issues={"image": images}, issues_per_class=np.zeros(2),
                                rank_shift=_image_shift(dtype), rejected={})
     counted = np.bincount((images >> np.uint64(_image_shift(dtype))).astype(np.int64),
                           minlength=1 << outcome.RANK_BITS)

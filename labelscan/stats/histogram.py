@@ -6,7 +6,7 @@ many-class set fills few of them: at K=1000, 8,000 rows hold ~150,000 key images
 counting the images. Such partitions send the cells they fill (:class:`SparseHistogram`);
 merges stay sparse while that is smaller, and the driver densifies once per round. Dense
 histograms of device partitions stay on their GPU: merges on a worker add them there, and
-only the merged histogram is copied to the host (:func:`host_dense`).
+only what the bin choice reads of the merged one is copied to the host (:class:`DenseBlocks`).
 """
 
 from __future__ import annotations
@@ -89,7 +89,53 @@ def merge(*histograms):
     return total
 
 
-def host_dense(histogram, dtype=np.int64) -> np.ndarray:
-    """A merged histogram as a dense host array (a device histogram copied once; sparse ones
-    in ``dtype``)."""
-    return histogram.dense(dtype) if isinstance(histogram, SparseHistogram) else to_host(histogram)
+class DenseBlocks:
+    """A dense ``(A, B)`` histogram (NumPy or CuPy) read as ``A × (B / block)`` blocks of
+    ``block`` bins: block totals, then one block per row, each copied to the host alone."""
+
+    def __init__(self, counts, block: int):
+        num_tasks, num_bins = counts.shape
+        self.blocks = counts.reshape(num_tasks, num_bins // block, block)
+
+    def totals(self) -> np.ndarray:
+        """Rows per block, shape (A, B / block), int64."""
+        return to_host(self.blocks.sum(axis=2, dtype=np.int64))
+
+    def bins_of(self, block_index: np.ndarray) -> np.ndarray:
+        """The bins of block ``block_index[a]`` of each row ``a``, shape (A, block), int64."""
+        xp = array_module(self.blocks)
+        rows = xp.arange(len(block_index))
+        return to_host(self.blocks[rows, xp.asarray(block_index)]).astype(np.int64)
+
+
+class ListedBlocks:
+    """:class:`DenseBlocks` of a :class:`SparseHistogram`, from its listed cells alone
+    (``O(listed)``, not ``O(A × B)``). ``B`` and ``block`` are powers of two."""
+
+    def __init__(self, histogram: SparseHistogram, block: int):
+        self.histogram = histogram
+        self.block = block
+        self.num_tasks, num_bins = histogram.shape
+        self.blocks_per_row = num_bins // block
+        self.block_of_cell = histogram.cells >> _log2(block)   # row * blocks_per_row + block in the row
+
+    def totals(self) -> np.ndarray:
+        num_blocks = self.num_tasks * self.blocks_per_row
+        totals = np.bincount(self.block_of_cell, weights=self.histogram.counts, minlength=num_blocks)
+        return totals.astype(np.int64).reshape(self.num_tasks, self.blocks_per_row)   # exact below 2**53
+
+    def bins_of(self, block_index: np.ndarray) -> np.ndarray:
+        chosen_blocks = np.arange(self.num_tasks) * self.blocks_per_row + block_index
+        inside = self.block_of_cell == chosen_blocks[self.block_of_cell >> _log2(self.blocks_per_row)]
+        # cell = (row * blocks_per_row + block) * block + bin: row * block + bin, without the block
+        cells = self.histogram.cells[inside]
+        rows = cells >> _log2(self.blocks_per_row * self.block)
+        bins = np.bincount((rows << _log2(self.block)) | (cells & (self.block - 1)),
+                           weights=self.histogram.counts[inside], minlength=self.num_tasks * self.block)
+        return bins.astype(np.int64).reshape(self.num_tasks, self.block)
+
+
+def _log2(power_of_two: int) -> int:
+    if power_of_two & (power_of_two - 1):
+        raise ValueError(f"{power_of_two} is not a power of two")
+    return power_of_two.bit_length() - 1
