@@ -92,12 +92,14 @@ def _analyse(labels, pred_probs, options: ScanOptions, num_partitions: int, back
                for a, b in zip(bounds[:-1], bounds[1:])]
     runner = InProcessRunner()
     analysis = engine.analyse(runner, sources, pred_probs.shape[1], pred_probs.dtype, options)
+    engine.wait_for_cutoffs(runner, analysis)
     return runner, analysis
 
 
 def _outcomes(runner, analysis):
-    return runner.map("flag", outcome.partition_outcome, analysis.parts, analysis.facts, analysis.cutoffs,
-                      analysis.family_keys, request=analysis.request)
+    return runner.map("flag", outcome.partition_outcome, analysis.parts, analysis.facts, analysis.family_keys,
+                      list(range(len(analysis.parts))), family_cutoffs=analysis.family_cutoffs,
+                      request=analysis.request)
 
 
 def find_label_issues(labels, pred_probs, *, return_indices_ranked_by=None, rank_by_kwargs=None,

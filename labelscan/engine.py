@@ -2,11 +2,14 @@
 
 ::
 
-    read+group ─▶ label counts ──(gather K per partition)──▶ class offsets
+    read+group ─▶ label counts ──(K per partition)──▶ class layout (a task)
                ─▶ threshold pieces ──tree merge──▶ exact confident thresholds
                ─▶ row facts (sparse confident joint, argmax, reduce mask) ──tree merge──▶ plan (O(K²))
-               ─▶ selection rounds (histogram refine / resolve) ──▶ per-partition cutoffs
+               ─▶ selection rounds (histogram refine / resolve) ──▶ per-partition cutoffs (a task)
                ─▶ flag pass (caller: in-memory results or written outputs)
+
+Up to the confident joint, every pass is submitted at once (the driver waits only to time the
+stages); the cutoffs are finished on a worker and the caller submits the flag pass at once.
 
 Works on any :mod:`labelscan.runner` runner. Only class counts, O(K²) states, histograms and
 a bounded number of selection candidates travel to the driver.
@@ -15,12 +18,11 @@ a bounded number of selection candidates travel to the driver.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from labelscan import passes, plan, selection
-from labelscan.errors import InputError
 from labelscan.options import LOW_SCORE_FILTERS, NOISE_RATE_FILTERS, ScanOptions
 from labelscan.stats import histogram as sparse_histogram
 
@@ -39,10 +41,12 @@ class Analysis:
     stats : plan.NoiseStatistics
     request : passes.FlagRequest
         The same for every partition.
-    cutoffs : list of list
-        Per partition, per selection family: its :class:`~labelscan.selection.PartitionCutoffs`.
-    timings : dict[str, float]
-        Seconds per stage.
+    family_cutoffs : list
+        Per selection family: its :class:`~labelscan.selection.Cutoffs` (every partition's), or a
+        handle to the task computing them; the flag pass may be submitted before they are in
+        (:func:`wait_for_cutoffs`).
+    clock : Stopwatch
+        Seconds per stage so far (``cutoffs`` is timed by :func:`wait_for_cutoffs`).
     """
 
     parts: list
@@ -50,8 +54,13 @@ class Analysis:
     family_keys: list
     stats: plan.NoiseStatistics
     request: passes.FlagRequest
-    cutoffs: list
-    timings: dict = field(default_factory=dict)
+    family_cutoffs: list
+    clock: "Stopwatch"
+
+    @property
+    def timings(self) -> dict:
+        """Seconds per stage."""
+        return self.clock.timings
 
 
 class Stopwatch:
@@ -101,34 +110,31 @@ def analyse(runner, sources, num_classes: int, dtype, options: ScanOptions,
     options.check_classes(num_classes)
     clock = Stopwatch(report)
     num_cached = len(sources) if cache is True else int(cache)   # False: 0
+    # submitted up to the confident joint at once: the driver needs nothing before it (a bad
+    # input makes the layout an InputFailure, which every later pass returns as it is), so no
+    # round trip between the passes; it waits for each result only to time the stages
     parts = [*runner.map("read", passes.prepare, sources[:num_cached]), *sources[num_cached:]]
-    per_partition_counts = runner.gather(runner.map("counts", passes.label_counts, parts))
-    failures = [counts for counts in per_partition_counts if isinstance(counts, passes.InputFailure)]
-    if failures:
-        runner.release(parts)
-        raise failures[0].error
-    per_partition_counts = np.asarray(per_partition_counts).reshape(len(sources), num_classes)
-    class_totals = per_partition_counts.sum(axis=0)
-    num_rows = int(class_totals.sum())   # the rows scanned: skipped bad rows are not counted
-    if not num_rows:
-        runner.release(parts)
-        raise InputError("no rows to scan: every row of the input was skipped as bad input")
-    class_offsets = np.cumsum(per_partition_counts, axis=0) - per_partition_counts
-    clock.lap("read")
-
-    pieces = runner.map("thresholds", passes.threshold_pieces, parts, list(class_offsets),
-                        class_totals=class_totals)
+    layout = runner.submit("counts-layout", passes.class_layout, num_classes,
+                           *runner.map("counts", passes.label_counts, parts))
+    pieces = runner.map("thresholds", passes.partition_threshold_pieces, parts, list(range(len(sources))),
+                        layout=layout)
     # the pieces (up to 127 raw values per cut leaf, thousands of small arrays at K=1000) are
     # folded where they were merged: only the K thresholds travel to the client
     merged = runner.reduce("thresholds-merge", passes.merge_threshold_pieces, pieces)
-    thresholds = runner.gather(runner.submit("thresholds-fold", plan.confident_thresholds, merged,
-                                             class_totals, dtype))
-    clock.lap("thresholds")
-
+    thresholds = runner.submit("thresholds-fold", plan.layout_thresholds, merged, layout, dtype)
     facts = runner.map("joint", passes.row_facts, parts, thresholds=thresholds,
                        count_outranked=options.filter_by in NOISE_RATE_FILTERS)
     summaries = runner.map("joint-summary", passes.joint_summary, facts)
-    joint = runner.gather(runner.reduce("joint-merge", passes.merge_joint_summaries, summaries))
+    joint = runner.reduce("joint-merge", passes.merge_joint_summaries, summaries)
+    layout = runner.gather(layout)
+    if isinstance(layout, passes.InputFailure):
+        runner.release(parts)
+        raise layout.error
+    clock.lap("read")
+    thresholds = runner.gather(thresholds)
+    clock.lap("thresholds")
+    joint = runner.gather(joint)
+    class_totals, num_rows = layout.totals, layout.num_rows
     outranked = None if joint["outranked_counts"] is None else joint["outranked_counts"].dense()
     stats = plan.noise_statistics(class_totals, thresholds, joint["joint_counts"].dense(),
                                   joint["num_off_diagonal_issues"], options)
@@ -149,16 +155,22 @@ def analyse(runner, sources, num_classes: int, dtype, options: ScanOptions,
          *zip(parts[kept_keys:], filter_scores[kept_keys:], facts[kept_keys:])]
         for tasks in families
     ]
-    cutoffs = [find_cutoffs(runner, keys, tasks)
-               for keys, tasks in zip(keys_per_family, families)]
-    clock.lap("cutoffs")
+    family_cutoffs = [find_cutoffs(runner, keys, tasks) for keys, tasks in zip(keys_per_family, families)]
 
     request = passes.FlagRequest(filter_by=options.filter_by, families=families, rank_by=options.rank_by,
                                  adjust_pred_probs=options.adjust_pred_probs, thresholds=thresholds)
     family_keys = [[keys[i] for keys in keys_per_family] for i in range(len(sources))]
     return Analysis(parts=parts, facts=facts, family_keys=family_keys, stats=stats, request=request,
-                    cutoffs=[[cut.for_partition(i) for cut in cutoffs] for i in range(len(sources))],
-                    timings=clock.timings)
+                    family_cutoffs=family_cutoffs, clock=clock)
+
+
+def wait_for_cutoffs(runner, analysis: Analysis) -> None:
+    """Wait until every family's cutoffs are computed, and time the ``cutoffs`` stage.
+
+    A caller submits the flag pass first (its tasks wait for the cutoffs on the workers), then
+    calls this: the cutoffs never travel to the driver."""
+    runner.wait(analysis.family_cutoffs)
+    analysis.clock.lap("cutoffs")
 
 
 def _dtype_of(values: np.ndarray) -> np.ndarray:
@@ -166,8 +178,9 @@ def _dtype_of(values: np.ndarray) -> np.ndarray:
     return np.zeros(0, dtype=values.dtype)
 
 
-def find_cutoffs(runner, keys, tasks: selection.SelectionTasks) -> selection.Cutoffs:
-    """Exact per-partition cutoffs of one selection family (refine rounds, then resolve).
+def find_cutoffs(runner, keys, tasks: selection.SelectionTasks):
+    """Exact per-partition cutoffs of one selection family (refine rounds, then resolve): its
+    :class:`~labelscan.selection.Cutoffs`, or a handle to the task finishing them.
 
     Parameters
     ----------
@@ -183,9 +196,11 @@ def find_cutoffs(runner, keys, tasks: selection.SelectionTasks) -> selection.Cut
         choice = runner.submit("cutoffs-choose", selection.choose_bins, merged, planner.needs(active))
         planner.apply_choice(active, bits, runner.gather(choice))
     collect, split_ties = planner.resolve_sets()
-    pieces = [{"task": np.zeros(0, np.intp), "image": np.zeros(0, np.uint64),
-               "tie_counts": np.zeros(0, np.int64)}] * len(keys)
-    if len(collect) or len(split_ties):
-        pieces = runner.gather(runner.map("cutoffs-resolve", selection.resolve_pieces, keys,
-                                          tasks=tasks, intervals=planner.intervals, collect=collect, ties=split_ties))
-    return planner.finish(collect, split_ties, pieces)
+    if not len(collect) and not len(split_ties):
+        empty = {"task": np.zeros(0, np.intp), "image": np.zeros(0, np.uint64), "tie_counts": np.zeros(0, np.int64)}
+        return planner.finish(collect, split_ties, [empty] * len(keys))
+    pieces = runner.map("cutoffs-resolve", selection.resolve_pieces, keys, tasks=tasks, intervals=planner.intervals,
+                        collect=collect, ties=split_ties)
+    # finished next to the pieces: the candidates stay on the workers, and the flag pass can be
+    # submitted at once
+    return runner.submit("cutoffs-finish", planner.finish, collect, split_ties, pieces)

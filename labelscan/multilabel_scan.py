@@ -212,7 +212,7 @@ def analyse(runner, sources, row_starts, num_rows: int, num_classes: int, dtype,
                  for family in families]
     cutoffs = []
     for tasks, keys in keyed:
-        cutoffs.append(engine.find_cutoffs(runner, keys, tasks))
+        cutoffs.append(runner.gather(engine.find_cutoffs(runner, keys, tasks)))   # before the keys go
         runner.release(keys)
     clock.lap("cutoffs")
     request = mlp.MultiLabelRequest(filter_by=options.filter_by, thresholds=thresholds, families=families,

@@ -52,17 +52,20 @@ class PartitionOutcome:
     issues_per_class: np.ndarray
 
 
-def partition_outcome(part: grouped.GroupedPartition, facts: passes.RowFacts, cutoffs: list, family_keys: list,
-                      request: passes.FlagRequest) -> PartitionOutcome:
+def partition_outcome(part: grouped.GroupedPartition, facts: passes.RowFacts, family_keys: list, index: int, *,
+                      family_cutoffs: list, request: passes.FlagRequest) -> PartitionOutcome:
     """Flag, score and sort one partition's issues.
 
     Parameters
     ----------
-    cutoffs : list of PartitionCutoffs
-        Per selection family: its cutoffs in this partition.
     family_keys : list
         Per selection family: cached key images, or ``(part, scores, facts)`` to compute them from.
+    index : int
+        The partition's position.
+    family_cutoffs : list of labelscan.selection.Cutoffs
+        Per selection family: every partition's cutoffs.
     """
+    cutoffs = [family.for_partition(index) for family in family_cutoffs]
     part = passes.as_partition(part)
     with device_work(part.xp is not np):   # the thread's own stream: flag tasks overlap on a GPU
         return _partition_outcome(part, facts, cutoffs, family_keys, request)

@@ -6,6 +6,7 @@ Each function runs on a worker (or in process) and returns either a small mergea
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass
 
@@ -161,6 +162,58 @@ def label_counts(part):
     return part.class_counts()  # class_starts live on the host
 
 
+@dataclass
+class ClassLayout:
+    """Where each partition's rows of each class sit among the dataset's rows of that class.
+
+    Attributes
+    ----------
+    offsets : numpy.ndarray, shape (P, K), int64
+        Rows of each class in earlier partitions.
+    totals : numpy.ndarray, shape (K,), int64
+        Rows of each class in the whole dataset ``n_k``.
+    """
+
+    offsets: np.ndarray
+    totals: np.ndarray
+
+    @property
+    def num_rows(self) -> int:
+        """The rows scanned (skipped bad rows are not counted)."""
+        return int(self.totals.sum())
+
+
+def passing_failures(function):
+    """Decorate a pass so that an :class:`InputFailure` among its arguments is returned at once
+    instead of running it: passes submitted after a bad partition's read (before the driver
+    knows of it) end without work and without a failed task."""
+    @functools.wraps(function)
+    def run(*args, **kwargs):
+        for value in (*args, *kwargs.values()):
+            if isinstance(value, InputFailure):
+                return value
+        return function(*args, **kwargs)
+
+    return run
+
+
+@passing_failures
+def class_layout(num_classes: int, *per_partition_counts) -> ClassLayout:
+    """The :class:`ClassLayout` of every partition's :func:`label_counts` (in partition order).
+
+    Returns
+    -------
+    ClassLayout or InputFailure
+        The first partition's input failure, or one of an
+        :class:`~labelscan.errors.InputError` when every row was skipped as bad input.
+    """
+    counts = np.asarray(per_partition_counts, dtype=np.int64).reshape(len(per_partition_counts), num_classes)
+    totals = counts.sum(axis=0)
+    if not totals.sum():
+        return InputFailure(InputError("no rows to scan: every row of the input was skipped as bad input"))
+    return ClassLayout(offsets=np.cumsum(counts, axis=0) - counts, totals=totals)
+
+
 def sum_arrays(*arrays):
     """Elementwise sum of same-shaped arrays (a tree-reduce step)."""
     total = arrays[0].astype(np.int64) if arrays[0].dtype.kind in "iu" else arrays[0].copy()
@@ -192,6 +245,13 @@ def threshold_pieces(part: grouped.GroupedPartition, class_offsets: np.ndarray, 
     return pieces
 
 
+@passing_failures
+def partition_threshold_pieces(part, index: int, layout: ClassLayout) -> dict:
+    """:func:`threshold_pieces` of partition ``index`` of ``layout``."""
+    return threshold_pieces(part, layout.offsets[index], layout.totals)
+
+
+@passing_failures
 def merge_threshold_pieces(*piece_dicts) -> dict:
     """Union of threshold pieces from disjoint partitions (a tree-reduce step)."""
     merged: dict = {}
@@ -201,6 +261,7 @@ def merge_threshold_pieces(*piece_dicts) -> dict:
     return merged
 
 
+@passing_failures
 def row_facts(part: grouped.GroupedPartition, thresholds: np.ndarray, count_outranked: bool = False) -> RowFacts:
     """Confident-joint pass: per-row facts and this partition's joint counts.
 
@@ -308,12 +369,14 @@ def _array_row_facts(part: grouped.GroupedPartition, thresholds: np.ndarray):
     return predicted, off_diagonal, grouped.given_label_is_argmax(part, row_max), joint
 
 
+@passing_failures
 def joint_summary(facts: RowFacts) -> dict:
     """The small part of :class:`RowFacts` the driver needs."""
     return {"joint_counts": facts.joint_counts, "num_off_diagonal_issues": facts.num_off_diagonal_issues,
             "outranked_counts": facts.outranked_counts}
 
 
+@passing_failures
 def merge_joint_summaries(*summaries) -> dict:
     """Sum joint summaries (a tree-reduce step); outranked counts are None unless every
     summary has them."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from labelscan.options import ScanOptions
+from labelscan.passes import ClassLayout, passing_failures
 from labelscan.selection import BY_CLASS, LOW_SCORE, NOISE_RATE, SelectionTasks
 from labelscan.stats import calibration, latent
 from labelscan.stats.pairwise import finish_sum, mean_from_sum
@@ -21,6 +22,13 @@ BIG_THRESHOLD = 2
 
 THRESHOLD_LOWER_BOUND = 2e-6
 """Lower clip of the confident thresholds."""
+
+
+@passing_failures
+def layout_thresholds(pieces: dict, layout: ClassLayout, dtype: np.dtype) -> np.ndarray:
+    """:func:`confident_thresholds` with the class totals of a :class:`~labelscan.passes.ClassLayout`
+    (a task beside the merged pieces)."""
+    return confident_thresholds(pieces, layout.totals, dtype)
 
 
 def confident_thresholds(pieces: dict, class_totals: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -52,7 +52,7 @@ STEP_STAGE = {
     "joint": "joint",
     "scores": "cutoffs", "score": "cutoffs", "keys": "cutoffs", "cutoffs": "cutoffs",
     "flag": "flag",
-    "rank": "rank",
+    "rank": "rank", "mask": "rank",   # mask parts are written while the issues are ranked
 }
 """Stage of each task-name prefix's first word (``labelscan-thresholds-merge`` -> ``thresholds``)."""
 

@@ -52,6 +52,9 @@ class InProcessRunner:
     def gather(self, handles):
         return handles
 
+    def wait(self, handles) -> None:
+        """Everything is computed already."""
+
     def release(self, handles) -> None:
         """Nothing to free in process."""
 
@@ -124,6 +127,21 @@ class DaskRunner:
         """The results; on failure, :meth:`stop` this runner's other tasks before raising."""
         try:
             return self.client.gather(handles)
+        except BaseException:
+            self.stop()
+            raise
+
+    def wait(self, handles) -> None:
+        """Wait until the futures among ``handles`` (a list; values are skipped) are computed; on
+        failure, :meth:`stop` this runner's other tasks before raising."""
+        from distributed import Future, wait
+
+        futures = [handle for handle in handles if isinstance(handle, Future)]
+        try:
+            wait(futures)
+            for future in futures:
+                if future.status == "error":
+                    future.result()   # raises the task's error
         except BaseException:
             self.stop()
             raise

@@ -150,10 +150,11 @@ def mask_table(result: outcome.PartitionOutcome):
     return table if result.rejected is None else with_rejected_rows(table.to_arrow(), result.rejected)
 
 
-def flag_partition(part, facts, cutoffs, family_keys, *, request) -> outcome.PartitionOutcome:
+def flag_partition(part, facts, family_keys, index: int, *, family_cutoffs, request) -> outcome.PartitionOutcome:
     """Flag one partition: its row-order mask columns and sorted issues, on the host (see
     :func:`labelscan.outcome.partition_outcome`)."""
-    return outcome.partition_outcome(part, facts, cutoffs, family_keys, request)
+    return outcome.partition_outcome(part, facts, family_keys, index, family_cutoffs=family_cutoffs,
+                                     request=request)
 
 
 def partition_issues(result: outcome.PartitionOutcome) -> WrittenPartition:
@@ -336,13 +337,14 @@ def run_scan(input_path, out_path, *, options: ScanOptions, label_column="label"
         num_cached = cached_partitions(cache, plan, dask_client, backend)
         analysis = engine.analyse(runner, sources, plan.num_classes, plan.pred_probs_dtype, options,
                                   report=report, cache=num_cached, cache_keys=backend != "cupy")
-        timings.update(analysis.timings)
-        clock = engine.Stopwatch(report)
+        clock = analysis.clock
         if id_column is not None:   # before anything is written: a bad input leaves OUT untouched
+            engine.wait_for_cutoffs(runner, analysis)
             check_unique_ids(runner, analysis.parts, plan)
             clock.lap("unique-ids")
         commit.begin()
-        entries, summaries = _flag_and_write(runner, analysis, commit, issues_per_part, clock)
+        entries, summaries = _flag_and_write(runner, analysis, commit, issues_per_part, clock,
+                                             cutoffs_pending=id_column is None)
         timings.update(clock.timings)
     issues_per_class = np.sum([s["issues_per_class"] for s in summaries], axis=0).astype(np.int64)
     num_rows_scanned = int(analysis.stats.label_counts.sum())
@@ -447,19 +449,23 @@ def cached_partitions(cache, plan, client, backend: str = "numpy") -> int:
     return int(np.searchsorted(cumulative_bytes, fraction * limit, side="right"))
 
 
-def _flag_and_write(runner, analysis, commit, per_part, clock) -> tuple:
+def _flag_and_write(runner, analysis, commit, per_part, clock, cutoffs_pending: bool) -> tuple:
     """The flag pass, the ranking and every part written; returns the manifest entries and the
     per-partition summaries (:func:`flagged_summary`).
 
     Each partition's mask part is written by a task of its own, which runs as soon as the
     partition is flagged (ahead of flag tasks still waiting: :data:`WRITE_PRIORITY`); the
     ranking starts once every partition is flagged, so the mask parts still being written
-    overlap it. Stages: ``flag`` ends when every partition is flagged, ``rank`` when every part
-    is written.
+    overlap it. The flag tasks are submitted before the cutoffs are in (``cutoffs_pending``:
+    the ``cutoffs`` stage is timed here). Stages: ``flag`` ends when every partition is flagged,
+    ``rank`` when every part is written.
     """
-    flagged = runner.map("flag", flag_partition, analysis.parts, analysis.facts, analysis.cutoffs,
-                         analysis.family_keys, request=analysis.request)
+    flagged = runner.map("flag", flag_partition, analysis.parts, analysis.facts, analysis.family_keys,
+                         list(range(len(analysis.parts))), family_cutoffs=analysis.family_cutoffs,
+                         request=analysis.request)
     runner.release(analysis.parts)
+    if cutoffs_pending:
+        engine.wait_for_cutoffs(runner, analysis)
     written = runner.map("flag-issues", partition_issues, flagged, priority=WRITE_PRIORITY)
     masks = runner.map("mask", write_mask, flagged, list(range(len(flagged))), commit=commit,
                        priority=WRITE_PRIORITY)

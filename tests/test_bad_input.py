@@ -288,3 +288,25 @@ def test_sorted_ids_finish_without_buckets():
     merged = merge_buckets({"ids": np.array([3, 1]), "rows": np.array([5, 6]), "repeats": 0, "first": None},
                            {"ids": np.array([1, 2]), "rows": np.array([2, 3]), "repeats": 0, "first": None})
     assert merged["repeats"] == 1 and merged["first"] == (6, 1, 2)
+
+
+def test_input_failure_passes_through_the_passes_submitted_after_the_read():
+    """A scan submits every pass up to the confident joint before it knows the reads went well:
+    a bad partition's failure becomes the class layout and each later pass returns it unrun."""
+    from labelscan import passes, plan
+
+    failure = passes.InputFailure(InputError("bad row"))
+    layout = passes.class_layout(3, np.array([1, 0, 2]), failure)
+    assert layout is failure
+    assert passes.partition_threshold_pieces(object(), 0, layout) is failure
+    assert passes.merge_threshold_pieces({0: None}, failure) is failure
+    assert plan.layout_thresholds(failure, layout, np.float32) is failure
+    assert passes.row_facts(object(), thresholds=failure) is failure
+    assert passes.joint_summary(failure) is failure
+    assert passes.merge_joint_summaries({}, failure) is failure
+    nothing_left = passes.class_layout(2, np.zeros(2, np.int64), np.zeros(2, np.int64))
+    assert isinstance(nothing_left, passes.InputFailure) and "no rows to scan" in str(nothing_left.error)
+    good = passes.class_layout(2, np.array([1, 2]), np.array([3, 4]))
+    np.testing.assert_array_equal(good.offsets, [[0, 0], [1, 2]])
+    np.testing.assert_array_equal(good.totals, [4, 6])
+    assert good.num_rows == 10

@@ -349,9 +349,9 @@ def test_the_flag_pass_keys_outranked_rows_whether_keys_are_cached_or_not(monkey
                               cache_keys=cache_keys)
     calls = _outranked_calls(monkeypatch)
     flagged = np.concatenate([
-        outcome.partition_outcome(part, facts, cutoffs, keys, request=analysis.request).is_label_issue
-        for part, facts, cutoffs, keys in zip(analysis.parts, analysis.facts, analysis.cutoffs,
-                                               analysis.family_keys)])
+        outcome.partition_outcome(part, facts, keys, index, family_cutoffs=analysis.family_cutoffs,
+                                  request=analysis.request).is_label_issue
+        for index, (part, facts, keys) in enumerate(zip(analysis.parts, analysis.facts, analysis.family_keys))])
     np.testing.assert_array_equal(flagged, oracle.oracle_find_label_issues(labels, pred_probs))
     assert len(calls) == (0 if cache_keys else len(sources))
     assert all(len(classes) == len(task_classes) for classes, task_classes in calls)
