@@ -227,7 +227,7 @@ def analyse(runner, sources, row_starts, num_rows: int, num_classes: int, dtype,
 
 @dataclass
 class WrittenPartition:
-    """Flag-pass result kept on the worker (what :func:`labelscan.scan._write_issues` ranks).
+    """Flag-pass result kept on the worker (what :func:`labelscan.scan.rank_issues` ranks).
 
     Attributes
     ----------
@@ -446,7 +446,8 @@ def run_multilabel_scan(input_path, out_path, *, options: ScanOptions, label_col
                                                   write_ranked)
             runner.release(images)
         else:
-            entries += scan._write_issues(runner, written, summaries, commit, issues_per_part, write=write_ranked)
+            entries += runner.gather(scan.rank_issues(runner, written, summaries, commit, issues_per_part,
+                                                        write=write_ranked))
         runner.release(written)
         clock.lap("rank")
         timings.update(clock.timings)

@@ -464,28 +464,31 @@ def _flag_and_write(runner, analysis, commit, per_part, clock, cutoffs_pending: 
                          list(range(len(analysis.parts))), family_cutoffs=analysis.family_cutoffs,
                          request=analysis.request)
     runner.release(analysis.parts)
-    if cutoffs_pending:
-        engine.wait_for_cutoffs(runner, analysis)
     written = runner.map("flag-issues", partition_issues, flagged, priority=WRITE_PRIORITY)
     masks = runner.map("mask", write_mask, flagged, list(range(len(flagged))), commit=commit,
                        priority=WRITE_PRIORITY)
-    summaries = runner.gather(runner.map("flag-summary", flagged_summary, flagged, priority=WRITE_PRIORITY))
+    summaries = runner.map("flag-summary", flagged_summary, flagged, priority=WRITE_PRIORITY)
     runner.release(flagged)
+    if cutoffs_pending:
+        engine.wait_for_cutoffs(runner, analysis)
+    summaries = runner.gather(summaries)
     clock.lap("flag")
-    ranked = _write_issues(runner, written, summaries, commit, per_part, priority=RANK_PRIORITY)
+    ranked = rank_issues(runner, written, summaries, commit, per_part, priority=RANK_PRIORITY)
     runner.release(written)
-    entries = [entry for part_entries in runner.gather(masks) for entry in part_entries] + ranked
+    parts_written = runner.gather([*masks, *ranked])   # one round trip for both
+    entries = [entry for part_entries in parts_written[:len(masks)] for entry in part_entries]
     clock.lap("rank")
-    return entries, summaries
+    return entries + parts_written[len(masks):], summaries
 
 
-def _write_issues(runner, written, summaries, commit, per_part, write=write_ranked, priority=0) -> list:
+def rank_issues(runner, written, summaries, commit, per_part, write=write_ranked, priority=0) -> list:
     """Rank every partition's issues (sorted by the images of their ``label_quality``) by score
-    ranges and write each range with ``write``."""
+    ranges and write each range with ``write``; returns the handles of the ranges' manifest
+    entries (gather them)."""
     num_issues = int(sum(np.sum(s["issues_per_class"]) for s in summaries))
     handles, _ = rank_by_ranges(runner, written, summaries[0]["rank_shift"], per_part, write, commit,
                                 num_issues=num_issues, quality_images=True, priority=priority)
-    return runner.gather(handles)
+    return handles
 
 
 def rank_by_ranges(runner, written, shift: int, per_part: int, combine, *args, num_issues=None,

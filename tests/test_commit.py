@@ -52,8 +52,11 @@ def put(url, relpath, data):
 
 
 def listing(url):
+    """The destination's files, without the old outputs a local ``begin`` moved aside (a thread
+    is deleting them: ``test_local_rerun_moves_old_outputs_aside_and_deletes_them``)."""
     fs, root = fsspec.core.url_to_fs(url)
-    return sorted(path[len(root.rstrip("/")) + 1:] for path in fs.find(root))
+    names = (path[len(root.rstrip("/")) + 1:] for path in fs.find(root))
+    return sorted(name for name in names if not name.startswith(commit_module.TRASH_PREFIX))
 
 
 def test_rewrite_gives_identical_bytes(out_url):
@@ -273,3 +276,31 @@ def test_parquet_bytes_are_the_python_file_encoding():
     write_parquet(reference, [table.slice(0, 5), table.slice(5)], row_group_rows=4)
     assert data == reference.getvalue()
     assert pq.read_table(pa.BufferReader(data)).equals(table)
+
+
+def test_local_rerun_moves_old_outputs_aside_and_deletes_them(tmp_path, monkeypatch):
+    """A local destination's old outputs leave their paths at once in ``begin`` and are deleted on
+    a thread that ``commit`` waits for; a leftover trash folder of a killed run goes too."""
+    url = str(tmp_path / "out")
+    run_scan(url)
+    stale = tmp_path / "out" / f"{commit_module.TRASH_PREFIX}{'0' * 32}"
+    stale.mkdir()
+    (stale / "0").write_bytes(b"left by a killed run")
+    before = [*listing(url), stale.name + "/0"]
+    deleting = []
+    real_delete = commit_module._delete_folders
+    monkeypatch.setattr(commit_module, "_delete_folders", lambda folders: deleting.append(list(folders)))
+    commit = make_commit(url)
+    commit.begin()
+    assert not any(name.startswith(("mask/", "issues/", "summary.json", "_SUCCESS")) for name in listing(url))
+    (moved,) = deleting   # one thread: the stale folder and this run's
+    assert str(stale) in moved and len(moved) == 2
+    trashed = list((tmp_path / "out").glob(f"{commit_module.TRASH_PREFIX}*/*"))
+    assert len(trashed) == len(before) - 1   # all but _SUCCESS, which begin removes first
+    real_delete(moved)
+    commit.commit([], {})
+    assert listing(url) == ["_SUCCESS"]
+    monkeypatch.undo()
+    run_scan(url)   # the thread itself, waited for by commit
+    assert not list((tmp_path / "out").glob(f"{commit_module.TRASH_PREFIX}*"))
+    assert pickle.loads(pickle.dumps(make_commit(url)))._deleting == []

@@ -31,8 +31,12 @@ fingerprint's ``sha256`` recorded in its ``_SUCCESS`` (key
 
 import hashlib
 import json
+import os
 import posixpath
 import re
+import shutil
+import threading
+import uuid
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -55,6 +59,12 @@ OWN_FILE_NAMES = {
                          ("statistics", "(confident_joint|calibrated_confident_joint|joint|noise_matrix|"
                                         "inverse_noise_matrix|prune_counts)")]}
 """Per output folder, the names of the files labelscan writes there (and their staging copies)."""
+
+TRASH_PREFIX = ".labelscan-trash-"
+"""Folder at a local destination's root where :meth:`OutputCommit.begin` moves the old outputs it
+replaces; a thread deletes it while the scan runs (deleting 2 GB of parts took 0.5-0.8 s, and
+10M rows' 54 MB 25-30 ms, of the scan's time when done in place). A leftover of a killed
+process is deleted by the next ``begin``."""
 
 
 ROW_KEY_COLUMNS = ("row_id", "id")
@@ -143,6 +153,7 @@ class OutputCommit(_Destination):
         self.track_progress = track_progress or resume
         self.resume = resume
         self.layout = layout
+        self._deleting: list = []   # threads deleting moved-aside old outputs (local destinations)
 
     def __getstate__(self):
         """What a worker's write needs: the input fingerprint's ``sha256`` alone. The full
@@ -150,6 +161,7 @@ class OutputCommit(_Destination):
         thousands of files the graph would grow as files²); ``commit`` runs on the driver."""
         state = super().__getstate__()
         state["input_fingerprint"] = {"sha256": self.input_fingerprint["sha256"]}
+        state["_deleting"] = []
         return state
 
     @property
@@ -199,12 +211,31 @@ class OutputCommit(_Destination):
         doomed = [self.path(name) for name in names if fs.isfile(self.path(name))]
         folders = [name for name in names if fs.isdir(self.path(name))]
         doomed += [path for folder in folders for path in self._own_files(folder)]
-        if doomed:
+        if isinstance(fs, LocalFileSystem):
+            self._delete_aside(doomed)
+        elif doomed:
             fs.rm(doomed)
         if isinstance(fs, LocalFileSystem):   # object stores have no empty folders
             for folder in folders:
                 if not fs.ls(self.path(folder)):
                     fs.rmdir(self.path(folder))
+
+    def _delete_aside(self, paths) -> None:
+        """Move ``paths`` (local files) into a :data:`TRASH_PREFIX` folder and delete it, with any
+        leftover of earlier runs, on a thread (:meth:`commit` waits for it)."""
+        root = self.path("")
+        folders = [os.path.join(root, name) for name in (os.listdir(root) if os.path.isdir(root) else ())
+                   if name.startswith(TRASH_PREFIX)]
+        if paths:
+            trash = os.path.join(root, TRASH_PREFIX + uuid.uuid4().hex)
+            os.mkdir(trash)
+            for number, path in enumerate(paths):
+                os.rename(path, os.path.join(trash, str(number)))
+            folders.append(trash)
+        if folders:
+            thread = threading.Thread(target=_delete_folders, args=(folders,), name="labelscan-delete", daemon=True)
+            thread.start()
+            self._deleting.append(thread)
 
     def check(self):
         """Refuse a destination :meth:`begin` would refuse, without changing anything there
@@ -379,8 +410,15 @@ class OutputCommit(_Destination):
             **extra,
         }
         put_bytes(self.fs, self.path(SUCCESS_NAME), json_bytes(manifest))
+        for thread in self._deleting:   # the old outputs moved aside are gone when the scan returns
+            thread.join()
         if self.track_progress and self.fs.exists(self.path(PROGRESS_NAME)):
             self.fs.rm(self.path(PROGRESS_NAME), recursive=True)   # listed nowhere; a leftover is harmless
+
+
+def _delete_folders(folders) -> None:
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _scan_identity(record):
