@@ -47,6 +47,8 @@ class Analysis:
         (:func:`wait_for_cutoffs`).
     clock : Stopwatch
         Seconds per stage so far (``cutoffs`` is timed by :func:`wait_for_cutoffs`).
+    most_issues : int
+        The most rows the flag pass can flag (:func:`most_issues`).
     """
 
     parts: list
@@ -56,6 +58,7 @@ class Analysis:
     request: passes.FlagRequest
     family_cutoffs: list
     clock: "Stopwatch"
+    most_issues: int
 
     @property
     def timings(self) -> dict:
@@ -161,7 +164,17 @@ def analyse(runner, sources, num_classes: int, dtype, options: ScanOptions,
                                  adjust_pred_probs=options.adjust_pred_probs, thresholds=thresholds)
     family_keys = [[keys[i] for keys in keys_per_family] for i in range(len(sources))]
     return Analysis(parts=parts, facts=facts, family_keys=family_keys, stats=stats, request=request,
-                    family_cutoffs=family_cutoffs, clock=clock)
+                    family_cutoffs=family_cutoffs, clock=clock, most_issues=most_issues(families, num_rows))
+
+
+def most_issues(families: list, num_rows: int) -> int:
+    """An upper bound of the rows the flag pass flags, known before it runs: every flagged row is
+    selected by a task of the first selection family (:func:`labelscan.passes.flagged_rows`),
+    and a task selects at most its count of its rows; all rows without families."""
+    if not families:
+        return num_rows
+    first = families[0]
+    return int(min(num_rows, np.minimum(first.counts, first.sizes).sum()))
 
 
 def wait_for_cutoffs(runner, analysis: Analysis) -> None:

@@ -469,11 +469,17 @@ def _flag_and_write(runner, analysis, commit, per_part, clock, cutoffs_pending: 
                        priority=WRITE_PRIORITY)
     summaries = runner.map("flag-summary", flagged_summary, flagged, priority=WRITE_PRIORITY)
     runner.release(flagged)
+    ranked = None
+    if analysis.most_issues <= per_part:   # one ranked part whatever gets flagged: no need to wait
+        ranked = rank_issues(runner, written, commit, per_part, num_issues=analysis.most_issues,
+                             priority=RANK_PRIORITY)
     if cutoffs_pending:
         engine.wait_for_cutoffs(runner, analysis)
     summaries = runner.gather(summaries)
     clock.lap("flag")
-    ranked = rank_issues(runner, written, summaries, commit, per_part, priority=RANK_PRIORITY)
+    if ranked is None:
+        ranked = rank_issues(runner, written, commit, per_part, num_issues=_num_issues(summaries),
+                             shift=summaries[0]["rank_shift"], priority=RANK_PRIORITY)
     runner.release(written)
     parts_written = runner.gather([*masks, *ranked])   # one round trip for both
     entries = [entry for part_entries in parts_written[:len(masks)] for entry in part_entries]
@@ -481,14 +487,22 @@ def _flag_and_write(runner, analysis, commit, per_part, clock, cutoffs_pending: 
     return entries + parts_written[len(masks):], summaries
 
 
-def rank_issues(runner, written, summaries, commit, per_part, write=write_ranked, priority=0) -> list:
+def rank_issues(runner, written, commit, per_part, *, num_issues: int, shift: int | None = None,
+                write=write_ranked, priority=0) -> list:
     """Rank every partition's issues (sorted by the images of their ``label_quality``) by score
     ranges and write each range with ``write``; returns the handles of the ranges' manifest
-    entries (gather them)."""
-    num_issues = int(sum(np.sum(s["issues_per_class"]) for s in summaries))
-    handles, _ = rank_by_ranges(runner, written, summaries[0]["rank_shift"], per_part, write, commit,
+    entries (gather them).
+
+    ``num_issues``: the issues in all, or an upper bound of them (at most ``per_part`` makes one
+    range, which needs no ``shift``: :func:`rank_by_ranges`).
+    """
+    handles, _ = rank_by_ranges(runner, written, shift, per_part, write, commit,
                                 num_issues=num_issues, quality_images=True, priority=priority)
     return handles
+
+
+def _num_issues(summaries) -> int:
+    return int(sum(np.sum(s["issues_per_class"]) for s in summaries))
 
 
 def rank_by_ranges(runner, written, shift: int, per_part: int, combine, *args, num_issues=None,
@@ -508,8 +522,8 @@ def rank_by_ranges(runner, written, shift: int, per_part: int, combine, *args, n
         ``combine(first_rank, index, *args, *pieces)``: range ``index``, whose first global rank
         is ``first_rank``, from its piece of every partition (in partition order).
     num_issues : int, optional
-        The total, when known: at most ``per_part`` issues form one range without the
-        histogram and planning steps (the same single range they would give).
+        The total, when known, or an upper bound of it: at most ``per_part`` issues form one
+        range without the histogram and planning steps (the same single range they would give).
     quality_images : bool
         The images are those of ``issues["label_quality"]``: ``combine`` gets the pieces without
         them (see :func:`all_issues`).
