@@ -409,9 +409,9 @@ class OutputCommit(_Destination):
             **({"layout": self.layout} if self.layout is not None else {}),
             **extra,
         }
-        put_bytes(self.fs, self.path(SUCCESS_NAME), json_bytes(manifest))
-        for thread in self._deleting:   # the old outputs moved aside are gone when the scan returns
+        for thread in self._deleting:   # the old outputs moved aside are gone before _SUCCESS
             thread.join()
+        put_bytes(self.fs, self.path(SUCCESS_NAME), json_bytes(manifest))
         if self.track_progress and self.fs.exists(self.path(PROGRESS_NAME)):
             self.fs.rm(self.path(PROGRESS_NAME), recursive=True)   # listed nowhere; a leftover is harmless
 
