@@ -43,7 +43,6 @@ import pyarrow as pa
 from labelscan import __version__, engine, multilabel, outcome, plan as planning, scan
 from labelscan import multilabel_order as mlo
 from labelscan import multilabel_passes as mlp
-from labelscan.batching import shorten_batching
 from labelscan.cluster import get_client, worker_threads
 from labelscan.errors import InputError, UsageError
 from labelscan.io.commit import OutputCommit
@@ -410,6 +409,8 @@ def run_multilabel_scan(input_path, out_path, *, options: ScanOptions, label_col
     columns = {"label_column": label_column, "pred_probs_column": pred_probs_column, "id_column": id_column,
                "multi_label": True}
     with get_client(client, scheduler) as dask_client:
+        from labelscan.batching import shorten_batching   # imports distributed: not at labelscan's import
+
         shorten_batching(dask_client)
         timings = {"cluster": round(time.perf_counter() - started, 6)}
         protect_workers(dask_client, storage_options, [out_path, *scan._paths(input_path)])

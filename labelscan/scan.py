@@ -20,7 +20,6 @@ import pyarrow as pa
 
 from labelscan import __version__, engine, health, outcome, passes
 from labelscan.backend import cluster_backend, resolve_backend
-from labelscan.batching import shorten_batching
 from labelscan.cluster import get_client, worker_device_memory, worker_memory_limit, worker_threads
 from labelscan.errors import UsageError
 from labelscan.io.column_set import ColumnSet, Consecutive
@@ -318,6 +317,8 @@ def run_scan(input_path, out_path, *, options: ScanOptions, label_column="label"
     start_gpu_cluster = client is None and scheduler is None and resolve_backend(backend) == "cupy"
     with get_client(client, scheduler, gpu=start_gpu_cluster) as dask_client:
         backend = cluster_backend(dask_client, backend)
+        from labelscan.batching import shorten_batching   # imports distributed: not at labelscan's import
+
         shorten_batching(dask_client)
         timings = {"cluster": round(time.perf_counter() - started, 6)}
         protect_workers(dask_client, storage_options, [out_path, *_paths(input_path)])   # mask worker logs

@@ -66,3 +66,14 @@ def test_null_setting_leaves_dask_alone(cluster):
         batching.shorten_batching(client)
         assert client.scheduler_comm.interval == DASK_CLIENT_INTERVAL
         assert worker_intervals(client) == {DASK_WORKER_INTERVAL}
+
+
+def test_importing_labelscan_leaves_distributed_unimported():
+    """The in-memory API needs no Dask cluster: the batching module (which imports distributed)
+    is imported by a scan, not by ``import labelscan``."""
+    import subprocess
+    import sys
+
+    code = "import sys, labelscan; print('distributed' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
