@@ -28,6 +28,7 @@ import logging
 import weakref
 
 from dask.utils import parse_timedelta
+from distributed import Scheduler
 from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
 
 from labelscan import config
@@ -66,8 +67,6 @@ def shorten_batching(client) -> None:
 
 def in_process_cluster(client) -> bool:
     """Whether ``client``'s cluster runs its scheduler in this process (``LocalCluster`` and kin)."""
-    from distributed import Scheduler
-
     return isinstance(getattr(getattr(client, "cluster", None), "scheduler", None), Scheduler)
 
 

@@ -462,7 +462,7 @@ def _device_flat_histogram(keys: FlatKeys, position: np.ndarray, intervals: Inte
                             _last_offsets(width, keys.images.dtype), np.maximum(width - bits, 0), bits,
                             num_task_rows)
     shape = (num_task_rows, 1 << bits)
-    if int(keys.xp.count_nonzero(counts)) <= DEVICE_SPARSE_FILL * counts.size:
+    if sparse_histogram.is_sparse_enough(int(keys.xp.count_nonzero(counts)), counts.size, DEVICE_SPARSE_FILL):
         cells = keys.xp.flatnonzero(counts)
         return sparse_histogram.SparseHistogram(cells=to_host(cells), counts=to_host(counts[cells]).astype(np.int64),
                                                 shape=shape)

@@ -211,14 +211,14 @@ class OutputCommit(_Destination):
         doomed = [self.path(name) for name in names if fs.isfile(self.path(name))]
         folders = [name for name in names if fs.isdir(self.path(name))]
         doomed += [path for folder in folders for path in self._own_files(folder)]
-        if isinstance(fs, LocalFileSystem):
-            self._delete_aside(doomed)
-        elif doomed:
-            fs.rm(doomed)
-        if isinstance(fs, LocalFileSystem):   # object stores have no empty folders
-            for folder in folders:
-                if not fs.ls(self.path(folder)):
-                    fs.rmdir(self.path(folder))
+        if not isinstance(fs, LocalFileSystem):   # object stores have no empty folders
+            if doomed:
+                fs.rm(doomed)
+            return
+        self._delete_aside(doomed)
+        for folder in folders:
+            if not fs.ls(self.path(folder)):
+                fs.rmdir(self.path(folder))
 
     def _delete_aside(self, paths) -> None:
         """Move ``paths`` (local files) into a :data:`TRASH_PREFIX` folder and delete it, with any

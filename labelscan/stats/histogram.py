@@ -54,9 +54,10 @@ class SparseHistogram:
         return totals.astype(dtype).reshape(self.shape)   # exact: counts stay far below 2**53
 
 
-def is_sparse_enough(num_items: int, num_cells: int) -> bool:
-    """Whether listing ``num_items`` cells beats a dense histogram of ``num_cells``."""
-    return num_items <= SPARSE_FILL * num_cells
+def is_sparse_enough(num_items: int, num_cells: int, fill: float = SPARSE_FILL) -> bool:
+    """Whether listing ``num_items`` cells beats a dense histogram of ``num_cells`` (at most a
+    ``fill`` fraction of them listed)."""
+    return num_items <= fill * num_cells
 
 
 def merge(*histograms):
