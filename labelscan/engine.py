@@ -133,6 +133,9 @@ def analyse(runner, sources, num_classes: int, dtype, options: ScanOptions,
     if isinstance(layout, passes.InputFailure):
         runner.release(parts)
         raise layout.error
+    # asked while the thresholds and the joint are computed: each cutoff round merges the
+    # histograms of a worker's partitions there first
+    part_places = runner.places(parts)
     clock.lap("read")
     thresholds = runner.gather(thresholds)
     clock.lap("thresholds")
@@ -158,7 +161,8 @@ def analyse(runner, sources, num_classes: int, dtype, options: ScanOptions,
          *zip(parts[kept_keys:], filter_scores[kept_keys:], facts[kept_keys:])]
         for tasks in families
     ]
-    family_cutoffs = [find_cutoffs(runner, keys, tasks) for keys, tasks in zip(keys_per_family, families)]
+    family_cutoffs = [find_cutoffs(runner, keys, tasks, places=part_places)
+                      for keys, tasks in zip(keys_per_family, families)]
 
     request = passes.FlagRequest(filter_by=options.filter_by, families=families, rank_by=options.rank_by,
                                  adjust_pred_probs=options.adjust_pred_probs, thresholds=thresholds)
@@ -191,7 +195,7 @@ def _dtype_of(values: np.ndarray) -> np.ndarray:
     return np.zeros(0, dtype=values.dtype)
 
 
-def find_cutoffs(runner, keys, tasks: selection.SelectionTasks):
+def find_cutoffs(runner, keys, tasks: selection.SelectionTasks, places=None):
     """Exact per-partition cutoffs of one selection family (refine rounds, then resolve): its
     :class:`~labelscan.selection.Cutoffs`, or a handle to the task finishing them.
 
@@ -199,13 +203,16 @@ def find_cutoffs(runner, keys, tasks: selection.SelectionTasks):
     ----------
     keys : list
         Per partition: cached key images, or ``(part, scores, facts)`` to compute them from.
+    places : list, optional
+        Per partition, where its keys are computed (:meth:`~labelscan.runner.DaskRunner.places`):
+        a round's histograms are summed on each worker before they travel.
     """
     planner = selection.SelectionPlanner(tasks)
     while (step := planner.next_refine()) is not None:
         active, bits = step
         histograms = runner.map("cutoffs", selection.histogram, keys, tasks=tasks,
                                 intervals=planner.intervals, active=active, bits=bits)
-        merged = runner.reduce("cutoffs-merge", sparse_histogram.merge, histograms)
+        merged = runner.reduce("cutoffs-merge", sparse_histogram.merge, histograms, places=places)
         choice = runner.submit("cutoffs-choose", selection.choose_bins, merged, planner.needs(active))
         planner.apply_choice(active, bits, runner.gather(choice))
     collect, split_ties = planner.resolve_sets()

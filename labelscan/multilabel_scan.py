@@ -447,9 +447,8 @@ def run_multilabel_scan(input_path, out_path, *, options: ScanOptions, label_col
                                                   write_ranked)
             runner.release(images)
         else:
-            entries += runner.gather(scan.rank_issues(
-                runner, written, commit, issues_per_part, num_issues=scan._num_issues(summaries),
-                shift=summaries[0]["rank_shift"], write=write_ranked))
+            entries += scan.ranked_entries(runner.gather(scan.rank_issues(
+                runner, written, commit, issues_per_part, num_issues=scan._num_issues(summaries), write=write_ranked)))
         runner.release(written)
         clock.lap("rank")
         timings.update(clock.timings)

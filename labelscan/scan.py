@@ -52,8 +52,14 @@ its partition is flagged, before flag tasks still waiting, so flagged partitions
 do not pile up while the device flags others."""
 
 RANK_PRIORITY = 2
-"""Dask priority of the ranking's tasks: submitted once every partition is flagged, they run
-before the mask writes still waiting (they end the scan; the writes overlap them)."""
+"""Dask priority of the ranking's tasks: they run before the mask writes still waiting (they end
+the scan; the writes overlap them)."""
+
+EARLY_RANK_SPLITS = 2048
+"""The ranking is submitted with the flag pass, ranged by the bound of the flagged rows known
+before it (:attr:`labelscan.engine.Analysis.most_issues`), when that bound's ranges times the
+partitions make at most this many split tasks (a loose bound costs that many empty ones);
+otherwise once the flag pass has counted its issues."""
 
 CACHE_FRACTION = 0.4
 """Cache decoded partitions when they take at most this fraction of the workers' memory."""
@@ -455,9 +461,10 @@ def _flag_and_write(runner, analysis, commit, per_part, clock, cutoffs_pending: 
     per-partition summaries (:func:`flagged_summary`).
 
     Each partition's mask part is written by a task of its own, which runs as soon as the
-    partition is flagged (ahead of flag tasks still waiting: :data:`WRITE_PRIORITY`); the
-    ranking starts once every partition is flagged, so the mask parts still being written
-    overlap it. The flag tasks are submitted before the cutoffs are in (``cutoffs_pending``:
+    partition is flagged (ahead of flag tasks still waiting: :data:`WRITE_PRIORITY`). The
+    ranking is submitted with them when the bound of the flagged rows allows
+    (:data:`EARLY_RANK_SPLITS`), else once the flag pass has counted them; its tasks run as
+    their inputs are ready, so the mask parts still being written overlap it. The flag tasks are submitted before the cutoffs are in (``cutoffs_pending``:
     the ``cutoffs`` stage is timed here). Stages: ``flag`` ends when every partition is flagged,
     ``rank`` when every part is written.
     """
@@ -471,7 +478,8 @@ def _flag_and_write(runner, analysis, commit, per_part, clock, cutoffs_pending: 
     summaries = runner.map("flag-summary", flagged_summary, flagged, priority=WRITE_PRIORITY)
     runner.release(flagged)
     ranked = None
-    if analysis.most_issues <= per_part:   # one ranked part whatever gets flagged: no need to wait
+    if max_ranges(analysis.most_issues, per_part) * len(flagged) <= EARLY_RANK_SPLITS:
+        # the bound of the flagged rows is known before the flag pass: no need to wait for it
         ranked = rank_issues(runner, written, commit, per_part, num_issues=analysis.most_issues,
                              priority=RANK_PRIORITY)
     if cutoffs_pending:
@@ -480,35 +488,80 @@ def _flag_and_write(runner, analysis, commit, per_part, clock, cutoffs_pending: 
     clock.lap("flag")
     if ranked is None:
         ranked = rank_issues(runner, written, commit, per_part, num_issues=_num_issues(summaries),
-                             shift=summaries[0]["rank_shift"], priority=RANK_PRIORITY)
+                             priority=RANK_PRIORITY)
     runner.release(written)
     parts_written = runner.gather([*masks, *ranked])   # one round trip for both
     entries = [entry for part_entries in parts_written[:len(masks)] for entry in part_entries]
     clock.lap("rank")
-    return entries + parts_written[len(masks):], summaries
+    return entries + ranked_entries(parts_written[len(masks):]), summaries
 
 
-def rank_issues(runner, written, commit, per_part, *, num_issues: int, shift: int | None = None,
-                write=write_ranked, priority=0) -> list:
+def ranked_entries(results: list) -> list:
+    """The manifest entries of :func:`rank_issues`' ranges that wrote a part."""
+    return [entry for entry in results if entry is not None]
+
+
+def rank_issues(runner, written, commit, per_part, *, num_issues: int, write=write_ranked, priority=0) -> list:
     """Rank every partition's issues (sorted by the images of their ``label_quality``) by score
-    ranges and write each range with ``write``; returns the handles of the ranges' manifest
-    entries (gather them).
+    ranges and write each range with ``write``; returns a handle per range to its manifest entry,
+    or to ``None`` for a range the plan does not fill (gather them and drop the ``None``).
 
-    ``num_issues``: the issues in all, or an upper bound of them (at most ``per_part`` makes one
-    range, which needs no ``shift``: :func:`rank_by_ranges`).
+    Submitted whole, nothing waited for: the issues' score histogram and the ranges' plan are
+    tasks, and each range's pieces and part read the plan on the workers (no round trip to the
+    driver between the flag pass and the writes). ``num_issues`` is the issues in all or an
+    upper bound of them: at most ``per_part`` make one range without histogram or plan;
+    otherwise the plan's ranges are at most ``ceil(num_issues / per_part)``
+    (:func:`rank_ranges`), one task (and one split per partition) each.
     """
-    handles, _ = rank_by_ranges(runner, written, shift, per_part, write, commit,
-                                num_issues=num_issues, quality_images=True, priority=priority)
+    if num_issues <= per_part:
+        pieces = runner.map("rank-split", all_issues, written, quality_images=True, priority=priority)
+        return [runner.submit("rank", write, 0, 0, commit, *pieces, priority=priority)]
+    plan = _rank_plan_task(runner, written, per_part, priority)
+    handles = []
+    for index in range(max_ranges(num_issues, per_part)):
+        pieces = runner.map("rank-split", planned_issues, written, plan=plan, index=index, priority=priority)
+        handles.append(runner.submit("rank", write_planned, plan, index, write, commit, *pieces, priority=priority))
     return handles
+
+
+def max_ranges(num_issues: int, per_part: int) -> int:
+    """Most ranges :func:`rank_ranges` makes of ``num_issues`` issues (or fewer)."""
+    return max(-(-num_issues // per_part), 1)
+
+
+def planned_issues(written: WrittenPartition, *, plan: dict, index: int) -> dict | None:
+    """A partition's issues in range ``index`` of ``plan`` (:func:`rank_plan`), without their
+    images (:func:`all_issues`); ``None`` past the plan's last range."""
+    bounds = plan["bounds"]
+    if index >= len(bounds) - 1:
+        return None
+    return issues_in_range(written, int(bounds[index]), int(bounds[index + 1]), written.rank_shift,
+                           quality_images=True)
+
+
+def write_planned(plan: dict, index: int, write, commit: OutputCommit, *issue_sets):
+    """``write`` range ``index`` of ``plan`` (its first rank from the plan), or ``None`` past the
+    plan's last range (nothing written)."""
+    if index >= len(plan["bounds"]) - 1:
+        return None
+    return write(int(plan["first_ranks"][index]), index, commit, *issue_sets)
+
+
+def _rank_plan_task(runner, written, per_part: int, priority: int):
+    """Handle of :func:`rank_plan` over every partition's issues (their histograms merged)."""
+    histogram = runner.reduce("rank-histogram-merge", passes.sum_arrays,
+                              runner.map("rank-histogram", rank_histogram, written, priority=priority),
+                              priority=max(priority, REDUCE_PRIORITY))
+    return runner.submit("rank-plan", rank_plan, histogram, per_part, priority=priority)
 
 
 def _num_issues(summaries) -> int:
     return int(sum(np.sum(s["issues_per_class"]) for s in summaries))
 
 
-def rank_by_ranges(runner, written, shift: int, per_part: int, combine, *args, num_issues=None,
-                   quality_images: bool = False, priority: int = 0) -> tuple:
-    """Split every partition's sorted issues into global score ranges; one task per range.
+def rank_by_ranges(runner, written, shift: int, per_part: int, combine, *args) -> tuple:
+    """Split every partition's sorted issues into global score ranges; one task per range (the
+    driver waits for the plan: it gets each range's first rank).
 
     Parameters
     ----------
@@ -522,14 +575,6 @@ def rank_by_ranges(runner, written, shift: int, per_part: int, combine, *args, n
     combine : callable
         ``combine(first_rank, index, *args, *pieces)``: range ``index``, whose first global rank
         is ``first_rank``, from its piece of every partition (in partition order).
-    num_issues : int, optional
-        The total, when known, or an upper bound of it: at most ``per_part`` issues form one
-        range without the histogram and planning steps (the same single range they would give).
-    quality_images : bool
-        The images are those of ``issues["label_quality"]``: ``combine`` gets the pieces without
-        them (see :func:`all_issues`).
-    priority : int
-        Dask priority of the ranking's tasks (:meth:`labelscan.runner.DaskRunner.map`).
 
     Returns
     -------
@@ -538,19 +583,10 @@ def rank_by_ranges(runner, written, shift: int, per_part: int, combine, *args, n
     first_ranks : numpy.ndarray, shape (R,)
         The first global rank of each range.
     """
-    if num_issues is not None and num_issues <= per_part:
-        pieces = runner.map("rank-split", all_issues, written, quality_images=quality_images,
-                            priority=priority)
-        return [runner.submit("rank", combine, 0, 0, *args, *pieces, priority=priority)], np.zeros(1, dtype=np.int64)
-    histogram = runner.reduce("rank-histogram-merge", passes.sum_arrays,
-                              runner.map("rank-histogram", rank_histogram, written, priority=priority),
-                              priority=max(priority, REDUCE_PRIORITY))
-    ranges = runner.gather(runner.submit("rank-plan", rank_plan, histogram, per_part, priority=priority))
+    ranges = runner.gather(_rank_plan_task(runner, written, per_part, priority=0))
     bounds, first_ranks = ranges["bounds"], ranges["first_ranks"]
     handles = []
     for index, (low, high) in enumerate(zip(bounds[:-1], bounds[1:])):
-        pieces = runner.map("rank-split", issues_in_range, written, low_bin=int(low), high_bin=int(high), shift=shift,
-                            quality_images=quality_images, priority=priority)
-        handles.append(runner.submit("rank", combine, int(first_ranks[index]), index, *args, *pieces,
-                                     priority=priority))
+        pieces = runner.map("rank-split", issues_in_range, written, low_bin=int(low), high_bin=int(high), shift=shift)
+        handles.append(runner.submit("rank", combine, int(first_ranks[index]), index, *args, *pieces))
     return handles, np.asarray(first_ranks, dtype=np.int64)

@@ -3,6 +3,8 @@
 - GPU scans plan at least one partition per two worker threads (CPU scans: two per thread);
 - ranking at most ``issues_per_part`` issues skips the score-histogram waves, and writes the
   same ranked issues as the histogram path;
+- the ranking submitted before the flag pass has counted its issues (ranged by their bound)
+  writes the same parts as the one submitted after, however loose the bound;
 - a partition's score histogram is read off its sorted images (binary searches), equal to
   counting their top bits.
 """
@@ -48,20 +50,60 @@ def _ranked_issues(out):
     return pa.concat_tables([pq.read_table(path) for path in sorted((out / "issues").glob("part-*.parquet"))])
 
 
-def test_issues_fitting_one_part_skip_the_histogram_waves(tmp_path):
+def test_issues_fitting_one_part_skip_the_histogram_waves(tmp_path, monkeypatch):
+    """One part holds every issue: by their bound (every row here) before the flag pass, or by
+    their count after it (the bound too large to rank early: ``EARLY_RANK_SPLITS``)."""
+    import importlib
+
+    scan_module = importlib.import_module("labelscan.scan")   # labelscan.scan is also the function
     folder = _write_set(tmp_path / "in")
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
                                   dashboard_address=":0") as cluster, distributed.Client(cluster) as client:
         num_issues = labelscan.scan(str(folder), str(tmp_path / "probe"), client=client).summary["num_issues"]
         stages = {}
-        for name, per_part in (("one", num_issues), ("ranges", max(1, num_issues // 3))):
+        for name, per_part, early_splits in (("one", 10_000, 2048), ("counted", num_issues, 0),
+                                              ("ranges", max(1, num_issues // 3), 2048)):
+            monkeypatch.setattr(scan_module, "EARLY_RANK_SPLITS", early_splits)
             with distributed.get_task_stream(client) as stream:
                 labelscan.scan(str(folder), str(tmp_path / name), client=client, issues_per_part=per_part)
             stages[name] = {task["key"].split("-")[1] + "-" + task["key"].split("-")[2]
                             for task in stream.data if str(task["key"]).startswith("labelscan-rank")}
-    assert "rank-histogram" not in stages["one"] and "rank-histogram" in stages["ranges"]
-    assert len(list((tmp_path / "one" / "issues").glob("part-*.parquet"))) == 1
-    assert _ranked_issues(tmp_path / "one").equals(_ranked_issues(tmp_path / "ranges"))
+    assert "rank-histogram" not in stages["one"] | stages["counted"] and "rank-histogram" in stages["ranges"]
+    for name in ("one", "counted"):
+        assert len(list((tmp_path / name / "issues").glob("part-*.parquet"))) == 1
+        assert _ranked_issues(tmp_path / name).equals(_ranked_issues(tmp_path / "ranges"))
+
+
+@pytest.mark.parametrize("filter_by", ["prune_by_noise_rate", "confident_learning"])
+def test_ranking_submitted_before_the_counts_writes_the_same_parts(tmp_path, monkeypatch, filter_by):
+    """Ranked by the bound of the flagged rows (``confident_learning``'s is every row: most of its
+    ranges are empty) or by their count once flagged: the same issue parts, numbered without
+    gaps, and the empty ranges write nothing."""
+    import importlib
+
+    scan_module = importlib.import_module("labelscan.scan")   # labelscan.scan is also the function
+    folder = _write_set(tmp_path / "in")
+    per_part = 97
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=":0") as cluster, distributed.Client(cluster) as client:
+        with distributed.get_task_stream(client) as stream:
+            early = labelscan.scan(str(folder), str(tmp_path / "early"), client=client, issues_per_part=per_part,
+                                   filter_by=filter_by)
+        early_ranges = sum(str(task["key"]).startswith("labelscan-rank-0") for task in stream.data)
+        monkeypatch.setattr(scan_module, "EARLY_RANK_SPLITS", 0)
+        with distributed.get_task_stream(client) as stream:
+            late = labelscan.scan(str(folder), str(tmp_path / "late"), client=client, issues_per_part=per_part,
+                                  filter_by=filter_by)
+        late_ranges = sum(str(task["key"]).startswith("labelscan-rank-0") for task in stream.data)
+    num_parts = len(list((tmp_path / "late" / "issues").glob("part-*.parquet")))
+    assert early.summary["num_issues"] == late.summary["num_issues"] > 5 * per_part
+    assert sorted(path.name for path in (tmp_path / "early" / "issues").iterdir()) == \
+        [f"part-{index:05d}.parquet" for index in range(num_parts)]
+    assert _ranked_issues(tmp_path / "early").equals(_ranked_issues(tmp_path / "late"))
+    assert late_ranges == scan_module.max_ranges(late.summary["num_issues"], per_part) >= num_parts
+    assert early_ranges >= late_ranges
+    if filter_by == "confident_learning":
+        assert early_ranges == scan_module.max_ranges(10_000, per_part) > 5 * num_parts
 
 
 def _mask_and_issues(out):

@@ -121,3 +121,42 @@ def test_the_multi_label_request_reports_its_arrays_to_dask():
     request = MultiLabelRequest("prune_by_noise_rate", [np.zeros(2)] * 2000, [family], None, "self_confidence", False)
     assert sizeof(family) >= 2 * 4 * 8 * 2 * 2000 > BROADCAST_TASK_BYTES
     assert sizeof(request) >= sizeof(family) + 2000 * 16
+
+
+def _held_on(worker_address):
+    """A state naming the worker it was computed on, and no merges yet."""
+    return {"place": worker_address, "crossings": 0, "items": 1}
+
+
+def _merge_counting_crossings(*states):
+    """Sum of the states; counts the inputs that came from another worker than this merge's."""
+    from distributed import get_worker
+
+    here = get_worker().address
+    return {"place": here, "items": sum(state["items"] for state in states),
+            "crossings": sum(state["crossings"] + (state["place"] != here) for state in states)}
+
+
+def test_reduce_by_places_moves_one_state_per_worker():
+    """With the items' places, each worker's items are merged there first: one state leaves
+    each worker but the root's, instead of up to one per item."""
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as dask_client:
+        runner = DaskRunner(dask_client, retries=0)
+        first, second = sorted(dask_client.scheduler_info()["workers"])
+        workers = [first, second] * 12   # interleaved: every plain group of 8 spans both workers
+        items = [dask_client.submit(_held_on, address, workers=[address], pure=False) for address in workers]
+        dask_client.gather(items)
+        places = runner.places([*items, "a value"])
+        assert places == [*workers, None]
+        grouped = runner.gather(runner.reduce("grouped", _merge_counting_crossings, items, places=places[:-1]))
+        assert grouped["items"] == len(items) and grouped["crossings"] == 1
+        items = [dask_client.submit(_held_on, address, workers=[address], pure=False) for address in workers]
+        plain = runner.gather(runner.reduce("plain", _merge_counting_crossings, items))
+        assert plain["items"] == len(items) and plain["crossings"] > 1
+
+
+def test_in_process_places_are_none():
+    from labelscan.runner import InProcessRunner
+
+    assert InProcessRunner().places([1, 2]) == [None, None]
