@@ -461,11 +461,12 @@ def _flag_and_write(runner, analysis, commit, per_part, clock, cutoffs_pending: 
     per-partition summaries (:func:`flagged_summary`).
 
     Each partition's mask part is written by a task of its own, which runs as soon as the
-    partition is flagged (ahead of flag tasks still waiting: :data:`WRITE_PRIORITY`). The
-    ranking is submitted with them when the bound of the flagged rows allows
-    (:data:`EARLY_RANK_SPLITS`), else once the flag pass has counted them; its tasks run as
-    their inputs are ready, so the mask parts still being written overlap it. The flag tasks are submitted before the cutoffs are in (``cutoffs_pending``:
-    the ``cutoffs`` stage is timed here). Stages: ``flag`` ends when every partition is flagged,
+    partition is flagged (ahead of flag tasks still waiting: :data:`WRITE_PRIORITY`). The flag
+    tasks are submitted before the cutoffs are in (``cutoffs_pending``: the ``cutoffs`` stage is
+    timed here). The ranking is submitted once the cutoffs are in when the bound of the flagged
+    rows allows (:data:`EARLY_RANK_SPLITS`), else once the flag pass has counted them; its tasks
+    run as their inputs are ready, the mask parts still being written overlap them. Stages:
+    ``flag`` ends when every partition is flagged,
     ``rank`` when every part is written.
     """
     flagged = runner.map("flag", flag_partition, analysis.parts, analysis.facts, analysis.family_keys,
@@ -477,13 +478,15 @@ def _flag_and_write(runner, analysis, commit, per_part, clock, cutoffs_pending: 
                        priority=WRITE_PRIORITY)
     summaries = runner.map("flag-summary", flagged_summary, flagged, priority=WRITE_PRIORITY)
     runner.release(flagged)
-    ranked = None
-    if max_ranges(analysis.most_issues, per_part) * len(flagged) <= EARLY_RANK_SPLITS:
-        # the bound of the flagged rows is known before the flag pass: no need to wait for it
-        ranked = rank_issues(runner, written, commit, per_part, num_issues=analysis.most_issues,
-                             priority=RANK_PRIORITY)
     if cutoffs_pending:
         engine.wait_for_cutoffs(runner, analysis)
+    ranked = None
+    if max_ranges(analysis.most_issues, per_part) * len(flagged) <= EARLY_RANK_SPLITS:
+        # the bound of the flagged rows is known before the flag pass: no need to wait for it.
+        # Submitted once the cutoffs are in: the scheduler takes in these tasks while the flag
+        # pass runs, not while the last cutoff tasks wait for it
+        ranked = rank_issues(runner, written, commit, per_part, num_issues=analysis.most_issues,
+                             priority=RANK_PRIORITY)
     summaries = runner.gather(summaries)
     clock.lap("flag")
     if ranked is None:
