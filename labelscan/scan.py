@@ -56,10 +56,11 @@ RANK_PRIORITY = 2
 the scan; the writes overlap them)."""
 
 EARLY_RANK_SPLITS = 2048
-"""The ranking is submitted with the flag pass, ranged by the bound of the flagged rows known
-before it (:attr:`labelscan.engine.Analysis.most_issues`), when that bound's ranges times the
-partitions make at most this many split tasks (a loose bound costs that many empty ones);
-otherwise once the flag pass has counted its issues."""
+"""The ranking is submitted before the flag pass has counted its issues (once the cutoffs are
+in), ranged by the bound of the flagged rows known before it
+(:attr:`labelscan.engine.Analysis.most_issues`), when that bound's ranges times the partitions
+make at most this many split tasks (a loose bound costs that many empty ones); otherwise once
+the flag pass has counted its issues."""
 
 CACHE_FRACTION = 0.4
 """Cache decoded partitions when they take at most this fraction of the workers' memory."""
@@ -466,8 +467,7 @@ def _flag_and_write(runner, analysis, commit, per_part, clock, cutoffs_pending: 
     timed here). The ranking is submitted once the cutoffs are in when the bound of the flagged
     rows allows (:data:`EARLY_RANK_SPLITS`), else once the flag pass has counted them; its tasks
     run as their inputs are ready, the mask parts still being written overlap them. Stages:
-    ``flag`` ends when every partition is flagged,
-    ``rank`` when every part is written.
+    ``flag`` ends when every partition is flagged, ``rank`` when every part is written.
     """
     flagged = runner.map("flag", flag_partition, analysis.parts, analysis.facts, analysis.family_keys,
                          list(range(len(analysis.parts))), family_cutoffs=analysis.family_cutoffs,
