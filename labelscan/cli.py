@@ -186,13 +186,10 @@ def dask_setup(worker=None):
 def _quiet_local_workers():
     """Workers of local clusters started inside this block preload :func:`dask_setup`."""
     import dask
-    import distributed  # noqa: F401 - register its config defaults first: a set() that inserts
-    # the "distributed" key would delete the whole section (defaults included) on exit
 
-    preload = list(dask.config.get("distributed.worker.preload", None) or [])
-    if "labelscan.cli" not in preload:
-        preload.append("labelscan.cli")
-    with dask.config.set({"distributed.worker.preload": preload}):
+    from labelscan.cluster import with_preload
+
+    with dask.config.set({"distributed.worker.preload": with_preload("labelscan.cli")}):
         yield
 
 

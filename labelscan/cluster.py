@@ -13,6 +13,7 @@ import psutil
 from labelscan.errors import UsageError
 from labelscan.host_work import host_threads_setting
 from labelscan.io.threads import available_cores
+from labelscan.worker_setup import WORKER_SETUP
 
 GPU_WORKER_THREADS = 8
 """Most threads per GPU worker of a started LocalCUDACluster."""
@@ -135,12 +136,22 @@ def worker_environment(variables: dict | None = None, settings: dict | None = No
                 os.environ[name] = value
 
 
+def with_preload(module: str) -> list:
+    """Dask's ``distributed.worker.preload`` list with ``module`` added (once)."""
+    import dask
+    import distributed  # noqa: F401 - registers its defaults: setting a key of a section Dask does
+    # not know yet would drop the whole section (defaults included) when the setting is undone
+
+    preload = list(dask.config.get("distributed.worker.preload", None) or [])
+    return preload if module in preload else [*preload, module]
+
+
 def local_cluster(**kwargs):
     """A ``LocalCluster`` with :func:`default_local_cluster_kwargs` (overridden by ``kwargs``) and
-    labelscan's :data:`WORKER_ENVIRONMENT`."""
+    labelscan's :data:`WORKER_ENVIRONMENT`; its workers preload :mod:`labelscan.worker_setup`."""
     from distributed import LocalCluster
 
-    with worker_environment():
+    with worker_environment(settings={"distributed.worker.preload": with_preload(WORKER_SETUP)}):
         return LocalCluster(**{**default_local_cluster_kwargs(), **kwargs})
 
 

@@ -1,4 +1,5 @@
-"""Worker processes labelscan starts: glibc's allocator left adaptive, Arrow decoding on every core.
+"""Worker processes labelscan starts: glibc's allocator left adaptive, Arrow decoding on every
+core, the objects of the imports frozen out of full garbage collections.
 
 Dask's nanny spawns workers with ``MALLOC_TRIM_THRESHOLD_=65536`` and ``OMP_NUM_THREADS=1``;
 the first turns off glibc's adaptive mmap threshold (numpy temporaries page-fault again on every
@@ -122,3 +123,32 @@ def test_gpu_workers_share_the_host_cores():
     assert cores_per_gpu_worker(None, lambda: 2) == max(1, cores // 2)
     assert cores_per_gpu_worker(None, lambda: 0) == cores
     assert cores_per_gpu_worker("0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16", lambda: 1) == 1
+
+
+def _frozen_objects_and_preload():
+    import gc
+
+    import dask
+
+    return gc.get_freeze_count(), dask.config.get("distributed.worker.preload")
+
+
+def test_labelscan_workers_freeze_their_imports():
+    """The workers labelscan starts preload :mod:`labelscan.worker_setup`: the objects alive
+    after its imports (labelscan's task modules among them) are frozen; a plain LocalCluster's
+    are not, and the setting is undone once the workers are up."""
+    import dask
+
+    from labelscan.cluster import local_cluster
+
+    before = dask.config.get("distributed.worker.preload")
+    with local_cluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        (frozen, preload), = _worker_values(client, _frozen_objects_and_preload)
+        imported = _worker_values(client, lambda: "labelscan.scan" in sys.modules)
+    assert frozen > 10_000 and "labelscan.worker_setup" in preload and imported == [True]
+    assert dask.config.get("distributed.worker.preload") == before
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        (frozen, preload), = _worker_values(client, _frozen_objects_and_preload)
+    assert frozen == 0 and "labelscan.worker_setup" not in preload
