@@ -148,11 +148,14 @@ def with_preload(module: str) -> list:
 
 def local_cluster(**kwargs):
     """A ``LocalCluster`` with :func:`default_local_cluster_kwargs` (overridden by ``kwargs``) and
-    labelscan's :data:`WORKER_ENVIRONMENT`; its workers preload :mod:`labelscan.worker_setup`."""
+    labelscan's :data:`WORKER_ENVIRONMENT`; worker processes preload :mod:`labelscan.worker_setup`
+    (workers in this process do not: its objects are the caller's)."""
     from distributed import LocalCluster
 
-    with worker_environment(settings={"distributed.worker.preload": with_preload(WORKER_SETUP)}):
-        return LocalCluster(**{**default_local_cluster_kwargs(), **kwargs})
+    options = {**default_local_cluster_kwargs(), **kwargs}
+    settings = {"distributed.worker.preload": with_preload(WORKER_SETUP)} if options["processes"] else {}
+    with worker_environment(settings=settings):
+        return LocalCluster(**options)
 
 
 def local_cuda_cluster(worker_malloc: dict | None = None, **kwargs):

@@ -152,3 +152,14 @@ def test_labelscan_workers_freeze_their_imports():
             Client(cluster) as client:
         (frozen, preload), = _worker_values(client, _frozen_objects_and_preload)
     assert frozen == 0 and "labelscan.worker_setup" not in preload
+
+
+def test_workers_in_this_process_leave_its_objects_alone():
+    import gc
+
+    from labelscan.cluster import local_cluster
+
+    frozen = gc.get_freeze_count()
+    with local_cluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        assert _worker_values(client, _frozen_objects_and_preload)[0][0] == frozen
