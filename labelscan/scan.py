@@ -535,9 +535,9 @@ def max_ranges(num_issues: int, per_part: int) -> int:
 def planned_issues(written: WrittenPartition, *, plan: dict, index: int) -> dict | None:
     """A partition's issues in range ``index`` of ``plan`` (:func:`rank_plan`), without their
     images (:func:`all_issues`); ``None`` past the plan's last range."""
-    bounds = plan["bounds"]
-    if index >= len(bounds) - 1:
+    if not _in_plan(plan, index):
         return None
+    bounds = plan["bounds"]
     return issues_in_range(written, int(bounds[index]), int(bounds[index + 1]), written.rank_shift,
                            quality_images=True)
 
@@ -545,9 +545,14 @@ def planned_issues(written: WrittenPartition, *, plan: dict, index: int) -> dict
 def write_planned(plan: dict, index: int, write, commit: OutputCommit, *issue_sets):
     """``write`` range ``index`` of ``plan`` (its first rank from the plan), or ``None`` past the
     plan's last range (nothing written)."""
-    if index >= len(plan["bounds"]) - 1:
+    if not _in_plan(plan, index):
         return None
     return write(int(plan["first_ranks"][index]), index, commit, *issue_sets)
+
+
+def _in_plan(plan: dict, index: int) -> bool:
+    """Whether ``plan`` (:func:`rank_plan`) has a range ``index``."""
+    return index < len(plan["first_ranks"])
 
 
 def _rank_plan_task(runner, written, per_part: int, priority: int):

@@ -10,7 +10,7 @@ objects of the imports into the permanent generation, which collections skip: 11
 
 import gc
 
-WORKER_SETUP = "labelscan.worker_setup"
+WORKER_SETUP = __name__
 """This module's name, as ``distributed.worker.preload`` lists it."""
 
 
