@@ -115,5 +115,5 @@ def merge_ranked(issue_sets: list) -> dict:
         return {}
     merged = {name: np.concatenate([s[name] for s in issue_sets]) for name in issue_sets[0]}
     images = merged["image"] if "image" in merged else float_images(merged["label_quality"])
-    order = stable_order(images)
+    order = stable_order(images, sorted_runs=True)
     return {name: values[order] for name, values in merged.items()}

@@ -40,11 +40,15 @@ ISSUES_PER_PART = 4_000_000
 PARTITIONS_PER_THREAD = 2
 """Smallest number of partitions per worker thread the default planning aims for (CPU scans)."""
 
-GPU_THREADS_PER_PARTITION = 2
+GPU_THREADS_PER_PARTITION = 4
 """GPU scans aim for at least one partition per this many worker threads: the host work of a
-few partitions (decoding, output encoding) overlaps, while more, smaller tasks contend for the
-device and each pays its own launches and synchronisations (10M x 10 on one H100 with 8
-threads: 20 partitions 1.8-2.1 s, 4 partitions 1.1 s)."""
+few partitions (decoding, output encoding) overlaps, while each more partition pays its own
+task overhead, which does not overlap: a GPU task's launches and synchronisations are Python
+holding the GIL, so concurrent tasks of one worker run nearly one after the other (10M x 10 on
+one H100 with 8 threads, partitions by their task streams: thresholds 12 ms a task at 4
+partitions, 3.5 ms a task alone; whole scans, medians of 8 on two hosts: 4 partitions 0.336 /
+0.361 s, 2 partitions 0.236 / 0.277 s, 1 partition 0.243 / 0.279 s, where its single mask
+part is written last; 20 partitions took 1.8-2.1 s in the fourth session, 4 partitions 1.1 s)."""
 
 WRITE_PRIORITY = 1
 """Dask priority of a flagged partition's mask write and issue extraction: each runs as soon as

@@ -37,7 +37,7 @@ def _write_set(folder, files=20, rows=500, classes=4, seed=0):
     return folder
 
 
-def test_gpu_scans_plan_one_partition_per_two_threads(tmp_path):
+def test_gpu_scans_plan_one_partition_per_four_threads(tmp_path):
     folder = _write_set(tmp_path / "in")
     threads = 8
     gpu = _plan(str(folder), COLUMNS, None, None, threads, backend="cupy")

@@ -63,7 +63,7 @@ def float_images(keys: np.ndarray, *, overwrite: bool = False, may_have_nan: boo
     return images
 
 
-def stable_order(images):
+def stable_order(images, sorted_runs: bool = False):
     """Indices sorting unsigned integer images, equal images kept in position order, shape (n,).
 
     On the host, when the largest image and the positions fit one 64-bit word together, one
@@ -74,6 +74,12 @@ def stable_order(images):
     Parameters
     ----------
     images : numpy.ndarray or cupy.ndarray, shape (n,), unsigned integer
+    sorted_runs : bool
+        The images are a few sorted runs one after the other (the ranking merging the sorted
+        issues of its partitions): the packed words are sorted by NumPy's timsort, which
+        merges the runs it finds, instead of its quicksort, which slows down on such input
+        (four runs of 262,000 issues on the 2-core machine: 105 -> 10 ms; on shuffled images
+        timsort is the slower, 72 against 62 ms). The order is the same either way.
 
     Returns
     -------
@@ -86,5 +92,5 @@ def stable_order(images):
         return stable_argsort(images)
     packed = images.astype(np.uint64) << np.uint64(position_bits)
     packed |= np.arange(len(images), dtype=np.uint64)
-    packed.sort()
+    packed.sort(kind="stable" if sorted_runs else "quicksort")
     return (packed & np.uint64((1 << position_bits) - 1)).astype(np.intp)
