@@ -393,6 +393,16 @@ def test_stable_order_keeps_equal_images_in_position_order(rows, largest):
                                   np.argsort(images, kind="stable"))
 
 
+@pytest.mark.parametrize("runs, largest", [(1, 1 << 32), (4, 7), (7, 1 << 32), (3, 1 << 63)])
+def test_stable_order_of_sorted_runs_is_the_stable_argsort(runs, largest):
+    """The ranking's merge (runs sorted each, ties across and within runs): timsort of the packed
+    words gives the stable order; 64-bit images fall back to the stable argsort."""
+    rng = np.random.default_rng(runs)
+    images = np.concatenate([np.sort(rng.integers(0, largest, rng.integers(0, 5_000), dtype=np.uint64))
+                             for _ in range(runs)])
+    np.testing.assert_array_equal(stable_order(images, sorted_runs=True), np.argsort(images, kind="stable"))
+
+
 @pytest.mark.parametrize("filter_by", oracle.FILTERS)
 @pytest.mark.parametrize("case", synthetic.SMALL_CASES)
 def test_most_issues_bounds_the_flagged_rows(case, filter_by):
