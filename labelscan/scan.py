@@ -9,6 +9,7 @@ aligned), ``issues/part-NNNNN.parquet`` (ranked; parts in name order give rank o
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import platform
@@ -281,10 +282,11 @@ def _first_at_or_above(sorted_images: np.ndarray, top_bits: int, shift: int) -> 
     return int(np.searchsorted(sorted_images, np.uint64(top_bits) << np.uint64(shift), side="left"))
 
 
-def write_ranked(first_rank: int, index: int, commit: OutputCommit, *issue_sets) -> dict:
-    """Merge one score range's issues from every partition, rank and write them (host work only)."""
+def write_ranked(first_rank: int, index: int, commit: OutputCommit, *issue_sets, on_device: bool = False) -> dict:
+    """Merge one score range's issues from every partition, rank and write them (host work, but
+    for the merge's sort and gathers on the GPU with ``on_device``: :func:`labelscan.outcome.merge_ranked`)."""
     with host_work():
-        merged = outcome.merge_ranked(list(issue_sets))
+        merged = outcome.merge_ranked(list(issue_sets), on_device=on_device)
         columns = {"rank": Consecutive(first_rank, len(merged["row_id"])), "row_id": merged["row_id"]}
         if "id" in merged:
             columns["id"] = merged["id"]
@@ -356,7 +358,7 @@ def run_scan(input_path, out_path, *, options: ScanOptions, label_column="label"
             clock.lap("unique-ids")
         commit.begin()
         entries, summaries = _flag_and_write(runner, analysis, commit, issues_per_part, clock,
-                                             cutoffs_pending=id_column is None)
+                                             cutoffs_pending=id_column is None, rank_on_device=backend == "cupy")
         timings.update(clock.timings)
     issues_per_class = np.sum([s["issues_per_class"] for s in summaries], axis=0).astype(np.int64)
     num_rows_scanned = int(analysis.stats.label_counts.sum())
@@ -421,14 +423,10 @@ def _plan(input_path, columns, storage_options, rows_per_partition, threads: int
     (GPU scans: partitions of :data:`GPU_PARTITION_BYTES`, at least one per
     :data:`GPU_THREADS_PER_PARTITION` threads: fewer tasks of more rows)."""
     gpu = backend == "cupy"
-    partition_bytes = GPU_PARTITION_BYTES if gpu else TARGET_PARTITION_BYTES
-    plan = plan_dataset(input_path, storage_options=storage_options, rows_per_partition=rows_per_partition,
-                        partition_bytes=partition_bytes, **columns)
     wanted = max(1, threads // GPU_THREADS_PER_PARTITION) if gpu else PARTITIONS_PER_THREAD * threads
-    if rows_per_partition is None and len(plan.partitions) < wanted:
-        plan = plan_dataset(input_path, storage_options=storage_options,
-                            rows_per_partition=max(1, -(-plan.num_rows // wanted)), **columns)
-    return plan
+    return plan_dataset(input_path, storage_options=storage_options, rows_per_partition=rows_per_partition,
+                        partition_bytes=GPU_PARTITION_BYTES if gpu else TARGET_PARTITION_BYTES,
+                        min_partitions=wanted, **columns)
 
 
 def cached_partitions(cache, plan, client, backend: str = "numpy") -> int:
@@ -461,7 +459,8 @@ def cached_partitions(cache, plan, client, backend: str = "numpy") -> int:
     return int(np.searchsorted(cumulative_bytes, fraction * limit, side="right"))
 
 
-def _flag_and_write(runner, analysis, commit, per_part, clock, cutoffs_pending: bool) -> tuple:
+def _flag_and_write(runner, analysis, commit, per_part, clock, cutoffs_pending: bool,
+                    rank_on_device: bool = False) -> tuple:
     """The flag pass, the ranking and every part written; returns the manifest entries and the
     per-partition summaries (:func:`flagged_summary`).
 
@@ -472,7 +471,9 @@ def _flag_and_write(runner, analysis, commit, per_part, clock, cutoffs_pending: 
     rows allows (:data:`EARLY_RANK_SPLITS`), else once the flag pass has counted them; its tasks
     run as their inputs are ready, the mask parts still being written overlap them. Stages:
     ``flag`` ends when every partition is flagged, ``rank`` when every part is written.
+    ``rank_on_device``: the ranked parts are merged on the workers' GPUs (:func:`write_ranked`).
     """
+    write = functools.partial(write_ranked, on_device=True) if rank_on_device else write_ranked
     flagged = runner.map("flag", flag_partition, analysis.parts, analysis.facts, analysis.family_keys,
                          list(range(len(analysis.parts))), family_cutoffs=analysis.family_cutoffs,
                          request=analysis.request)
@@ -490,12 +491,12 @@ def _flag_and_write(runner, analysis, commit, per_part, clock, cutoffs_pending: 
         # Submitted once the cutoffs are in: the scheduler takes in these tasks while the flag
         # pass runs, not while the last cutoff tasks wait for it
         ranked = rank_issues(runner, written, commit, per_part, num_issues=analysis.most_issues,
-                             priority=RANK_PRIORITY)
+                             write=write, priority=RANK_PRIORITY)
     summaries = runner.gather(summaries)
     clock.lap("flag")
     if ranked is None:
         ranked = rank_issues(runner, written, commit, per_part, num_issues=_num_issues(summaries),
-                             priority=RANK_PRIORITY)
+                             write=write, priority=RANK_PRIORITY)
     runner.release(written)
     parts_written = runner.gather([*masks, *ranked])   # one round trip for both
     entries = [entry for part_entries in parts_written[:len(masks)] for entry in part_entries]
@@ -516,19 +517,29 @@ def rank_issues(runner, written, commit, per_part, *, num_issues: int, write=wri
     Submitted whole, nothing waited for: the issues' score histogram and the ranges' plan are
     tasks, and each range's pieces and part read the plan on the workers (no round trip to the
     driver between the flag pass and the writes). ``num_issues`` is the issues in all or an
-    upper bound of them: at most ``per_part`` make one range without histogram or plan;
-    otherwise the plan's ranges are at most ``ceil(num_issues / per_part)``
-    (:func:`rank_ranges`), one task (and one split per partition) each.
+    upper bound of them: at most ``per_part`` make one range without histogram or plan, whose
+    task reads the partitions' issues whole (:func:`write_whole`); otherwise the plan's ranges
+    are at most ``ceil(num_issues / per_part)`` (:func:`rank_ranges`), one task (and one split
+    per partition) each.
     """
     if num_issues <= per_part:
-        pieces = runner.map("rank-split", all_issues, written, quality_images=True, priority=priority)
-        return [runner.submit("rank", write, 0, 0, commit, *pieces, priority=priority)]
+        return [runner.submit("rank", write_whole, write, commit, *written, priority=priority)]
     plan = _rank_plan_task(runner, written, per_part, priority)
     handles = []
     for index in range(max_ranges(num_issues, per_part)):
         pieces = runner.map("rank-split", planned_issues, written, plan=plan, index=index, priority=priority)
         handles.append(runner.submit("rank", write_planned, plan, index, write, commit, *pieces, priority=priority))
     return handles
+
+
+def write_whole(write, commit: OutputCommit, *written):
+    """``write`` the only range: every partition's issues as they are, their images included.
+
+    No split task stands between the flag pass and this one (10M x 10 on one H100: a task level,
+    3-5 ms); the images travel with the issues from other workers (8 of 32 bytes an issue, at
+    most ``issues_per_part`` issues) and need not be recomputed.
+    """
+    return write(0, 0, commit, *(all_issues(partition) for partition in written))
 
 
 def max_ranges(num_issues: int, per_part: int) -> int:

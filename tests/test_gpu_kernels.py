@@ -143,3 +143,29 @@ def test_histogram_merge_adds_device_histograms_on_the_device():
     for name in ("bin", "below", "inside"):   # read on the device: two small copies
         assert isinstance(on_device[name], np.ndarray)
         np.testing.assert_array_equal(on_device[name], on_host[name])
+
+
+@pytest.mark.parametrize("with_images", [True, False])
+@pytest.mark.parametrize("run_sizes", [(0, 0), (5, 0, 3), (3_000, 2_500, 1, 4_000)])
+def test_ranking_merge_on_the_device_matches_the_host(with_images, run_sizes):
+    """A GPU worker's ranking merges its runs on the device: the same order (ties across runs
+    to the earlier run, i.e. the lower row), the same dtypes, string ids gathered on the host."""
+    from labelscan import outcome
+
+    rng = np.random.default_rng(len(run_sizes))
+    runs, first_row = [], 0
+    for size in run_sizes:
+        quality = np.sort(rng.integers(0, 6, size).astype(np.float32) / 8)   # heavy ties
+        run = {"row_id": first_row + np.arange(size, dtype=np.int64), "id": np.array([f"r{i}" for i in range(size)]),
+               "given_label": rng.integers(0, 5, size).astype(np.uint8),
+               "predicted_label": rng.integers(0, 5, size).astype(np.uint8), "label_quality": quality}
+        if with_images:
+            run["image"] = float_images(quality).astype(np.uint64)
+        runs.append(run)
+        first_row += size
+    on_host = outcome.merge_ranked(runs)
+    on_device = outcome.merge_ranked(runs, on_device=True)
+    assert list(on_device) == list(on_host)
+    for name, values in on_host.items():
+        assert isinstance(on_device[name], np.ndarray) and on_device[name].dtype == values.dtype
+        np.testing.assert_array_equal(on_device[name], values)

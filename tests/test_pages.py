@@ -207,6 +207,28 @@ def test_thrift_struct():
         read_struct(encoded[:-1])
 
 
+@pytest.mark.parametrize("statistics_bytes", [0, 40, 300, 5_000])
+def test_thrift_structs_round_trip_within_and_past_the_window(statistics_bytes):
+    """Headers shorter and longer than the parse window (long page statistics), nested, with
+    wide integers, booleans, strings and lists; every truncation is refused."""
+    from labelscan.io.thrift import BINARY, BOOLEAN_TRUE, I32, I64, LIST, STRUCT, WINDOW, write_struct
+
+    statistics = [(1, BINARY, b"x" * statistics_bytes), (2, BINARY, b"y"), (7, BOOLEAN_TRUE, False)]
+    header = write_struct([(1, I32, 0), (2, I32, 1 << 30), (3, I32, -(1 << 31)), (4, I64, -(1 << 62)),
+                           (5, STRUCT, [(1, I32, 262_144), (2, I32, 0), (3, I32, 3), (4, I32, 3),
+                                        (5, STRUCT, statistics)]),
+                           (9, LIST, (I32, [1, -2, 300])), (40, BOOLEAN_TRUE, True)])
+    expected = {1: 0, 2: 1 << 30, 3: -(1 << 31), 4: -(1 << 62),
+                5: {1: 262_144, 2: 0, 3: 3, 4: 3, 5: {1: None, 2: None, 7: False}}, 9: [1, -2, 300], 40: True}
+    assert (len(header) > WINDOW) == (statistics_bytes > WINDOW - 40)
+    body = bytes(range(256)) * 4
+    stored = memoryview(np.frombuffer(b"ab" + header + body, dtype=np.uint8))
+    assert read_struct(stored, 2) == (expected, 2 + len(header))
+    for cut in sorted({1, len(header) // 2, len(header) - 1}):
+        with pytest.raises(ThriftError):
+            read_struct(memoryview(np.frombuffer(b"ab" + header[:cut], dtype=np.uint8)), 2)
+
+
 def test_page_headers_missing_fields_are_refused():
     leaf = pages.ListLeaf(1, np.dtype("<f4"), 2, 3, 1, pa.list_(pa.float32(), 2))
     header_without_sizes = bytes([0x15, 0x00, 0x00])      # only field 1 (page type 0)

@@ -37,10 +37,18 @@ def _write_set(folder, files=20, rows=500, classes=4, seed=0):
     return folder
 
 
-def test_gpu_scans_plan_one_partition_per_four_threads(tmp_path):
+def test_gpu_scans_plan_one_partition_per_four_threads(tmp_path, monkeypatch):
+    """Too few partitions by bytes are cut again from the footers already read."""
+    from labelscan.io import dataset
+
     folder = _write_set(tmp_path / "in")
     threads = 8
+    footers_read = []
+    original = dataset._read_footer
+    monkeypatch.setattr(dataset, "_read_footer", lambda fs, path, *args: footers_read.append(path) or original(
+        fs, path, *args))
     gpu = _plan(str(folder), COLUMNS, None, None, threads, backend="cupy")
+    assert sorted(footers_read) == sorted(str(path) for path in folder.glob("*.parquet"))
     cpu = _plan(str(folder), COLUMNS, None, None, threads, backend="numpy")
     assert len(gpu.partitions) == threads // GPU_THREADS_PER_PARTITION
     assert len(cpu.partitions) == 20          # two per thread wanted: every 500-row file apart

@@ -179,7 +179,7 @@ class _FileFooter:
 
 def plan_dataset(urlpath, *, storage_options=None, label_column="label",
                  pred_probs_column="pred_probs", id_column=None, rows_per_partition=None,
-                 partition_bytes=TARGET_PARTITION_BYTES,
+                 partition_bytes=TARGET_PARTITION_BYTES, min_partitions=1,
                  multi_label=False):
     """Check a parquet prediction set's schema and split it into partitions.
 
@@ -203,6 +203,10 @@ def plan_dataset(urlpath, *, storage_options=None, label_column="label",
     partition_bytes : int
         Target bytes of predictions per partition when ``rows_per_partition`` is not given
         (64 MiB; GPU scans ask for more, see :data:`labelscan.scan.GPU_PARTITION_BYTES`).
+    min_partitions : int
+        Without ``rows_per_partition``: when ``partition_bytes`` makes fewer partitions than
+        this, partitions of ``ceil(rows / min_partitions)`` rows instead (row groups allowing;
+        the footers are read once).
     multi_label : bool
         ``label_column`` holds each row's class indices (``list<int>``) or a K-wide 0/1
         vector (:mod:`labelscan.io.multilabels`) instead of one integer.
@@ -230,10 +234,13 @@ def plan_dataset(urlpath, *, storage_options=None, label_column="label",
             raise InputError(f"id column {id_column!r} has type {footer.id_type}, but the first "
                              f"file's has type {footers[0].id_type}", path=footer.path)
     class_names = _class_names(footers, num_classes)
-    if rows_per_partition is None:
-        rows_per_partition = max(1, partition_bytes // (num_classes * first.dtype.itemsize))
-    partitions = _pack_partitions(footers, rows_per_partition)
     rows_per_file = [sum(footer.row_group_rows) for footer in footers]
+    if rows_per_partition is not None:
+        partitions = _pack_partitions(footers, rows_per_partition)
+    else:
+        partitions = _pack_partitions(footers, max(1, partition_bytes // (num_classes * first.dtype.itemsize)))
+        if len(partitions) < min_partitions:
+            partitions = _pack_partitions(footers, max(1, -(-sum(rows_per_file) // min_partitions)))
     return DatasetPlan(
         fs=fs,
         partitions=partitions,
