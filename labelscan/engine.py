@@ -213,8 +213,15 @@ def find_cutoffs(runner, keys, tasks: selection.SelectionTasks, places=None):
         histograms = runner.map("cutoffs", selection.histogram, keys, tasks=tasks,
                                 intervals=planner.intervals, active=active, bits=bits)
         merged = runner.reduce("cutoffs-merge", sparse_histogram.merge, histograms, places=places)
-        choice = runner.submit("cutoffs-choose", selection.choose_bins, merged, planner.needs(active))
-        planner.apply_choice(active, bits, runner.gather(choice))
+        advanced = runner.submit("cutoffs-choose", selection.advance, planner, active, bits, merged)
+        # the resolve is submitted with the choice: it runs when the advanced planner collects
+        # next (the usual last round) while the choice travels to the driver
+        pieces = runner.map("cutoffs-resolve", selection.resolve_if_due, keys, planner=advanced)
+        finished = runner.submit("cutoffs-finish", selection.finish_if_due, advanced, *pieces)
+        planner = runner.gather(advanced)
+        if planner.resolve_due:
+            return finished
+        runner.release([*pieces, finished])
     collect, split_ties = planner.resolve_sets()
     if not len(collect) and not len(split_ties):
         empty = {"task": np.zeros(0, np.intp), "image": np.zeros(0, np.uint64), "tie_counts": np.zeros(0, np.int64)}

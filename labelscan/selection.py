@@ -10,7 +10,8 @@ task's cutoff is found without moving rows to the driver:
    task's current interval ``[lo, lo + 2**width)`` into ``2**bits`` bins; the summed histogram
    tells which bin holds the ``c``-th row, which becomes the new interval;
 2. **resolve**: once an interval holds few rows, partitions send those rows' (image, row) pairs
-   and the driver sorts them. A task whose interval narrowed to one single value needs no
+   and a task beside them sorts them (submitted with each round's bin choice, which decides on
+   a worker whether it runs: :func:`advance`). A task whose interval narrowed to one single value needs no
    resolve pass when all rows of that value are selected (the usual case: the cutoff is then
    "images up to that value"); when the cut splits them, partitions send only how many they
    hold, and the driver hands out the tie quota in row order;
@@ -23,6 +24,7 @@ rounds), and the driver only ever holds histograms and at most ``collect_budget`
 
 from __future__ import annotations
 
+import copy
 import sys
 from dataclasses import dataclass, field
 
@@ -683,6 +685,36 @@ def _rank_position(counts: np.ndarray, needs: np.ndarray):
     return chosen, below.astype(np.int64)
 
 
+def advance(planner: "SelectionPlanner", active: np.ndarray, bits: int, counts) -> "SelectionPlanner":
+    """A copy of ``planner`` narrowed to the bins :func:`choose_bins` picks in a round's merged
+    histogram (runs next to it), and whether it resolves next (``resolve_due``): the resolve
+    submitted with it (:func:`resolve_if_due`, :func:`finish_if_due`) reads that decision on the
+    workers, so the driver's round trip for the choice overlaps the resolve instead of coming
+    before it."""
+    advanced = copy.deepcopy(planner)
+    advanced.apply_choice(active, bits, choose_bins(counts, planner.needs(active)))
+    advanced.resolve_due = advanced.next_refine() is None
+    return advanced
+
+
+def resolve_if_due(keys, planner: "SelectionPlanner"):
+    """:func:`resolve_pieces` of an advanced planner whose rows are collected next (None when it
+    refines once more: the driver then drives the next round)."""
+    if not planner.resolve_due:
+        return None
+    collect, split_ties = planner.resolve_sets()
+    return resolve_pieces(keys, tasks=planner.tasks, intervals=planner.intervals, collect=collect, ties=split_ties)
+
+
+def finish_if_due(planner: "SelectionPlanner", *pieces):
+    """:meth:`SelectionPlanner.finish` of an advanced planner whose rows were collected (None when
+    it refines once more)."""
+    if not planner.resolve_due:
+        return None
+    collect, split_ties = planner.resolve_sets()
+    return planner.finish(collect, split_ties, list(pieces))
+
+
 # ---------------------------------------------------------------- driver side
 
 
@@ -692,6 +724,7 @@ class SelectionPlanner:
 
     tasks: SelectionTasks
     intervals: Intervals = field(init=False)
+    resolve_due: bool = field(init=False, default=False)
 
     def __post_init__(self):
         self.intervals = Intervals.start(self.tasks)

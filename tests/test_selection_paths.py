@@ -282,6 +282,67 @@ def test_several_refine_rounds_and_split_ties_match_cleanlab(monkeypatch, make, 
     assert rounds["count"] >= 2
 
 
+@pytest.mark.parametrize("rounds_wanted", [1, 3])
+def test_the_resolve_submitted_with_the_choice_is_kept_or_dropped_on_a_cluster(tmp_path, threaded_client, monkeypatch,
+                                                                             rounds_wanted):
+    """Each round's resolve and finish are submitted with its bin choice and read the advanced
+    planner on the workers: after the last round they give the cutoffs; after a round the
+    planner refines once more, they end empty and the driver submits the next round. Workers in
+    this process, so the collect limits below reach them; cleanlab's answer either way."""
+    import pyarrow.parquet as pq
+    from conftest import write_noisy_set
+
+    monkeypatch.setattr(selection, "RESOLVE_NOW_LIMIT", 16)
+    monkeypatch.setattr(selection, "COLLECT_BUDGET", 16)
+    monkeypatch.setattr(selection, "COLLECT_PER_TASK", 1)
+    monkeypatch.setattr(selection, "COLLECT_KEYS_PER_CANDIDATE", 1 << 40)
+    if rounds_wanted > 1:
+        monkeypatch.setattr(selection, "COLLECT_LIMIT", 2)
+        monkeypatch.setattr(selection, "MAX_HISTOGRAM_CELLS", 1 << 6)   # few bits a round
+    rounds = _count_calls(monkeypatch, selection.SelectionPlanner, "apply_choice")   # the class: no copy
+    (tmp_path / "in").mkdir()
+    write_noisy_set(str(tmp_path / "in"), rows=6_000, classes=4, files=2, row_group_rows=1_000, seed=3)
+    result = labelscan.scan(str(tmp_path / "in"), str(tmp_path / "out"), client=threaded_client, rows_per_partition=1_500)
+    table = pq.read_table(tmp_path / "in")
+    labels = table["label"].to_numpy()
+    pred_probs = np.stack(table["pred_probs"].to_numpy(zero_copy_only=False))
+    expected = oracle.oracle_find_label_issues(labels, pred_probs, return_indices_ranked_by="self_confidence")
+    np.testing.assert_array_equal(result.issues(n=None)["row_id"].to_numpy(), expected)
+    assert (rounds["count"] == 1) if rounds_wanted == 1 else (rounds["count"] >= rounds_wanted), rounds
+
+
+def test_the_resolve_is_submitted_before_the_driver_has_the_choice(monkeypatch):
+    """No round trip between a round's bin choice and the resolve: the driver submits the resolve
+    and finish first, then gathers the advanced planner (which tells it to keep them)."""
+    from labelscan import engine
+    from labelscan.compat import ArraySource, split_rows
+    from labelscan.options import ScanOptions
+    from labelscan.runner import InProcessRunner
+
+    monkeypatch.setattr(selection, "RESOLVE_NOW_LIMIT", 16)
+    events = []
+
+    class Recording(InProcessRunner):
+        def map(self, name, function, *per_partition, **kwargs):
+            events.append(name)
+            return super().map(name, function, *per_partition, **kwargs)
+
+        def submit(self, name, function, *args, **kwargs):
+            events.append(name)
+            return super().submit(name, function, *args, **kwargs)
+
+        def gather(self, handles):
+            events.append(f"gather {type(handles).__name__}")
+            return super().gather(handles)
+
+    labels, pred_probs = _noisy_set()
+    bounds = split_rows(len(labels), 3)
+    sources = [ArraySource(int(a), labels[a:b], pred_probs[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+    engine.analyse(Recording(), sources, pred_probs.shape[1], pred_probs.dtype, ScanOptions())
+    assert events[events.index("cutoffs-choose"):] == ["cutoffs-choose", "cutoffs-resolve", "cutoffs-finish",
+                                                       "gather SelectionPlanner"]
+
+
 def _outranked_calls(monkeypatch) -> list:
     """The classes of every :func:`selection._outranked_blocks` call of a test, still calling it."""
     calls = []
