@@ -224,8 +224,7 @@ def find_cutoffs(runner, keys, tasks: selection.SelectionTasks, places=None):
         runner.release([*pieces, finished])
     collect, split_ties = planner.resolve_sets()
     if not len(collect) and not len(split_ties):
-        empty = {"task": np.zeros(0, np.intp), "image": np.zeros(0, np.uint64), "tie_counts": np.zeros(0, np.int64)}
-        return planner.finish(collect, split_ties, [empty] * len(keys))
+        return planner.finish(collect, split_ties, [selection.empty_piece()] * len(keys))
     pieces = runner.map("cutoffs-resolve", selection.resolve_pieces, keys, tasks=tasks, intervals=planner.intervals,
                         collect=collect, ties=split_ties)
     # finished next to the pieces: the candidates stay on the workers, and the flag pass can be

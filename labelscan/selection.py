@@ -699,11 +699,19 @@ def advance(planner: "SelectionPlanner", active: np.ndarray, bits: int, counts) 
 
 def resolve_if_due(keys, planner: "SelectionPlanner"):
     """:func:`resolve_pieces` of an advanced planner whose rows are collected next (None when it
-    refines once more: the driver then drives the next round)."""
+    refines once more: the driver then drives the next round; :func:`empty_piece` when no task
+    needs rows, without computing the keys)."""
     if not planner.resolve_due:
         return None
     collect, split_ties = planner.resolve_sets()
+    if not len(collect) and not len(split_ties):
+        return empty_piece()
     return resolve_pieces(keys, tasks=planner.tasks, intervals=planner.intervals, collect=collect, ties=split_ties)
+
+
+def empty_piece() -> dict:
+    """A partition's :func:`resolve_pieces` when no task collects rows or splits a tie."""
+    return {"task": np.zeros(0, np.intp), "image": np.zeros(0, np.uint64), "tie_counts": np.zeros(0, np.int64)}
 
 
 def finish_if_due(planner: "SelectionPlanner", *pieces):

@@ -229,6 +229,22 @@ def _planner_with_inside(inside) -> selection.SelectionPlanner:
     return planner
 
 
+def test_a_due_resolve_without_rows_to_collect_leaves_the_keys_alone():
+    """Tasks narrowed to one value whose rows are all selected need no rows: the resolve sent
+    with the choice returns empty pieces without computing keys, and the finish cuts at the value."""
+    planner = _planner_with_inside([3, 5])
+    planner.intervals.width[:] = 0   # one value each, every row of it selected (count 1 <= inside)
+    planner.intervals.below[:] = 0
+    planner.intervals.inside[:] = 1
+    planner.resolve_due = True
+    piece = selection.resolve_if_due(None, planner)   # no keys: none may be computed
+    assert {name: len(values) for name, values in piece.items()} == {"task": 0, "image": 0, "tie_counts": 0}
+    cutoffs = selection.finish_if_due(planner, piece, piece)
+    np.testing.assert_array_equal(cutoffs.image, planner.intervals.lo + np.uint64(1))
+    planner.resolve_due = False
+    assert selection.resolve_if_due(None, planner) is None and selection.finish_if_due(planner, piece) is None
+
+
 def test_the_smallest_intervals_take_the_collect_budget_first():
     """80 intervals of COLLECT_LIMIT rows (more than the budget holds), then 60 of one row: the
     one-row tasks are collected (not refined once more) and the budget (COLLECT_BUDGET,
