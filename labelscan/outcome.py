@@ -121,9 +121,14 @@ def merge_ranked(issue_sets: list, on_device: bool = False) -> dict:
         with device_work(True):
             return _merged_on_device(issue_sets)
     merged = {name: np.concatenate([s[name] for s in issue_sets]) for name in issue_sets[0]}
-    images = merged["image"] if "image" in merged else float_images(merged["label_quality"])
-    order = stable_order(images, sorted_runs=True)
+    order = stable_order(_order_images(merged), sorted_runs=True)
     return {name: values[order] for name, values in merged.items()}
+
+
+def _order_images(issues: dict):
+    """The order images of merged issues: their ``image`` column, else those of their
+    ``label_quality`` (host or device arrays)."""
+    return issues["image"] if "image" in issues else float_images(issues["label_quality"])
 
 
 def _merged_on_device(issue_sets: list) -> dict:
@@ -133,8 +138,7 @@ def _merged_on_device(issue_sets: list) -> dict:
 
     numeric = [name for name in issue_sets[0] if np.asarray(issue_sets[0][name]).dtype.kind in "biuf"]
     device = {name: cupy.concatenate([cupy.asarray(s[name]) for s in issue_sets]) for name in numeric}
-    images = device["image"] if "image" in device else float_images(device["label_quality"])
-    order = stable_order(images)
+    order = stable_order(_order_images(device))
     merged = {name: to_host(values[order]) for name, values in device.items()}
     if len(merged) < len(issue_sets[0]):
         host_order = to_host(order)

@@ -473,7 +473,7 @@ def _flag_and_write(runner, analysis, commit, per_part, clock, cutoffs_pending: 
     ``flag`` ends when every partition is flagged, ``rank`` when every part is written.
     ``rank_on_device``: the ranked parts are merged on the workers' GPUs (:func:`write_ranked`).
     """
-    write = functools.partial(write_ranked, on_device=True) if rank_on_device else write_ranked
+    write = functools.partial(write_ranked, on_device=rank_on_device)
     flagged = runner.map("flag", flag_partition, analysis.parts, analysis.facts, analysis.family_keys,
                          list(range(len(analysis.parts))), family_cutoffs=analysis.family_cutoffs,
                          request=analysis.request)
