@@ -60,7 +60,8 @@ def _ranked_issues(out):
 
 def test_issues_fitting_one_part_skip_the_histogram_waves(tmp_path, monkeypatch):
     """One part holds every issue: by their bound (every row here) before the flag pass, or by
-    their count after it (the bound too large to rank early: ``EARLY_RANK_SPLITS``)."""
+    their count after it (the bound too large to rank early: ``EARLY_RANK_SPLITS``); its task
+    reads every partition's issues without split tasks."""
     import importlib
 
     scan_module = importlib.import_module("labelscan.scan")   # labelscan.scan is also the function
@@ -77,6 +78,8 @@ def test_issues_fitting_one_part_skip_the_histogram_waves(tmp_path, monkeypatch)
             stages[name] = {task["key"].split("-")[1] + "-" + task["key"].split("-")[2]
                             for task in stream.data if str(task["key"]).startswith("labelscan-rank")}
     assert "rank-histogram" not in stages["one"] | stages["counted"] and "rank-histogram" in stages["ranges"]
+    # the single range reads the partitions' issues whole: no split task before it
+    assert "rank-split" not in stages["one"] | stages["counted"] and "rank-split" in stages["ranges"]
     for name in ("one", "counted"):
         assert len(list((tmp_path / name / "issues").glob("part-*.parquet"))) == 1
         assert _ranked_issues(tmp_path / name).equals(_ranked_issues(tmp_path / "ranges"))
