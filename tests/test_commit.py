@@ -200,6 +200,21 @@ def test_begin_leaves_other_files_inside_output_folders(out_url):
     assert listing(out_url) == ["issues/keep.txt", "statistics/keep.parquet", "statistics/notes.parquet.bak"]
 
 
+def test_commit_removes_staging_copies_of_killed_writes(tmp_path):
+    """A worker killed while writing a part leaves its staging copy; the part is rewritten by
+    the task's retry, and the commit removes the copy before ``_SUCCESS`` (not other files)."""
+    out_url = str(tmp_path / "out")
+    commit = make_commit(out_url)
+    commit.begin()
+    entries = [commit.write_table("issues/part-00000.parquet", mask_table())]
+    put(out_url, "issues/part-00000.parquet.tmp-" + "b" * 32, b"half a part")
+    put(out_url, "mask/part-00003.parquet.tmp-" + "c" * 32, b"half a part")   # folder not in entries
+    put(out_url, "issues/notes.tmp-" + "d" * 32, b"mine")
+    commit.commit(entries, {})
+    assert listing(out_url) == ["_SUCCESS", "issues/notes.tmp-" + "d" * 32, "issues/part-00000.parquet",
+                                "mask/part-00003.parquet.tmp-" + "c" * 32]
+
+
 def test_own_statistics_names_are_the_matrices_a_wide_scan_writes():
     from labelscan.plan import NoiseStatistics
 

@@ -52,7 +52,8 @@ PROGRESS_NAME = "_progress"
 RESUMABLE_FOLDERS = ("mask", "issues", "rejected")
 MANIFEST_KEYS = ("files", "config_hash", "input_fingerprint")
 _PART = r"part-\d{5,}"
-_STAGING = r"(\.tmp-[0-9a-f]{32})?"   # :func:`labelscan.io.atomic.put_bytes`'s staging copies
+_STAGING_SUFFIX = r"\.tmp-[0-9a-f]{32}"   # :func:`labelscan.io.atomic.put_bytes`'s staging copies
+_STAGING = rf"({_STAGING_SUFFIX})?"
 OWN_FILE_NAMES = {
     folder: re.compile(rf"{stem}\.parquet{_STAGING}")
     for folder, stem in [("issues", _PART), ("mask", _PART), ("rejected", _PART),
@@ -219,6 +220,17 @@ class OutputCommit(_Destination):
         for folder in folders:
             if not fs.ls(self.path(folder)):
                 fs.rmdir(self.path(folder))
+
+    def _remove_staging(self, folders) -> None:
+        """Remove the staging copies (``<part>.tmp-<uuid>``) left under the output ``folders``
+        by writes whose worker process was killed mid-write (local filesystems: elsewhere an
+        object is put whole, with no staging copy)."""
+        if not isinstance(self.fs, LocalFileSystem):
+            return
+        stray = [path for folder in sorted(set(folders) & set(OWN_FILE_NAMES))
+                 for path in self._own_files(folder) if re.search(_STAGING_SUFFIX + "$", path)]
+        if stray:
+            self.fs.rm(stray)
 
     def _delete_aside(self, paths) -> None:
         """Move ``paths`` (local files) into a :data:`TRASH_PREFIX` folder and delete it, with any
@@ -411,6 +423,7 @@ class OutputCommit(_Destination):
         }
         for thread in self._deleting:   # the old outputs moved aside are gone before _SUCCESS
             thread.join()
+        self._remove_staging({entry["path"].split("/", 1)[0] for entry in entries})
         put_bytes(self.fs, self.path(SUCCESS_NAME), json_bytes(manifest))
         if self.track_progress and self.fs.exists(self.path(PROGRESS_NAME)):
             self.fs.rm(self.path(PROGRESS_NAME), recursive=True)   # listed nowhere; a leftover is harmless
