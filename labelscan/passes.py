@@ -348,7 +348,7 @@ def outranked_counts(part: grouped.GroupedPartition, predicted: np.ndarray) -> J
     rows, class_bounds = outranked_rows(part, predicted)
     for k in np.flatnonzero(np.diff(class_bounds)):
         for start in range(class_bounds[k], class_bounds[k + 1], block_rows):
-            values = np.take(part.columns, rows[start:min(start + block_rows, class_bounds[k + 1])], axis=1)
+            values = part.columns_at(rows[start:min(start + block_rows, class_bounds[k + 1])])
             counts[k] += np.count_nonzero(values > values[k], axis=1)
     given, other = np.nonzero(counts)
     return JointCounts(part.num_classes, given * part.num_classes + other, counts[given, other])
@@ -356,8 +356,8 @@ def outranked_counts(part: grouped.GroupedPartition, predicted: np.ndarray) -> J
 
 def _array_row_facts(part: grouped.GroupedPartition, thresholds: np.ndarray):
     """:func:`row_facts` with array operations: ``(predicted, off_diagonal, given_is_argmax,
-    joint_counts)``; many classes on the host go through row-major blocks."""
-    if part.xp is np and part.num_classes >= grouped.ROW_MAJOR_K:
+    joint_counts)``; host partitions stored row-major (many classes) go through row blocks."""
+    if part.xp is np and part.row_major_storage:
         row_max, predicted, confident, guess = grouped.row_major_guesses(part, thresholds)
     else:
         row_max = part.columns.max(axis=0)

@@ -316,7 +316,7 @@ def _outranked_blocks(part, tasks: SelectionTasks, predicted: np.ndarray, classe
     if not len(classes):
         return []
     rows, class_bounds = outranked_rows(part, predicted)
-    keys = np.take(part.columns, rows, axis=1)   # C-ordered (``columns[:, rows]`` is not)
+    keys = part.columns_at(rows)   # contiguous (``columns[:, rows]`` is not)
     given = keys[part.labels_at(rows), np.arange(len(rows))]
     images = float_images(np.subtract(given, keys, out=keys), overwrite=True, may_have_nan=part.has_nan)
     blocks = []

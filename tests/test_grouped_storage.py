@@ -12,11 +12,16 @@ from labelscan.kernels import grouped
 from labelscan.xp import cupy_or_none
 
 
-def _partition(xp, num_classes, row_ids=None, rejected=None):
+def _arrays(num_classes):
+    """Labels (a class without rows) and float32 predictions of 5,000 rows."""
     rng = np.random.default_rng(num_classes)
     labels = rng.integers(0, num_classes, 5_000)
-    labels[labels == num_classes // 2] = 0   # a class without rows
-    pred_probs = rng.random((5_000, num_classes), dtype=np.float32)
+    labels[labels == num_classes // 2] = 0
+    return labels, rng.random((5_000, num_classes), dtype=np.float32)
+
+
+def _partition(xp, num_classes, row_ids=None, rejected=None):
+    labels, pred_probs = _arrays(num_classes)
     part = grouped.group_by_label(70, xp.asarray(labels), xp.asarray(pred_probs), rejected=rejected, row_ids=row_ids)
     return labels, part
 
@@ -31,6 +36,25 @@ def test_labels_and_row_ids_are_those_of_the_grouped_rows(num_classes):
     assert np.array_equal(part.labels_at(positions), labels[order][positions])
     assert part.labels_at(positions).dtype == np.int64
     assert np.array_equal(part.row_ids_in_row_order(), 70 + np.arange(5_000))
+
+
+@pytest.mark.parametrize("num_classes", [10, 100, grouped.ROW_MAJOR_K - 1, grouped.ROW_MAJOR_K, 1000])
+def test_predictions_are_the_grouped_rows_in_either_layout(num_classes):
+    """From ROW_MAJOR_K classes a host partition keeps its rows whole (the columns are the
+    transpose of a row-major array, no transposing copy); either way the columns, the column
+    gathers, the row-major view and the self-confidences are those of ``pred_probs[order]``."""
+    labels, part = _partition(np, num_classes)
+    pred_probs = _arrays(num_classes)[1]
+    grouped_rows = pred_probs[np.argsort(labels, kind="stable")]
+    assert part.row_major_storage == (num_classes >= grouped.ROW_MAJOR_K)
+    assert (part.columns.T if part.row_major_storage else part.columns).flags.c_contiguous
+    assert np.array_equal(part.columns, grouped_rows.T)
+    positions = np.array([4_999, 3, 3, 2_500])
+    gathered = part.columns_at(positions)
+    assert np.array_equal(gathered, grouped_rows[positions].T)
+    assert (gathered.T if part.row_major_storage else gathered).flags.c_contiguous
+    assert np.array_equal(part.row_major(), grouped_rows)
+    assert np.array_equal(grouped.self_confidence(part), grouped_rows[np.arange(5_000), part.labels])
 
 
 def test_row_ids_of_kept_rows_follow_the_grouping():

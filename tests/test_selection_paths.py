@@ -396,6 +396,31 @@ def test_outranked_keys_match_cleanlab_and_are_used(monkeypatch, dtype, filter_b
     assert len(calls) >= parts and all(len(classes) == len(task_classes) for classes, task_classes in calls)
 
 
+@pytest.mark.parametrize("filter_by", ["prune_by_noise_rate", "both"])
+@pytest.mark.parametrize("parts", [1, 3])
+def test_row_major_partitions_key_outranked_class_blocks_like_cleanlab(monkeypatch, filter_by, parts):
+    """K >= ROW_MAJOR_K: the partitions keep their rows whole; the outranked counts and the
+    outranked keys of class blocks (flat keys turned off) gather whole rows
+    (``GroupedPartition.columns_at``), with ties, NaN-free float32, against cleanlab."""
+    monkeypatch.setattr(selection, "FLAT_MIN_BLOCKS", 1 << 30)
+    calls = _outranked_calls(monkeypatch)
+    layouts = []
+    original = passes.outranked_counts
+
+    def recording(part, predicted):
+        layouts.append(part.row_major_storage)
+        return original(part, predicted)
+
+    monkeypatch.setattr(passes, "outranked_counts", recording)
+    labels, pred_probs = _many_class_set(rows=6_000, classes=grouped.ROW_MAJOR_K + 4, seed=3)
+    got = labelscan.find_label_issues(labels, pred_probs, filter_by=filter_by, num_partitions=parts,
+                                      return_indices_ranked_by="self_confidence")
+    expected = oracle.oracle_find_label_issues(labels, pred_probs, filter_by=filter_by,
+                                               return_indices_ranked_by="self_confidence")
+    np.testing.assert_array_equal(got, expected)
+    assert len(calls) >= parts and layouts and all(layouts)
+
+
 def test_classes_needing_more_than_their_outranked_rows_key_every_row(monkeypatch):
     """``num_to_remove_per_class`` asks for many rows guessed as class 1: every other class's
     task toward class 1 takes more rows than it has with a negative key, so those classes key

@@ -35,8 +35,12 @@ SMALL_K = 64
 (125,000 rows at K=100: 1.1 ms against 10 ms)."""
 
 ROW_MAJOR_K = 256
-"""From this many classes, the host's joint pass reduces rows in row-major blocks
-(:func:`row_major_guesses`): 19 -> 11 ms for 8,000 rows at K=1000, even at K=200, slower at K=100."""
+"""From this many classes, a host partition keeps its grouped rows whole, row-major
+(:attr:`GroupedPartition.row_major_storage`): grouping copies whole rows instead of
+transposing them, and the joint pass reduces rows along contiguous memory
+(:func:`row_major_guesses`) without transposing them back. 200K x 1000 on the 2-core machine:
+end to end 1.71 -> 1.12 s (read stage 0.91 -> 0.44 s, joint 0.35 -> 0.25 s). At K=100 it was
+a wash (grouping cheaper, the class blocks of the keys dearer to gather)."""
 
 SMALL_K_GATHER = 32
 """Up to this many classes, grouping gathers along the transposed array in one ``take``."""
@@ -49,7 +53,7 @@ transposed stays in the CPU's L2 cache (K=1000, 200K rows: 0.8 s with 65,536-row
 
 @dataclass
 class GroupedPartition:
-    """One partition, rows grouped by given label, predictions stored column-major.
+    """One partition, rows grouped by given label, predictions seen column-major.
 
     Attributes
     ----------
@@ -62,7 +66,9 @@ class GroupedPartition:
     class_starts : numpy.ndarray, shape (K + 1,), intp
         Class ``k`` occupies grouped rows ``class_starts[k]:class_starts[k + 1]``.
     columns : numpy.ndarray, shape (K, n)
-        ``columns[j, i]`` = ``P[order[i], j]`` (input dtype).
+        ``columns[j, i]`` = ``P[order[i], j]`` (input dtype). C-contiguous, or for host
+        partitions of at least :data:`ROW_MAJOR_K` classes the transpose of a C-contiguous
+        ``(n, K)`` array (:attr:`row_major_storage`; gather columns with :meth:`columns_at`).
     kept_row_ids : numpy.ndarray or None, shape (n,), int64
         Global row of each row in row order when rows were left out (``rejected``); None:
         ``row_start + arange(n)``.
@@ -130,6 +136,21 @@ class GroupedPartition:
     def class_counts(self) -> np.ndarray:
         """Rows per given label, shape (K,), int64."""
         return np.diff(self.class_starts).astype(np.int64)
+
+    @property
+    def row_major_storage(self) -> bool:
+        """Whether ``columns`` is the transpose of a row-major ``(n, K)`` array (host partitions
+        of at least :data:`ROW_MAJOR_K` classes: :func:`_grouped_columns`)."""
+        return not self.columns.flags.c_contiguous and self.columns.T.flags.c_contiguous
+
+    def columns_at(self, positions) -> np.ndarray:
+        """``columns[:, positions]`` as a new contiguous array in the partition's layout, shape
+        (K, m): C-contiguous for column storage, the transpose of whole rows taken for
+        :attr:`row_major_storage` (NumPy's ``take`` along the columns of such an array is
+        slower by orders of magnitude)."""
+        if self.row_major_storage:
+            return np.take(self.columns.T, positions, axis=0).T
+        return self.xp.take(self.columns, positions, axis=1)
 
     def row_major(self) -> np.ndarray:
         """C-contiguous NumPy copy ``(n, K)`` in grouped order (on the host)."""
@@ -241,9 +262,10 @@ def _columns_from_blocks(blocks: list, grouped_positions: np.ndarray) -> np.ndar
 
 
 def _grouped_columns(pred_probs, order):
-    """``pred_probs[order].T`` as a C-contiguous (K, n) array.
+    """``pred_probs[order].T``, shape (K, n): C-contiguous, or from :data:`ROW_MAJOR_K` classes
+    on the host the transpose of the rows taken whole (F-contiguous).
 
-    One ``take`` along the transposed view is fastest for few classes; with many classes each
+    One ``take`` along the transposed view is fastest for few classes; with more classes each
     row spans several cache lines, and gathering rows block by block, then transposing each
     cache-sized block, touches memory far less (measured 2x at K=100, 3x at K=1000).
     """
@@ -251,6 +273,8 @@ def _grouped_columns(pred_probs, order):
     num_rows, num_classes = pred_probs.shape
     if xp is not np or num_classes <= SMALL_K_GATHER:
         return xp.take(pred_probs.T, order, axis=1)
+    if num_classes >= ROW_MAJOR_K:
+        return np.take(pred_probs, order, axis=0).T
     columns = np.empty((num_classes, num_rows), dtype=pred_probs.dtype)
     block_rows = _cache_block_rows(num_classes, pred_probs.dtype)
     for start in range(0, num_rows, block_rows):
@@ -295,7 +319,7 @@ def self_confidence(part: GroupedPartition) -> np.ndarray:
     On the host, the rows of class ``k`` are one run of grouped rows, so this is one slice of
     column ``k`` per class (a gather by two index arrays is ~30x slower); on a GPU, one gather.
     """
-    if part.xp is not np:
+    if part.xp is not np or part.row_major_storage:
         return part.columns[part.labels, part.xp.arange(part.num_rows)]
     confidences = np.empty(part.num_rows, dtype=part.dtype)
     for k in np.flatnonzero(part.class_counts()):
@@ -377,8 +401,9 @@ def confident_guesses(part: GroupedPartition, thresholds: np.ndarray, predicted:
 def row_major_guesses(part: GroupedPartition, thresholds: np.ndarray):
     """:func:`argmax_rows` and :func:`confident_guesses` for a host partition of many classes.
 
-    Cache-sized blocks of rows are transposed to row-major, so every per-row reduction runs
-    along contiguous memory (see :data:`ROW_MAJOR_K`). Same comparisons, same first-maximum
+    Cache-sized blocks of rows, each per-row reduction along contiguous memory: the rows of
+    a partition of :attr:`~GroupedPartition.row_major_storage` as they are (others are
+    transposed block by block; see :data:`ROW_MAJOR_K`). Same comparisons, same first-maximum
     (first-NaN) rule.
 
     Returns
