@@ -16,9 +16,12 @@ generated once and cached under ``--data-dir``), in this one process:
    count is checked against labelscan's ``num_issues`` (``counts_equal``) and its mask
    against the scan's ``mask/`` output, row by row (``mask_rows_differing``).
 
-Each timing is the median of ``--repeat`` runs (OS page cache warm: the files were just
-written or read). Ratios: ``speedup_vs_cleanlab = cleanlab_s / labelscan_s`` and
-``vs_read_floor = labelscan_s / read_floor_s``.
+The three run in ``--repeat`` interleaved rounds (floor, labelscan, cleanlab, floor, ...: the
+machine's speed drifts, and each round's runs see the same drift); each timing is the median
+of its rounds (OS page cache warm: the files were just written or read). Ratios:
+``speedup_vs_cleanlab = cleanlab_s / labelscan_s`` and ``vs_read_floor = labelscan_s /
+read_floor_s`` of the medians, and ``speedup_vs_cleanlab_paired`` / ``vs_read_floor_paired``,
+the medians of the per-round ratios.
 
 4. **memory** (``--memory-size``, ``none`` to skip): one scan of a large set in a child
    process (``python -m benchmarks.cpu --child-scan ...``) whose own LocalCluster worker has
@@ -227,57 +230,52 @@ def labelscan_mask(out) -> np.ndarray:
 
 # --------------------------------------------------------------------------- one size
 
-def bench_read_floor(recorder: Recorder, size: str, paths, repeat: int) -> float:
-    """Time the read floor; return its median seconds."""
-    seconds, _ = timed_runs(lambda: read_floor_once(paths), repeat)
-    return add_timing(recorder, "read_floor", size, seconds)
+def interleaved_rounds(runs: dict, repeat: int, budgets: dict) -> dict:
+    """Time every run of ``runs`` once per round, round after round (A B C A B C ...).
 
+    The 2-core machine's speed drifts by up to 2x within minutes (cleanlab 200K x 1000 took
+    1.9 s and 3.5 s in one session): timed back to back in each round, the runs see the same
+    drift, and the per-round ratios (:func:`paired_ratio`) cancel it.
 
-def bench_labelscan(recorder: Recorder, size: str, folder, out, client, repeat: int,
-                    scan_options: dict) -> tuple[float, int]:
-    """Time ``labelscan.scan``; record stage timings and ``num_issues``.
+    Parameters
+    ----------
+    runs : dict
+        ``name -> function()``, timed in this order each round.
+    repeat : int
+        Rounds (at least one).
+    budgets : dict
+        ``name -> seconds``: once a run's total time reaches its budget, later rounds skip it
+        (every run runs in the first round).
 
     Returns
     -------
-    seconds : float
-        Median wall time.
-    num_issues : int
+    dict
+        ``name -> {"seconds": [per round], "result": last return value}``.
     """
-    summaries = []
+    timed = {name: {"seconds": [], "result": None} for name in runs}
+    for _ in range(max(1, repeat)):
+        for name, function in runs.items():
+            spent = timed[name]["seconds"]
+            if spent and sum(spent) >= budgets.get(name, float("inf")):
+                continue
+            seconds, timed[name]["result"] = timed_runs(function, 1)
+            timed[name]["seconds"] += seconds
+    return timed
 
-    def run():
-        summaries.append(labelscan_once(folder, out, client, **scan_options))
 
-    seconds, _ = timed_runs(run, repeat)
-    median = add_timing(recorder, "labelscan", size, seconds)
+def paired_ratio(numerators: list[float], denominators: list[float]) -> float:
+    """Median over the rounds both ran of ``numerator / denominator`` (see :func:`interleaved_rounds`)."""
+    return statistics.median(a / b for a, b in zip(numerators, denominators))
+
+
+def record_labelscan(recorder: Recorder, size: str, seconds: list[float], summaries: list[dict]) -> None:
+    """Record labelscan's timings, its median stage timings and what its last scan found."""
+    add_timing(recorder, "labelscan", size, seconds)
     for stage, value in median_stage_timings(summaries).items():
         recorder.add("labelscan", size, f"stage_{stage}", value, "s", len(summaries))
-    num_issues = int(summaries[-1]["num_issues"])
-    recorder.add("labelscan", size, "num_issues", num_issues, "rows", len(summaries))
+    recorder.add("labelscan", size, "num_issues", int(summaries[-1]["num_issues"]), "rows", len(summaries))
     recorder.add("labelscan", size, "num_partitions", int(summaries[-1]["num_partitions"]), "count")
     recorder.add("labelscan", size, "cached_partitions", bool(summaries[-1]["cached_partitions"]), "bool")
-    return median, num_issues
-
-
-def bench_cleanlab(recorder: Recorder, size: str, folder, repeat: int, n_jobs: int,
-                   budget_s: float) -> tuple[float, np.ndarray]:
-    """Load the arrays, then time cleanlab's ``find_label_issues`` (loading excluded).
-
-    Returns
-    -------
-    seconds : float
-        Median wall time.
-    mask : numpy.ndarray
-        (N,) bool, the rows cleanlab flags.
-    """
-    started = time.perf_counter()
-    labels, pred_probs = load_arrays(folder)
-    recorder.add("cleanlab", size, "load_arrays_seconds", time.perf_counter() - started, "s")
-    seconds, mask = timed_runs(lambda: cleanlab_once(labels, pred_probs, n_jobs), repeat, budget_s)
-    del labels, pred_probs
-    median = add_timing(recorder, "cleanlab", size, seconds)
-    recorder.add("cleanlab", size, "num_issues", int(np.count_nonzero(mask)), "rows", len(seconds))
-    return median, mask
 
 
 def record_agreement(recorder: Recorder, size: str, scan_issues: int, cleanlab_mask: np.ndarray,
@@ -293,7 +291,8 @@ def record_agreement(recorder: Recorder, size: str, scan_issues: int, cleanlab_m
 
 
 def bench_size(recorder: Recorder, size: str, client, args) -> None:
-    """All three measurements and the ratios for one size."""
+    """The read floor, labelscan and cleanlab for one size, in interleaved rounds, and the ratios:
+    of the medians, and the medians of the per-round ratios (``*_paired``)."""
     rows, classes = parse_size(size)
     dataset = ensure_dataset(args.data_dir, rows, classes, seed=args.seed, verbose=True,
                              row_group_rows=args.row_group_rows)
@@ -301,20 +300,33 @@ def bench_size(recorder: Recorder, size: str, client, args) -> None:
         recorder.add("dataset", size, "generate_seconds", dataset["seconds"], "s")
     paths = dataset["paths"]
     recorder.add("dataset", size, "bytes_on_disk", sum(os.path.getsize(p) for p in paths), "bytes")
-    _log(f"{size}: read floor")
-    floor_s = bench_read_floor(recorder, size, paths, args.repeat)
-    _log(f"{size}: labelscan")
+    started = time.perf_counter()
+    labels, pred_probs = load_arrays(dataset["folder"])   # cleanlab's input, loaded once, untimed
+    recorder.add("cleanlab", size, "load_arrays_seconds", time.perf_counter() - started, "s")
     out = Path(args.data_dir) / "out" / size
     scan_options = {"rows_per_partition": args.rows_per_partition, "tie_break": args.tie_break}
-    scan_s, scan_issues = bench_labelscan(recorder, size, dataset["folder"], out, client,
-                                          args.repeat, scan_options)
-    _log(f"{size}: cleanlab")
-    cleanlab_s, cleanlab_mask = bench_cleanlab(recorder, size, dataset["folder"], args.repeat,
-                                               args.threads, args.cleanlab_budget)
-    record_agreement(recorder, size, scan_issues, cleanlab_mask, out)
+    summaries = []
+    _log(f"{size}: {args.repeat} rounds of read floor, labelscan, cleanlab")
+    timed = interleaved_rounds({
+        "read_floor": lambda: read_floor_once(paths),
+        "labelscan": lambda: summaries.append(labelscan_once(dataset["folder"], out, client, **scan_options)),
+        "cleanlab": lambda: cleanlab_once(labels, pred_probs, args.threads),
+    }, args.repeat, {"cleanlab": args.cleanlab_budget})
+    del labels, pred_probs
+    floor, scan, reference = (timed[name]["seconds"] for name in ("read_floor", "labelscan", "cleanlab"))
+    floor_s = add_timing(recorder, "read_floor", size, floor)
+    record_labelscan(recorder, size, scan, summaries)
+    cleanlab_s = add_timing(recorder, "cleanlab", size, reference)
+    cleanlab_mask = timed["cleanlab"]["result"]
+    recorder.add("cleanlab", size, "num_issues", int(np.count_nonzero(cleanlab_mask)), "rows", len(reference))
+    record_agreement(recorder, size, int(summaries[-1]["num_issues"]), cleanlab_mask, out)
+    scan_s = statistics.median(scan)
     recorder.add("comparison", size, "speedup_vs_cleanlab", cleanlab_s / scan_s, "x")
+    recorder.add("comparison", size, "speedup_vs_cleanlab_paired", paired_ratio(reference, scan), "x", len(reference))
     recorder.add("comparison", size, "vs_read_floor", scan_s / floor_s, "x")
-    _log(f"{size}: floor {floor_s:.2f} s, labelscan {scan_s:.2f} s, cleanlab {cleanlab_s:.2f} s")
+    recorder.add("comparison", size, "vs_read_floor_paired", paired_ratio(scan, floor), "x", len(scan))
+    _log(f"{size}: floor {floor_s:.2f} s, labelscan {scan_s:.2f} s, cleanlab {cleanlab_s:.2f} s; "
+         f"paired speedup {paired_ratio(reference, scan):.2f}x")
 
 
 def warm_up(recorder: Recorder, client, args) -> None:
@@ -492,12 +504,14 @@ def main_table(records: list[dict]) -> str:
         rows.append([size, _fmt(_value(floor, size, "seconds"), 3), _fmt(_value(scan, size, "seconds"), 3),
                      _fmt(_value(clean, size, "seconds"), 3), runs,
                      _fmt(_value(ratio, size, "speedup_vs_cleanlab"), suffix="×"),
+                     _fmt(_value(ratio, size, "speedup_vs_cleanlab_paired"), suffix="×"),
                      _fmt(_value(ratio, size, "vs_read_floor"), suffix="×"),
                      _fmt(_value(scan, size, "num_issues")), _fmt(_value(clean, size, "num_issues")),
                      _fmt(_value(clean, size, "counts_equal")),
                      _fmt(_value(clean, size, "mask_rows_differing"))])
     return _table(["size (N×K)", "read floor (s)", "labelscan (s)", "cleanlab 2.9 (s)",
-                   "runs (floor/ls/cl)", "speedup vs cleanlab", "labelscan ÷ read floor",
+                   "runs (floor/ls/cl)", "speedup vs cleanlab", "paired speedup (median of rounds)",
+                   "labelscan ÷ read floor",
                    "issues (labelscan)", "issues (cleanlab)", "counts equal", "rows differing"], rows)
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from benchmarks import device_reads, encode, host_writes, malloc, reader, staging
-from benchmarks.cpu import Recorder, timed_runs
+from benchmarks.cpu import Recorder, interleaved_rounds, paired_ratio, timed_runs
 from benchmarks.scale import before_run, add_speedups
 from labelscan.io import pages
 from labelscan.xp import cupy_or_none
@@ -35,6 +35,31 @@ def test_timed_runs_call_before_ahead_of_each_run_untimed():
     calls = []
     seconds, result = timed_runs(lambda: calls.append("run") or len(calls), 3, before=lambda: calls.append("sync"))
     assert calls == ["sync", "run"] * 3 and len(seconds) == 3 and result == 6
+
+
+def test_rounds_interleave_the_runs_and_stop_a_run_at_its_budget():
+    calls = []
+    timed = interleaved_rounds({"a": lambda: calls.append("a") or len(calls), "b": lambda: calls.append("b")},
+                               3, {"b": 0.0})
+    assert calls == ["a", "b", "a", "a"]   # b's budget is spent after its first round
+    assert len(timed["a"]["seconds"]) == 3 and len(timed["b"]["seconds"]) == 1 and timed["a"]["result"] == 4
+
+
+def test_paired_ratio_is_the_median_of_the_rounds_ratios():
+    assert paired_ratio([10.0, 30.0, 8.0], [1.0, 2.0, 4.0]) == 10.0
+    assert paired_ratio([6.0, 9.0], [2.0]) == 3.0   # rounds the denominator did not run are left out
+
+
+def test_cpu_benchmark_runs_in_rounds_and_records_paired_ratios(tmp_path):
+    from benchmarks import cpu
+
+    out = tmp_path / "cpu.json"
+    cpu.main(["--sizes", "20Kx10", "--memory-size", "none", "--repeat", "2", "--threads", "1",
+              "--data-dir", str(tmp_path), "--out", str(out)])
+    found = {(r["benchmark"], r["metric"]): r for r in json.loads(out.read_text())}
+    assert found[("labelscan", "seconds")]["repeats"] == found[("cleanlab", "seconds")]["repeats"] == 2
+    assert found[("comparison", "speedup_vs_cleanlab_paired")]["value"] > 0
+    assert found[("cleanlab", "mask_rows_differing")]["value"] == 0
 
 
 def test_speedups_are_against_one_gpu_whatever_the_order():
