@@ -17,7 +17,7 @@ from labelscan.io.rejects import kept_row_ids
 from labelscan.kernels import grouped
 from labelscan.kernels.device import device_work, to_host_pinned
 from labelscan.stats.joint import DENSE_COUNT_CELLS, JointCounts
-from labelscan.stats.pairwise import PairwiseSumState, partial_sums
+from labelscan.stats.pairwise import RAW_SEQUENCE_MAX, PairwiseSumState, ShortSequences, partial_sums
 
 
 OUTRANKED_BLOCK_CELLS = 1 << 22
@@ -222,7 +222,28 @@ def sum_arrays(*arrays):
     return total
 
 
-def threshold_pieces(part: grouped.GroupedPartition, class_offsets: np.ndarray, class_totals: np.ndarray) -> dict:
+@dataclass
+class ThresholdPieces:
+    """Mergeable pieces of every class's self-confidence sum (:mod:`labelscan.stats.pairwise`).
+
+    Attributes
+    ----------
+    states : dict[int, PairwiseSumState]
+        Tree pieces of the classes of more than :data:`~labelscan.stats.pairwise.RAW_SEQUENCE_MAX` rows.
+    short : ShortSequences
+        The values of the other classes, as they are.
+    """
+
+    states: dict
+    short: ShortSequences
+
+    def __sizeof__(self) -> int:
+        """Bytes held (the short sequences' arrays; Dask's sizeof measures)."""
+        return object.__sizeof__(self) + sum(getattr(self.short, name).nbytes
+                                             for name in ("classes", "starts", "counts", "values"))
+
+
+def threshold_pieces(part: grouped.GroupedPartition, class_offsets: np.ndarray, class_totals: np.ndarray) -> ThresholdPieces:
     """Pieces of every class's pairwise self-confidence sum held by this partition.
 
     Parameters
@@ -234,15 +255,19 @@ def threshold_pieces(part: grouped.GroupedPartition, class_offsets: np.ndarray, 
 
     Returns
     -------
-    dict[int, PairwiseSumState]
+    ThresholdPieces
     """
     part = as_partition(part)
     confidences = to_host_pinned(grouped.self_confidence(part))  # class blocks are contiguous
-    pieces = {}
-    for k in np.flatnonzero(part.class_counts()):
-        values = confidences[part.class_rows(int(k))]
-        pieces[int(k)] = partial_sums(values, int(class_offsets[k]), int(class_totals[k]))
-    return pieces
+    counts = part.class_counts()
+    is_short = np.asarray(class_totals) <= RAW_SEQUENCE_MAX
+    present = np.flatnonzero(counts)
+    states = {int(k): partial_sums(confidences[part.class_rows(int(k))], int(class_offsets[k]), int(class_totals[k]))
+              for k in present[~is_short[present]]}
+    short = present[is_short[present]]
+    return ThresholdPieces(states, ShortSequences(
+        classes=short.astype(np.int64), starts=np.asarray(class_offsets, dtype=np.int64)[short],
+        counts=counts[short], values=confidences[np.repeat(is_short, counts)]))
 
 
 @passing_failures
@@ -252,13 +277,13 @@ def partition_threshold_pieces(part, index: int, layout: ClassLayout) -> dict:
 
 
 @passing_failures
-def merge_threshold_pieces(*piece_dicts) -> dict:
+def merge_threshold_pieces(*piece_sets) -> ThresholdPieces:
     """Union of threshold pieces from disjoint partitions (a tree-reduce step)."""
-    merged: dict = {}
-    for pieces in piece_dicts:
-        for k, state in pieces.items():
-            merged.setdefault(k, PairwiseSumState()).merge(state)
-    return merged
+    states: dict = {}
+    for pieces in piece_sets:
+        for k, state in pieces.states.items():
+            states.setdefault(k, PairwiseSumState()).merge(state)
+    return ThresholdPieces(states, ShortSequences.concatenate([pieces.short for pieces in piece_sets]))
 
 
 @passing_failures

@@ -15,7 +15,7 @@ from labelscan.options import ScanOptions
 from labelscan.passes import ClassLayout, passing_failures
 from labelscan.selection import BY_CLASS, LOW_SCORE, NOISE_RATE, SelectionTasks
 from labelscan.stats import calibration, latent
-from labelscan.stats.pairwise import finish_sum, mean_from_sum
+from labelscan.stats.pairwise import finish_sum, mean_from_sum, sequence_sum
 
 BIG_THRESHOLD = 2
 """Threshold of a class with no given labels (no probability reaches it)."""
@@ -25,18 +25,18 @@ THRESHOLD_LOWER_BOUND = 2e-6
 
 
 @passing_failures
-def layout_thresholds(pieces: dict, layout: ClassLayout, dtype: np.dtype) -> np.ndarray:
+def layout_thresholds(pieces, layout: ClassLayout, dtype: np.dtype) -> np.ndarray:
     """:func:`confident_thresholds` with the class totals of a :class:`~labelscan.passes.ClassLayout`
     (a task beside the merged pieces)."""
     return confident_thresholds(pieces, layout.totals, dtype)
 
 
-def confident_thresholds(pieces: dict, class_totals: np.ndarray, dtype: np.dtype) -> np.ndarray:
+def confident_thresholds(pieces, class_totals: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Per-class mean self-confidence, bit-identical to cleanlab's ``get_confident_thresholds``.
 
     Parameters
     ----------
-    pieces : dict[int, PairwiseSumState]
+    pieces : labelscan.passes.ThresholdPieces
         Merged threshold pieces of every present class.
     class_totals : numpy.ndarray, shape (K,)
     dtype : numpy.dtype
@@ -47,10 +47,17 @@ def confident_thresholds(pieces: dict, class_totals: np.ndarray, dtype: np.dtype
     numpy.ndarray, shape (K,)
         In ``dtype`` when every class has a given label, float64 otherwise (cleanlab's rule).
     """
-    means = [
-        mean_from_sum(finish_sum(pieces[k], int(n), dtype), int(n), dtype) if n else BIG_THRESHOLD
-        for k, n in enumerate(class_totals)
-    ]
+    short = pieces.short.sequences()
+
+    def class_sum(k: int, n: int):
+        if k not in short:
+            return finish_sum(pieces.states[k], n, dtype)
+        if len(short[k]) != n:
+            raise ValueError(f"class {k}: {len(short[k])} self-confidences merged, {n} rows")
+        return sequence_sum(short[k], dtype)
+
+    means = [mean_from_sum(class_sum(k, int(n)), int(n), dtype) if n else BIG_THRESHOLD
+             for k, n in enumerate(class_totals)]
     return np.clip(means, a_min=THRESHOLD_LOWER_BOUND, a_max=None)
 
 

@@ -86,6 +86,57 @@ class PairwiseSumState:
         return self
 
 
+RAW_SEQUENCE_MAX = 8 * LEAF_MAX
+"""Class sequences of at most this many values travel whole (:class:`ShortSequences`) instead of
+as tree pieces: a few leaves each, which partitions mostly cut into fragments anyway, and one
+Python call per class at the fold instead of one per class and partition (200K x 1000 in 13
+partitions: 13,000 calls; memory at most K x this many values, whatever the rows)."""
+
+
+@dataclass
+class ShortSequences:
+    """Slices of short class sequences (:data:`RAW_SEQUENCE_MAX`), as they are: segment ``i``
+    holds ``counts[i]`` values of class ``classes[i]`` from position ``starts[i]`` of its
+    sequence. Mergeable by concatenation (partitions hold disjoint slices).
+
+    Attributes
+    ----------
+    classes, starts, counts : numpy.ndarray, shape (S,), int64
+    values : numpy.ndarray, shape (counts.sum(),)
+        The segments' values one after the other.
+    """
+
+    classes: np.ndarray
+    starts: np.ndarray
+    counts: np.ndarray
+    values: np.ndarray
+
+    @classmethod
+    def concatenate(cls, parts: list) -> "ShortSequences":
+        """The segments of every part of ``parts`` (at least one)."""
+        return cls(*(np.concatenate([getattr(part, name) for part in parts])
+                     for name in ("classes", "starts", "counts", "values")))
+
+    def sequences(self) -> dict:
+        """``{class: its values in sequence order}`` (segments sorted by class, then start)."""
+        order = np.lexsort((self.starts, self.classes))
+        counts = self.counts[order]
+        first_values = (np.cumsum(self.counts) - self.counts)[order]
+        # position of every value in ``values``, segment after segment in the sorted order
+        shift = np.repeat(first_values - (np.cumsum(counts) - counts), counts)
+        values = self.values[np.arange(len(shift)) + shift]
+        classes, first_segments = np.unique(self.classes[order], return_index=True)
+        class_counts = np.add.reduceat(counts, first_segments) if len(counts) else counts
+        bounds = np.cumsum(class_counts)[:-1]
+        return dict(zip(classes.tolist(), np.split(values, bounds)))
+
+
+def sequence_sum(values: np.ndarray, values_dtype: np.dtype):
+    """The sum :func:`finish_sum` gives for a whole sequence (``np.sum``; float16: ``np.mean``'s
+    float32 accumulation)."""
+    return finish_sum(partial_sums(values, 0, len(values)), len(values), values_dtype)
+
+
 def partial_sums(values: np.ndarray, offset: int, length: int) -> PairwiseSumState:
     """Sum a partition's slice of one class sequence into mergeable pieces.
 
