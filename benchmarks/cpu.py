@@ -301,7 +301,7 @@ def bench_size(recorder: Recorder, size: str, client, args) -> None:
     paths = dataset["paths"]
     recorder.add("dataset", size, "bytes_on_disk", sum(os.path.getsize(p) for p in paths), "bytes")
     started = time.perf_counter()
-    labels, pred_probs = load_arrays(dataset["folder"])   # cleanlab's input, loaded once, untimed
+    arrays = load_arrays(dataset["folder"])   # cleanlab's (labels, pred_probs), loaded once, untimed
     recorder.add("cleanlab", size, "load_arrays_seconds", time.perf_counter() - started, "s")
     out = Path(args.data_dir) / "out" / size
     scan_options = {"rows_per_partition": args.rows_per_partition, "tie_break": args.tie_break}
@@ -310,9 +310,8 @@ def bench_size(recorder: Recorder, size: str, client, args) -> None:
     timed = interleaved_rounds({
         "read_floor": lambda: read_floor_once(paths),
         "labelscan": lambda: summaries.append(labelscan_once(dataset["folder"], out, client, **scan_options)),
-        "cleanlab": lambda: cleanlab_once(labels, pred_probs, args.threads),
+        "cleanlab": lambda: cleanlab_once(*arrays, args.threads),
     }, args.repeat, {"cleanlab": args.cleanlab_budget})
-    del labels, pred_probs
     floor, scan, reference = (timed[name]["seconds"] for name in ("read_floor", "labelscan", "cleanlab"))
     floor_s = add_timing(recorder, "read_floor", size, floor)
     record_labelscan(recorder, size, scan, summaries)
@@ -320,13 +319,13 @@ def bench_size(recorder: Recorder, size: str, client, args) -> None:
     cleanlab_mask = timed["cleanlab"]["result"]
     recorder.add("cleanlab", size, "num_issues", int(np.count_nonzero(cleanlab_mask)), "rows", len(reference))
     record_agreement(recorder, size, int(summaries[-1]["num_issues"]), cleanlab_mask, out)
-    scan_s = statistics.median(scan)
+    scan_s, paired_speedup = statistics.median(scan), paired_ratio(reference, scan)
     recorder.add("comparison", size, "speedup_vs_cleanlab", cleanlab_s / scan_s, "x")
-    recorder.add("comparison", size, "speedup_vs_cleanlab_paired", paired_ratio(reference, scan), "x", len(reference))
+    recorder.add("comparison", size, "speedup_vs_cleanlab_paired", paired_speedup, "x", len(reference))
     recorder.add("comparison", size, "vs_read_floor", scan_s / floor_s, "x")
     recorder.add("comparison", size, "vs_read_floor_paired", paired_ratio(scan, floor), "x", len(scan))
     _log(f"{size}: floor {floor_s:.2f} s, labelscan {scan_s:.2f} s, cleanlab {cleanlab_s:.2f} s; "
-         f"paired speedup {paired_ratio(reference, scan):.2f}x")
+         f"paired speedup {paired_speedup:.2f}x")
 
 
 def warm_up(recorder: Recorder, client, args) -> None:

@@ -239,8 +239,7 @@ class ThresholdPieces:
 
     def __sizeof__(self) -> int:
         """Bytes held (the short sequences' arrays; Dask's sizeof measures)."""
-        return object.__sizeof__(self) + sum(getattr(self.short, name).nbytes
-                                             for name in ("classes", "starts", "counts", "values"))
+        return object.__sizeof__(self) + self.short.nbytes
 
 
 def threshold_pieces(part: grouped.GroupedPartition, class_offsets: np.ndarray, class_totals: np.ndarray) -> ThresholdPieces:

@@ -317,7 +317,9 @@ def self_confidence(part: GroupedPartition) -> np.ndarray:
     """``P[i, y_i]``, shape (n,), input dtype.
 
     On the host, the rows of class ``k`` are one run of grouped rows, so this is one slice of
-    column ``k`` per class (a gather by two index arrays is ~30x slower); on a GPU, one gather.
+    column ``k`` per class (a gather by two index arrays is ~30x slower); on a GPU, and for
+    :attr:`~GroupedPartition.row_major_storage` (where a class's slice of a column is as
+    strided as the gather, and the loop over classes costs K Python steps), one gather.
     """
     if part.xp is not np or part.row_major_storage:
         return part.columns[part.labels, part.xp.arange(part.num_rows)]

@@ -19,7 +19,7 @@ describes both cases as a list of trees folded left to right.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -114,8 +114,12 @@ class ShortSequences:
     @classmethod
     def concatenate(cls, parts: list) -> "ShortSequences":
         """The segments of every part of ``parts`` (at least one)."""
-        return cls(*(np.concatenate([getattr(part, name) for part in parts])
-                     for name in ("classes", "starts", "counts", "values")))
+        return cls(*(np.concatenate([getattr(part, item.name) for part in parts]) for item in fields(cls)))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the arrays."""
+        return sum(getattr(self, item.name).nbytes for item in fields(self))
 
     def sequences(self) -> dict:
         """``{class: its values in sequence order}`` (segments sorted by class, then start)."""
