@@ -38,9 +38,10 @@ ROW_MAJOR_K = 256
 """From this many classes, a host partition keeps its grouped rows whole, row-major
 (:attr:`GroupedPartition.row_major_storage`): grouping copies whole rows instead of
 transposing them, and the joint pass reduces rows along contiguous memory
-(:func:`row_major_guesses`) without transposing them back. 200K x 1000 on the 2-core machine:
-end to end 1.71 -> 1.12 s (read stage 0.91 -> 0.44 s, joint 0.35 -> 0.25 s). At K=100 it was
-a wash (grouping cheaper, the class blocks of the keys dearer to gather)."""
+(:func:`row_major_guesses`) without transposing them back. 200K x 1000 on the 2-core machine,
+``benchmarks.cpu`` run before and after, minutes apart (the host drifts: cleanlab took 2.50 and
+3.48 s in those runs): end to end 1.71 -> 1.12 s, read stage 0.91 -> 0.44 s, joint 0.35 ->
+0.25 s. At K=100 it was a wash (grouping cheaper, the class blocks of the keys dearer to gather)."""
 
 SMALL_K_GATHER = 32
 """Up to this many classes, grouping gathers along the transposed array in one ``take``."""
