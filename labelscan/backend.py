@@ -1,12 +1,14 @@
 """Choosing where per-partition work runs: ``"numpy"`` (CPU) or ``"cupy"`` (GPU).
 
 ``"auto"`` picks CuPy when it imports and sees a CUDA device. On a cluster, the workers
-decide: :func:`cluster_backend` asks them.
+decide: :func:`cluster_backend` asks them (once per worker process:
+:mod:`labelscan.worker_devices`).
 """
 
 from __future__ import annotations
 
 from labelscan.errors import UsageError
+from labelscan.worker_devices import worker_device_memories
 from labelscan.xp import cupy_or_none
 
 BACKENDS = ("auto", "numpy", "cupy")
@@ -30,10 +32,6 @@ def resolve_backend(backend: str) -> str:
     return "cupy" if has_gpu else "numpy"
 
 
-def _worker_has_gpu() -> bool:
-    return cupy_or_none() is not None
-
-
 def cluster_backend(client, backend: str) -> str:
     """``"numpy"`` or ``"cupy"`` for the workers of ``client``.
 
@@ -43,8 +41,8 @@ def cluster_backend(client, backend: str) -> str:
         raise UsageError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
     if backend == "numpy":
         return backend
-    answers = client.run(_worker_has_gpu)
-    every_worker = bool(answers) and all(answers.values())
+    memories = worker_device_memories(client)
+    every_worker = bool(memories) and all(memories.values())
     if backend == "cupy" and not every_worker:
         raise UsageError("backend='cupy' needs CuPy and a CUDA device on every worker")
     return "cupy" if every_worker else "numpy"

@@ -13,6 +13,7 @@ import psutil
 from labelscan.errors import UsageError
 from labelscan.host_work import host_threads_setting
 from labelscan.io.threads import available_cores
+from labelscan.worker_devices import worker_device_memories
 from labelscan.worker_setup import WORKER_SETUP
 
 GPU_WORKER_THREADS = 8
@@ -200,14 +201,9 @@ def worker_memory_limit(client) -> int:
 
 
 def worker_device_memory(client) -> int:
-    """Sum over the workers of their current GPU's total memory in bytes (0 without CuPy/GPU)."""
-    def device_memory() -> int:
-        from labelscan.xp import cupy_or_none
-
-        cupy = cupy_or_none()
-        return int(cupy.cuda.Device().mem_info[1]) if cupy is not None else 0
-
-    return int(sum(client.run(device_memory).values()))
+    """Sum over the workers of their current GPU's total memory in bytes (0 without CuPy/GPU;
+    :func:`labelscan.worker_devices.worker_device_memories`)."""
+    return int(sum(worker_device_memories(client).values()))
 
 
 def worker_threads(client) -> int:

@@ -15,6 +15,7 @@ import json
 import platform
 import time
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -357,17 +358,36 @@ def run_scan(input_path, out_path, *, options: ScanOptions, label_column="label"
             check_unique_ids(runner, analysis.parts, plan)
             clock.lap("unique-ids")
         commit.begin()
-        entries, summaries = _flag_and_write(runner, analysis, commit, issues_per_part, clock,
-                                             cutoffs_pending=id_column is None, rank_on_device=backend == "cupy")
+        writes = _flag_and_write(runner, analysis, commit, issues_per_part, clock,
+                                 cutoffs_pending=id_column is None, rank_on_device=backend == "cupy")
+        # the summary is made while the mask parts and the ranked parts are written
+        summary, statistics_entries = _summary(analysis, plan, commit, writes.summaries,
+                                               config={**asdict(options), **columns, "confident_joint": None},
+                                               input_path=input_path, num_cached=num_cached, backend=backend,
+                                               class_names=class_names, on_bad_rows=on_bad_rows,
+                                               row_sum_tolerance=row_sum_tolerance)
+        entries = writes.collect() + statistics_entries
         timings.update(clock.timings)
+    summary["timings"] = {**timings, "total": round(time.perf_counter() - started, 6)}
+    entries.append(commit.write_json("summary.json", summary))
+    commit.commit(entries, {"num_issues": summary["num_issues"], "num_rows": plan.num_rows})
+    return summary
+
+
+def _summary(analysis, plan, commit, summaries, *, config, input_path, num_cached, backend, class_names,
+             on_bad_rows, row_sum_tolerance) -> tuple[dict, list]:
+    """``summary.json`` without its timings, and the manifest entries of the statistics files it
+    refers to (K x K matrices written apart when wide: :func:`labelscan.summary_statistics.summary_statistics`).
+
+    ``summaries``: the flagged partitions' (:func:`flagged_summary`).
+    """
     issues_per_class = np.sum([s["issues_per_class"] for s in summaries], axis=0).astype(np.int64)
     num_rows_scanned = int(analysis.stats.label_counts.sum())
     statistics, statistics_entries = summary_statistics(analysis.stats, commit)   # K x K files when wide
-    entries += statistics_entries
     summary = {
         "labelscan_version": __version__,
         "versions": _versions(),
-        "config": {**asdict(options), **columns, "confident_joint": None},
+        "config": config,
         "config_hash": commit.config_hash,
         "input": {"path": redact(input_path if isinstance(input_path, str) else list(input_path)),
                   "fingerprint": plan.fingerprint},
@@ -378,21 +398,18 @@ def run_scan(input_path, out_path, *, options: ScanOptions, label_column="label"
         "on_bad_rows": on_bad_rows,
         "row_sum_tolerance": row_sum_tolerance,
         "num_classes": plan.num_classes,
-        "num_partitions": len(sources),
+        "num_partitions": len(plan.partitions),
         "pred_probs_dtype": np.dtype(plan.pred_probs_dtype).name,
         "class_names": class_names,
-        "cached_partitions": num_cached == len(sources),
+        "cached_partitions": num_cached == len(plan.partitions),
         "num_cached_partitions": num_cached,
         "backend": backend,
         "statistics": statistics,
         "num_issues": int(issues_per_class.sum()),
         "num_issues_per_class": issues_per_class.tolist(),
         "health": health.summary_section(analysis.stats, num_rows_scanned, class_names=class_names),
-        "timings": {**timings, "total": round(time.perf_counter() - started, 6)},
     }
-    entries.append(commit.write_json("summary.json", summary))
-    commit.commit(entries, {"num_issues": summary["num_issues"], "num_rows": plan.num_rows})
-    return summary
+    return summary, statistics_entries
 
 
 def _class_names(given, plan):
@@ -460,9 +477,9 @@ def cached_partitions(cache, plan, client, backend: str = "numpy") -> int:
 
 
 def _flag_and_write(runner, analysis, commit, per_part, clock, cutoffs_pending: bool,
-                    rank_on_device: bool = False) -> tuple:
-    """The flag pass, the ranking and every part written; returns the manifest entries and the
-    per-partition summaries (:func:`flagged_summary`).
+                    rank_on_device: bool = False) -> "PendingWrites":
+    """The flag pass, the ranking and every part submitted for writing; returns once the flag pass
+    is done (the per-partition summaries, :func:`flagged_summary`), the writes still running.
 
     Each partition's mask part is written by a task of its own, which runs as soon as the
     partition is flagged (ahead of flag tasks still waiting: :data:`WRITE_PRIORITY`). The flag
@@ -498,10 +515,31 @@ def _flag_and_write(runner, analysis, commit, per_part, clock, cutoffs_pending: 
         ranked = rank_issues(runner, written, commit, per_part, num_issues=_num_issues(summaries),
                              write=write, priority=RANK_PRIORITY)
     runner.release(written)
+    return PendingWrites(summaries, functools.partial(_collect_writes, runner, masks, ranked, clock))
+
+
+@dataclass
+class PendingWrites:
+    """The flag pass done, its parts being written.
+
+    Attributes
+    ----------
+    summaries : list of dict
+        Per flagged partition, :func:`flagged_summary`.
+    collect : callable() -> list of dict
+        Waits until every mask and ranked part is written (the ``rank`` stage ends) and returns
+        their manifest entries.
+    """
+
+    summaries: list
+    collect: Callable[[], list]
+
+
+def _collect_writes(runner, masks, ranked, clock) -> list:
     parts_written = runner.gather([*masks, *ranked])   # one round trip for both
     entries = [entry for part_entries in parts_written[:len(masks)] for entry in part_entries]
     clock.lap("rank")
-    return entries + ranked_entries(parts_written[len(masks):]), summaries
+    return entries + ranked_entries(parts_written[len(masks):])
 
 
 def ranked_entries(results: list) -> list:
