@@ -15,7 +15,6 @@ import json
 import platform
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -515,7 +514,7 @@ def _flag_and_write(runner, analysis, commit, per_part, clock, cutoffs_pending: 
         ranked = rank_issues(runner, written, commit, per_part, num_issues=_num_issues(summaries),
                              write=write, priority=RANK_PRIORITY)
     runner.release(written)
-    return PendingWrites(summaries, functools.partial(_collect_writes, runner, masks, ranked, clock))
+    return PendingWrites(summaries, runner, masks, ranked, clock)
 
 
 @dataclass
@@ -526,20 +525,24 @@ class PendingWrites:
     ----------
     summaries : list of dict
         Per flagged partition, :func:`flagged_summary`.
-    collect : callable() -> list of dict
-        Waits until every mask and ranked part is written (the ``rank`` stage ends) and returns
-        their manifest entries.
+    runner, masks, ranked, clock
+        The runner, the handles of the mask parts' and the ranked parts' writes, and the stage
+        clock whose ``rank`` lap :meth:`collect` ends.
     """
 
     summaries: list
-    collect: Callable[[], list]
+    runner: object
+    masks: list
+    ranked: list
+    clock: object
 
-
-def _collect_writes(runner, masks, ranked, clock) -> list:
-    parts_written = runner.gather([*masks, *ranked])   # one round trip for both
-    entries = [entry for part_entries in parts_written[:len(masks)] for entry in part_entries]
-    clock.lap("rank")
-    return entries + ranked_entries(parts_written[len(masks):])
+    def collect(self) -> list:
+        """Wait until every mask and ranked part is written (the ``rank`` stage ends); return
+        their manifest entries."""
+        parts_written = self.runner.gather([*self.masks, *self.ranked])   # one round trip for both
+        entries = [entry for part_entries in parts_written[:len(self.masks)] for entry in part_entries]
+        self.clock.lap("rank")
+        return entries + ranked_entries(parts_written[len(self.masks):])
 
 
 def ranked_entries(results: list) -> list:
