@@ -4,7 +4,7 @@ On a GPU worker, decoding parquet on the host bounds every scan: Arrow decodes a
 ``fixed_size_list<float32, 10>`` column at ~77M rows/s on a 16-core host, and several GPUs of
 one host share its cores. This reader leaves the decoding to the device instead. The host
 reads each column chunk's stored bytes straight into pinned memory (positional reads: no
-decoding, the GIL released), walks the page headers (:func:`labelscan.io.pages.column_chunk_pages`;
+decoding, the GIL released), walks each chunk's page headers as soon as it is read (:func:`labelscan.io.pages.column_chunk_pages`;
 a few microseconds of Python a page) and checks each distinct level section once
 (:func:`labelscan.io.pages.v1_level_prefix`); one host→device copy sends the bytes, and
 :mod:`labelscan.kernels.cuda_pages` decompresses (snappy), checks every page's levels
@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from concurrent import futures
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -255,14 +256,17 @@ def stored_pages(plan, spec, allocate, leaves_of) -> StoredPages:
         chunk.upload_offset, upload_size = upload_size, upload_size + chunk.size
     upload = allocate(upload_size)
     view = memoryview(upload)
-    list(pages.decode_pool().map(lambda chunk: _read_into(plan.fs, chunk, view[chunk.upload_offset:][:chunk.size]),
-                                 chunks))
+    chunk_bytes = [view[chunk.upload_offset:][:chunk.size] for chunk in chunks]
+    reads = [pages.decode_pool().submit(_read_into, plan.fs, chunk, data) for chunk, data in zip(chunks, chunk_bytes)]
     tables = _PageTables()
-    try:
-        for chunk in chunks:
-            _plan_chunk(tables, view[chunk.upload_offset:][:chunk.size], chunk)
+    try:   # each chunk's pages tabulated as soon as it is read, while later chunks are being read
+        for chunk, data, read in zip(chunks, chunk_bytes, reads):
+            read.result()
+            _plan_chunk(tables, data, chunk)
     except (pages.ThriftError, IndexError, KeyError, TypeError, ValueError) as error:
         raise pages.Unsupported(f"unreadable pages ({error!r})") from error
+    finally:   # no read left writing into the staging memory once this returns or raises
+        futures.wait(reads)
     snappy, data, device_size = tables.arrays(upload_size)
     references = np.frombuffer(b"".join(tables.references), dtype=np.uint8)
     return StoredPages([upload, references], device_size, snappy, data, sum(chunk.num_values for chunk in chunks),

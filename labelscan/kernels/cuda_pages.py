@@ -4,11 +4,15 @@ The host reads the column chunks' bytes, walks their page headers and sends the 
 device as they are stored (:mod:`labelscan.io.device_pages`). Two kernels then finish the
 decoding there:
 
-- :data:`SNAPPY_SOURCE`: one warp per snappy-compressed page (or dictionary page) expands it
-  into a scratch region of the same device buffer. Every lane parses the same element tags
-  (broadcast loads, no shuffles) and the warp copies each literal or back-reference together;
-  an overlapping back-reference reads ``out[op - offset + i % offset]``, bytes written before
-  it. Every read and write is bounds-checked: corrupt bytes set a status, never fault.
+- :data:`SNAPPY_SOURCE`: one block per snappy-compressed page (or dictionary page) expands it
+  into a scratch region of the same device buffer. Every thread parses the same element tags
+  (broadcast loads, no shuffles); a long element (the literals of float bytes, tens of KB) is
+  copied by the whole block between two barriers, a short one (the back-references that
+  compress level bytes) by the first warp alone. An overlapping back-reference reads
+  ``out[op - offset + i % offset]``, bytes written before it. Every read and write is
+  bounds-checked: corrupt bytes set a status, never fault. (One warp a page, the earlier
+  design, copied an 800 KB page of float literals 32 bytes at a time: ~16 ms for a 5M x 10
+  partition on an H200, docs/benchmarks.md.)
 - :data:`VALUES_SOURCE`: one block per data page compares the page's level bytes with the
   level sections the host checked for pages of its entry count and row phase
   (:func:`labelscan.io.pages.v1_level_prefix`), then copies its PLAIN values, or expands its
@@ -25,13 +29,31 @@ import numpy as np
 
 from labelscan.kernels.cuda_compile import launch_grid
 
-SNAPPY_SOURCE = r"""
+COPY_SOURCE = r"""
+__device__ __forceinline__ void copy_bytes(unsigned char* to, const unsigned char* from, const long long size,
+                                           const long long period, const int first, const int stride) {
+    // to[i] = from[i % period] for i in [0, size) by the threads first, first + stride, ...: four
+    // loads in flight a thread (byte loads, since neither side's alignment is known). A period
+    // of at least size is a plain copy; a shorter one repeats bytes lying before `to`.
+    long long i = first;
+    if (period >= size) {
+        for (; i + 3 * stride < size; i += 4 * stride) {
+            const unsigned char a = from[i], b = from[i + stride], c = from[i + 2 * stride], d = from[i + 3 * stride];
+            to[i] = a; to[i + stride] = b; to[i + 2 * stride] = c; to[i + 3 * stride] = d;
+        }
+        for (; i < size; i += stride) to[i] = from[i];
+    } else {
+        for (; i < size; i += stride) to[i] = from[i % period];
+    }
+}
+"""
+
+SNAPPY_SOURCE = COPY_SOURCE + r"""
 extern "C" __global__ void snappy_pages(unsigned char* buffer, const long long* sources,
                                         const long long* source_sizes, const long long* outputs,
-                                        const long long* output_sizes, const int num_pages, int* status) {
-    const int page = (int)((blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5);
-    const int lane = threadIdx.x & 31;
-    if (page >= num_pages) return;
+                                        const long long* output_sizes, int* status) {
+    // one block per page; every thread parses the same element tags (broadcast loads)
+    const int page = blockIdx.x;
     const unsigned char* in = buffer + sources[page];
     const long long in_size = source_sizes[page];
     unsigned char* out = buffer + outputs[page];
@@ -48,8 +70,11 @@ extern "C" __global__ void snappy_pages(unsigned char* buffer, const long long* 
     if (!error && length != (unsigned long long)out_size) error = 2;
     while (!error && ip < in_size) {
         const unsigned int tag = in[ip];
+        long long size;
+        const unsigned char* from;
+        long long period;
         if ((tag & 3) == 0) {                   // literal
-            long long size = (tag >> 2) + 1;
+            size = (tag >> 2) + 1;
             ip += 1;
             if (size > 60) {                     // its length - 1 in the next size - 60 bytes
                 const int extra = (int)size - 60;
@@ -60,11 +85,11 @@ extern "C" __global__ void snappy_pages(unsigned char* buffer, const long long* 
                 ip += extra;
             }
             if (ip + size > in_size || op + size > out_size) { error = 4; break; }
-            for (long long i = lane; i < size; i += 32) out[op + i] = in[ip + i];
+            from = in + ip;
+            period = size;
             ip += size;
-            op += size;
         } else {                                // back-reference
-            unsigned int size, offset;
+            unsigned int offset;
             if ((tag & 3) == 1) {
                 if (ip + 2 > in_size) { error = 5; break; }
                 size = ((tag >> 2) & 7) + 4;
@@ -83,17 +108,25 @@ extern "C" __global__ void snappy_pages(unsigned char* buffer, const long long* 
                 ip += 5;
             }
             if (offset == 0 || offset > op || op + size > out_size) { error = 6; break; }
-            for (unsigned int i = lane; i < size; i += 32) out[op + i] = out[op - offset + i % offset];
-            op += size;
+            from = out + op - offset;
+            period = offset;
         }
-        __syncwarp();                           // this element's bytes are visible to the next
+        if (size >= BLOCK_COPY) {               // long (a literal of float bytes): the whole block
+            __syncthreads();                    // the first warp's bytes so far are visible
+            copy_bytes(out + op, from, size, period, threadIdx.x, blockDim.x);
+            __syncthreads();
+        } else if (threadIdx.x < 32) {          // short (a back-reference of level bytes): one warp
+            copy_bytes(out + op, from, size, period, threadIdx.x, 32);
+            __syncwarp();
+        }
+        op += size;
     }
     if (!error && op != out_size) error = 7;
-    if (lane == 0 && error) status[page] = error;
+    if (threadIdx.x == 0 && error) status[page] = error;
 }
 """
 
-VALUES_SOURCE = r"""
+VALUES_SOURCE = COPY_SOURCE + r"""
 extern "C" __global__ void page_values(const unsigned char* buffer, const long long* pages,
                                        const long long* page_sizes, const long long* level_sizes,
                                        const long long* references, const int* dictionary_encoded,
@@ -113,7 +146,7 @@ extern "C" __global__ void page_values(const unsigned char* buffer, const long l
     if (__syncthreads_or(mismatch)) { if (threadIdx.x == 0) status[page] = 8; return; }
     if (!dictionary_encoded[page]) {
         if (levels + count * ITEMSIZE > size) { if (threadIdx.x == 0) status[page] = 9; return; }
-        for (long long i = threadIdx.x; i < count * ITEMSIZE; i += blockDim.x) out[i] = content[levels + i];
+        copy_bytes(out, content + levels, count * ITEMSIZE, count * ITEMSIZE, threadIdx.x, blockDim.x);
         return;
     }
     // RLE / bit-packed hybrid dictionary indices: every thread walks the same run headers
@@ -162,8 +195,12 @@ extern "C" __global__ void page_values(const unsigned char* buffer, const long l
 VALUES_THREADS = 256
 """Threads of a data page's block."""
 
-SNAPPY_PAGES_PER_BLOCK = 4
-"""Warps (pages) of a decompression block."""
+SNAPPY_THREADS = 256
+"""Threads of a compressed page's block."""
+
+SNAPPY_BLOCK_COPY = 512
+"""Bytes from which a literal or back-reference is copied by the page's whole block (shorter
+ones by its first warp alone, with no block-wide barrier)."""
 
 _KERNELS: dict = {}
 
@@ -243,9 +280,8 @@ def _run_kernels(uploads: list, device_size: int, snappy_pages: dict, data_pages
     status = cupy.zeros(num_snappy + num_data, dtype=np.int32)
     if num_snappy:
         tables = [cupy.asarray(snappy_pages[name]) for name in ("sources", "source_sizes", "outputs", "output_sizes")]
-        blocks = -(-num_snappy // SNAPPY_PAGES_PER_BLOCK)
-        _kernel(SNAPPY_SOURCE, "snappy_pages")((blocks,), (32 * SNAPPY_PAGES_PER_BLOCK,),
-                                               (buffer, *tables, np.int32(num_snappy), status))
+        _kernel(SNAPPY_SOURCE, "snappy_pages", BLOCK_COPY=SNAPPY_BLOCK_COPY)(
+            (num_snappy,), (SNAPPY_THREADS,), (buffer, *tables, status))
     if num_data:
         tables = [cupy.asarray(data_pages[name]) for name in
                   ("pages", "page_sizes", "level_sizes", "references", "dictionary_encoded", "dictionaries",
