@@ -7,12 +7,16 @@ this machine's disk):
 1. **read floor**: ``pyarrow.parquet.read_table`` of every file and pred_probs to numpy;
 2. **labelscan GPU**: ``labelscan.scan(..., backend="cupy")`` on one ``LocalCUDACluster``
    (one worker per GPU; its start time is reported apart), end to end: parquet in, outputs
-   written; median of ``--repeat`` after the size's first scan (reported apart as
-   ``first_scan_seconds``: it grows the worker's staging and device memory pools);
+   written, after the size's first scan (reported apart as ``first_scan_seconds``: it grows
+   the worker's staging and device memory pools);
 3. **labelscan CPU**: the same scan with ``backend="numpy"`` on a ``LocalCluster`` using every
    core (``--cpu-sizes`` only, it is slow at 100M rows);
 4. **cleanlab 2.9**: ``find_label_issues(labels, pred_probs, n_jobs=<all cores>)`` in memory
    (``--cleanlab-sizes``), with its count and mask checked against labelscan's;
+
+1-4 run in ``--repeat`` interleaved rounds (floor, GPU, CPU, cleanlab, floor, ...; CPU scans and
+cleanlab until their ``--cpu-budget`` / ``--cleanlab-budget`` seconds are spent), each figure the
+median of its rounds, each ratio also as the median of the per-round ratios (``*_paired``);
 5. **kernels vs HBM floor**: one partition of ``--kernel-rows`` rows resident on the device;
    the confident-joint pass (``passes.row_facts``) and the key pass (``selection.partition_keys``)
    timed with device synchronisation, against ``bytes touched / bandwidth`` where bandwidth is
@@ -33,8 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.cpu import (Recorder, add_timing, cleanlab_once, labelscan_mask, labelscan_once, machine_info,
-                            read_floor_once, start_cluster, timed_runs)
+from benchmarks.cpu import (Recorder, add_timing, cleanlab_once, interleaved_rounds, labelscan_mask, labelscan_once,
+                            machine_info, median_stage_timings, paired_ratio, read_floor_once, start_cluster,
+                            timed_runs)
 from benchmarks.datasets import ensure_dataset, list_files, load_arrays, parse_size
 
 DEFAULT_SIZES = "10Mx10,100Mx10,1Mx1000,10Mx100"
@@ -154,37 +159,49 @@ def warm_up(client, args) -> float:
 
 
 def bench_size(recorder: Recorder, size: str, clients: dict, args) -> None:
-    """Read floor, GPU scan, optional CPU scan and cleanlab for one size."""
+    """Read floor, GPU scan, optional CPU scan and cleanlab for one size, in interleaved rounds
+    (:func:`benchmarks.cpu.interleaved_rounds`: the host's speed drifts between runs, 0.21 to
+    0.26 s for the same 10M x 10 scans within minutes on an H200 host), with the ratios of the
+    medians and the medians of the per-round ratios (``*_paired``)."""
     rows, classes = parse_size(size)
     folder = Path(ensure_dataset(args.data_dir, rows, classes, jobs=os.cpu_count() or 1)["folder"])
     paths = list_files(folder)
-    floor = add_timing(recorder, "read_floor", size, timed_runs(lambda: read_floor_once(paths), args.repeat)[0])
     out = Path(args.data_dir) / "out" / size
     summaries = []
     scan = lambda: summaries.append(labelscan_once(folder, out / "gpu", clients["gpu"], backend="cupy",
                                                    tie_break="numpy"))
     # the size's first scan grows the worker's pinned staging and device memory pools to its
-    # partitions (a one-time cost of a worker process): timed, reported apart, not in the median
+    # partitions (a one-time cost of a worker process): timed, reported apart, not in the rounds
     recorder.add("labelscan_gpu", size, "first_scan_seconds", timed_runs(scan, 1)[0][0], "s")
-    seconds, _ = timed_runs(scan, args.repeat)
-    gpu = add_timing(recorder, "labelscan_gpu", size, seconds)
-    for stage, value in summaries[-1]["timings"].items():
-        recorder.add("labelscan_gpu", size, f"stage_{stage}", value, "s")
-    recorder.add("labelscan_gpu", size, "num_issues", summaries[-1]["num_issues"], "rows")
-    recorder.add("labelscan_gpu", size, "vs_read_floor", gpu / floor, "ratio")
-    recorder.add("labelscan_gpu", size, "rows_per_second", rows / gpu, "rows/s")
+    runs = {"read_floor": lambda: read_floor_once(paths), "labelscan_gpu": scan}
     if size in args.cpu_sizes:
-        seconds, _ = timed_runs(lambda: labelscan_once(folder, out / "cpu", clients["cpu"], backend="numpy",
-                                                       tie_break="numpy"), 1)
-        cpu = add_timing(recorder, "labelscan_cpu", size, seconds)
-        recorder.add("labelscan_gpu", size, "speedup_vs_labelscan_cpu", cpu / gpu, "ratio")
+        runs["labelscan_cpu"] = lambda: labelscan_once(folder, out / "cpu", clients["cpu"], backend="numpy",
+                                                       tie_break="numpy")
     if size in args.cleanlab_sizes:
         labels, pred_probs = load_arrays(folder)
-        seconds, mask = timed_runs(lambda: cleanlab_once(labels, pred_probs, os.cpu_count()), 1)
-        reference = add_timing(recorder, "cleanlab", size, seconds)
-        recorder.add("labelscan_gpu", size, "speedup_vs_cleanlab", reference / gpu, "ratio")
+        runs["cleanlab"] = lambda: cleanlab_once(labels, pred_probs, os.cpu_count())
+    timed = interleaved_rounds(runs, args.repeat, {"labelscan_cpu": args.cpu_budget,
+                                                   "cleanlab": args.cleanlab_budget})
+    seconds = {name: timed[name]["seconds"] for name in runs}
+    floor = add_timing(recorder, "read_floor", size, seconds["read_floor"])
+    gpu = add_timing(recorder, "labelscan_gpu", size, seconds["labelscan_gpu"])
+    for stage, value in median_stage_timings(summaries[1:]).items():
+        recorder.add("labelscan_gpu", size, f"stage_{stage}", value, "s", len(summaries) - 1)
+    recorder.add("labelscan_gpu", size, "num_issues", summaries[-1]["num_issues"], "rows")
+    recorder.add("labelscan_gpu", size, "vs_read_floor", gpu / floor, "ratio")
+    recorder.add("labelscan_gpu", size, "vs_read_floor_paired",
+                 paired_ratio(seconds["labelscan_gpu"], seconds["read_floor"]), "ratio")
+    recorder.add("labelscan_gpu", size, "rows_per_second", rows / gpu, "rows/s")
+    for name, figure in (("labelscan_cpu", "speedup_vs_labelscan_cpu"), ("cleanlab", "speedup_vs_cleanlab")):
+        if name not in runs:
+            continue
+        reference = add_timing(recorder, name, size, seconds[name])
+        recorder.add("labelscan_gpu", size, figure, reference / gpu, "ratio")
+        recorder.add("labelscan_gpu", size, f"{figure}_paired", paired_ratio(seconds[name], seconds["labelscan_gpu"]),
+                     "ratio", len(seconds[name]))
+    if "cleanlab" in runs:
         recorder.add("labelscan_gpu", size, "mask_rows_differing",
-                     int((labelscan_mask(out / "gpu") != mask).sum()), "rows")
+                     int((labelscan_mask(out / "gpu") != timed["cleanlab"]["result"]).sum()), "rows")
 
 
 def main(argv=None) -> None:
@@ -193,7 +210,11 @@ def main(argv=None) -> None:
     parser.add_argument("--cpu-sizes", default="10Mx10,1Mx1000", help="sizes also scanned on CPU workers")
     parser.add_argument("--cleanlab-sizes", default="10Mx10,1Mx1000", help="sizes also run through cleanlab")
     parser.add_argument("--kernel-rows", default="100Mx10", help="partition of the kernel timing (NxK)")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds of each size")
+    parser.add_argument("--cleanlab-budget", type=float, default=60.0,
+                        help="seconds of cleanlab a size, after which later rounds skip it (it runs at least once)")
+    parser.add_argument("--cpu-budget", type=float, default=20.0,
+                        help="seconds of CPU scans a size, after which later rounds skip them")
     parser.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "labelscan-bench"))
     parser.add_argument("--out", default="benchmarks/results/gpu.json")
     args = parser.parse_args(argv)

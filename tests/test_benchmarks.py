@@ -135,3 +135,21 @@ def test_staging_benchmark_times_both_ways_of_pinning(tmp_path):
         assert found[(method, "seconds_1_thread")] > 0 and found[(method, "wall_seconds_2_threads")] > 0
         assert found[(method, "h2d_gb_per_second")] > 0
     assert found[("staging", "buffer_bytes")] == 4 << 20
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(cupy_or_none() is None, reason="needs CuPy and a GPU")
+def test_gpu_benchmark_runs_its_measurements_in_interleaved_rounds(tmp_path):
+    from benchmarks import gpu
+
+    out = tmp_path / "gpu.json"
+    gpu.main(["--sizes", "200Kx10", "--cpu-sizes", "200Kx10", "--cleanlab-sizes", "200Kx10", "--kernel-rows", "",
+              "--repeat", "2", "--cleanlab-budget", "0", "--data-dir", str(tmp_path / "data"), "--out", str(out)])
+    records = json.loads(out.read_text())
+    found = {(record["benchmark"], record["metric"]): record for record in records}
+    assert found[("labelscan_gpu", "seconds")]["repeats"] == 2
+    assert found[("cleanlab", "seconds")]["repeats"] == 1   # its budget spent in the first round
+    assert found[("labelscan_gpu", "mask_rows_differing")]["value"] == 0
+    assert found[("labelscan_gpu", "speedup_vs_cleanlab_paired")]["value"] > 0
+    assert found[("labelscan_gpu", "speedup_vs_labelscan_cpu_paired")]["value"] > 0
+    assert found[("labelscan_gpu", "first_scan_seconds")]["value"] > 0
