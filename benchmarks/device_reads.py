@@ -5,8 +5,8 @@ For one synthetic set (:mod:`benchmarks.datasets`), in one command, the first pa
 ``--repeat`` times each way, page cache warm, medians recorded:
 
 - ``host``: what GPU page decoding costs the host — the column chunks' stored bytes read
-  into memory and their page headers walked (:func:`labelscan.io.device_pages.stored_pages`,
-  predictions then labels). Runs on any machine.
+  into memory and their page headers walked (:func:`labelscan.io.device_pages.stored_columns`,
+  predictions and labels in one batch). Runs on any machine.
 - ``device`` (a GPU present): the whole read as a scan's GPU worker does it
   (:func:`labelscan.io.device_pages.read_partition_on_device`, its device work synchronized);
 - ``arrow`` (a GPU present): Arrow's decoding and validation
@@ -35,8 +35,8 @@ from labelscan.xp import cupy_or_none
 def host_part(plan, spec) -> int:
     """Read and tabulate the partition's prediction and label pages into host memory; bytes read."""
     allocate = lambda size: np.empty(size, dtype=np.uint8)   # noqa: E731 - plain (not pinned) memory
-    stored = [device_pages.stored_pages(plan, spec, allocate, leaves_of)
-              for leaves_of in (device_pages.prediction_leaves(plan), device_pages.label_leaves(plan))]
+    stored = device_pages.stored_columns(plan, spec, allocate,
+                                         [device_pages.prediction_leaves(plan), device_pages.label_leaves(plan)])
     return sum(len(piece.uploads[0]) for piece in stored)
 
 

@@ -3,15 +3,17 @@
 On a GPU worker, decoding parquet on the host bounds every scan: Arrow decodes a
 ``fixed_size_list<float32, 10>`` column at ~77M rows/s on a 16-core host, and several GPUs of
 one host share its cores. This reader leaves the decoding to the device instead. The host
-reads each column chunk's stored bytes straight into pinned memory (positional reads: no
-decoding, the GIL released), walks each chunk's page headers as soon as it is read (:func:`labelscan.io.pages.column_chunk_pages`;
-a few microseconds of Python a page) and checks each distinct level section once
-(:func:`labelscan.io.pages.v1_level_prefix`); one host→device copy sends the bytes, and
-:mod:`labelscan.kernels.cuda_pages` decompresses (snappy), checks every page's levels
-against the checked bytes and writes the PLAIN or dictionary-encoded values. Predictions stored
-as K float columns arrive class after class and are transposed on the device; int32/int64
-labels are decoded the same way, other labels and ids (small columns) are read by Arrow. The
-values are the stored bytes themselves, so they equal Arrow's bit for bit.
+reads the column chunks' stored bytes of a partition's predictions and labels, in one batch,
+straight into pinned memory (positional reads: no decoding, the GIL released), walks each
+chunk's page headers as soon as it is read (:func:`labelscan.io.pages.column_chunk_pages`; a
+few microseconds of Python a page) and checks each distinct level section once
+(:func:`labelscan.io.pages.v1_level_prefix`); one host→device copy per column sends the bytes,
+and :mod:`labelscan.kernels.cuda_pages` decompresses (snappy), checks every page's levels
+against the checked bytes and writes the PLAIN or dictionary-encoded values; the host waits
+once for both columns. Predictions stored as K float columns arrive class after class and are
+transposed on the device; int32/int64 labels are decoded the same way, other labels and ids
+(small columns) are read by Arrow. The values are the stored bytes themselves, so they equal
+Arrow's bit for bit.
 
 Anything else — another codec, nulls, other encodings, pages that fail to decode, values or
 labels that fail validation — raises :class:`~labelscan.io.pages.Unsupported`, and the caller
@@ -96,7 +98,7 @@ class _PageTables:
         return self.references.setdefault(prefix, sum(map(len, self.references)))
 
     def arrays(self, upload_size: int) -> tuple[dict, dict, int]:
-        """The tables as int64/int32 arrays with final offsets, and the device buffer's size.
+        """The tables as int64 arrays with final offsets, and the device buffer's size.
 
         Buffer layout: the uploaded chunks (``upload_size`` bytes), the level sections, then
         the scratch regions. Scratch offsets are recorded relative to the scratch regions'
@@ -107,7 +109,7 @@ class _PageTables:
         snappy = {name: np.asarray(values, dtype=np.int64) for name, values in self.snappy.items()}
         snappy["outputs"] += scratch_start
         data = {name: np.asarray([_place(value, scratch_start) for value in values] if name in _LOCATIONS else values,
-                                 dtype=np.int32 if name == "dictionary_encoded" else np.int64)
+                                 dtype=np.int64)
                 for name, values in self.data.items()}
         data["references"] += upload_size
         return snappy, data, scratch_start + self.scratch_size
@@ -156,31 +158,51 @@ def _plan_chunk(tables: _PageTables, data: memoryview, chunk: _Chunk) -> None:
         written += count
 
 
-def _chunks(plan, spec, leaves_of) -> list[_Chunk]:
-    """The column chunks of a partition's output columns, where their values go.
+def _column_chunks(plan, spec, leaves_ofs) -> list:
+    """The column chunks of a partition's output columns, where their values go, for several
+    outputs at once (each file's footer read once for all of them).
 
     The values of output column ``c`` (one leaf) for partition rows ``[r, r + m)`` start at
     value ``(c * n + r) * list_size``: one column's values, then the next one's (a single list
     column: row after row).
+
+    Returns
+    -------
+    list
+        For each of ``leaves_ofs``: its list of :class:`_Chunk`, or the
+        :class:`~labelscan.io.pages.Unsupported` saying why the device does not decode it.
     """
-    chunks, row = [], 0
+    outputs = [[] for _ in leaves_ofs]
+    row = 0
     for piece in spec.pieces:
         with _native_or_fsspec(plan.fs, piece.path) as handle:
             parquet = _parquet_file(handle, piece.path)
-        leaves = leaves_of(parquet)
-        if not leaves:
-            raise pages.Unsupported("not a column the device decodes")
-        for index, rows in zip(piece.row_groups, piece.row_group_rows):
-            for column, leaf in enumerate(leaves):
-                chunk = parquet.metadata.row_group(index).column(leaf.column_index)
-                if chunk.compression not in DEVICE_CODECS:
-                    raise pages.Unsupported(f"codec {chunk.compression}")
-                if chunk.num_values != rows * leaf.list_size:
-                    raise pages.Unsupported("level entries differ from rows x K (nulls or lists of another length)")
-                start = chunk.dictionary_page_offset if chunk.has_dictionary_page else chunk.data_page_offset
-                chunks.append(_Chunk(piece.path, start, chunk.total_compressed_size, DEVICE_CODECS[chunk.compression],
-                                     (column * spec.num_rows + row) * leaf.list_size, rows * leaf.list_size, leaf))
-            row += rows
+        for position, leaves_of in enumerate(leaves_ofs):
+            if isinstance(outputs[position], list):
+                try:
+                    outputs[position] += _piece_chunks(parquet, piece, leaves_of(parquet), spec.num_rows, row)
+                except pages.Unsupported as refusal:
+                    outputs[position] = refusal
+        row += sum(piece.row_group_rows)
+    return outputs
+
+
+def _piece_chunks(parquet, piece, leaves, num_rows: int, row: int) -> list:
+    """The chunks of one file's row groups of the partition (its first row ``row`` of ``num_rows``)."""
+    if not leaves:
+        raise pages.Unsupported("not a column the device decodes")
+    chunks = []
+    for index, rows in zip(piece.row_groups, piece.row_group_rows):
+        for column, leaf in enumerate(leaves):
+            chunk = parquet.metadata.row_group(index).column(leaf.column_index)
+            if chunk.compression not in DEVICE_CODECS:
+                raise pages.Unsupported(f"codec {chunk.compression}")
+            if chunk.num_values != rows * leaf.list_size:
+                raise pages.Unsupported("level entries differ from rows x K (nulls or lists of another length)")
+            start = chunk.dictionary_page_offset if chunk.has_dictionary_page else chunk.data_page_offset
+            chunks.append(_Chunk(piece.path, start, chunk.total_compressed_size, DEVICE_CODECS[chunk.compression],
+                                 (column * num_rows + row) * leaf.list_size, rows * leaf.list_size, leaf))
+        row += rows
     return chunks
 
 
@@ -232,45 +254,88 @@ class StoredPages:
     dtype: np.dtype
 
 
-def stored_pages(plan, spec, allocate, leaves_of) -> StoredPages:
-    """Read a partition's column chunks of one column (or of K columns) and tabulate their pages.
+def stored_columns(plan, spec, allocate, leaves_ofs) -> list:
+    """Read a partition's column chunks of several outputs (one column, or K) and tabulate their pages.
+
+    One staging allocation and one batch of positional reads for all of them; each chunk's
+    pages are tabulated as soon as it is read, while later chunks (of this output or the next)
+    are being read.
 
     Parameters
     ----------
     plan : labelscan.io.dataset.DatasetPlan
     spec : labelscan.io.dataset.PartitionSpec
     allocate : callable(int) -> numpy.ndarray of uint8
-        Host memory for the stored bytes (pinned staging memory on a GPU worker).
-    leaves_of : callable(pyarrow.parquet.ParquetFile) -> list of labelscan.io.pages.ListLeaf or None
-        The leaves of the output's columns in a file, in order (None: not decodable here),
-        e.g. :func:`prediction_leaves`.
+        Host memory for the stored bytes (pinned staging memory on a GPU worker), called once.
+    leaves_ofs : list of callable(pyarrow.parquet.ParquetFile) -> list of labelscan.io.pages.ListLeaf or None
+        For each output, the leaves of its columns in a file, in order (None: not decodable
+        here), e.g. :func:`prediction_leaves`.
+
+    Returns
+    -------
+    list
+        For each output, its :class:`StoredPages` (uploads are views of the one allocation),
+        or the :class:`~labelscan.io.pages.Unsupported` saying why it needs Arrow's reader.
 
     Raises
     ------
     Unsupported
-        When the partition needs Arrow's reader (see the module's docstring).
+        When the first output is refused (the others go with it: nothing is read), or a read
+        fails (a file shorter than its metadata says): the partition needs Arrow's reader.
     """
-    chunks = _chunks(plan, spec, leaves_of)
-    upload_size = 0
+    outputs = _column_chunks(plan, spec, leaves_ofs)
+    if isinstance(outputs[0], pages.Unsupported):
+        raise outputs[0]
+    chunks = [chunk for output in outputs if isinstance(output, list) for chunk in output]
+    upload = allocate(sum(chunk.size for chunk in chunks))
+    view, offset = memoryview(upload), 0
+    chunk_bytes = []
     for chunk in chunks:
-        chunk.upload_offset, upload_size = upload_size, upload_size + chunk.size
-    upload = allocate(upload_size)
-    view = memoryview(upload)
-    chunk_bytes = [view[chunk.upload_offset:][:chunk.size] for chunk in chunks]
-    reads = [pages.decode_pool().submit(_read_into, plan.fs, chunk, data) for chunk, data in zip(chunks, chunk_bytes)]
-    tables = _PageTables()
-    try:   # each chunk's pages tabulated as soon as it is read, while later chunks are being read
-        for chunk, data, read in zip(chunks, chunk_bytes, reads):
-            read.result()
-            _plan_chunk(tables, data, chunk)
-    except (pages.ThriftError, IndexError, KeyError, TypeError, ValueError) as error:
-        raise pages.Unsupported(f"unreadable pages ({error!r})") from error
+        chunk_bytes.append(view[offset:offset + chunk.size])
+        offset += chunk.size
+    reads = iter([pages.decode_pool().submit(_read_into, plan.fs, chunk, data)
+                  for chunk, data in zip(chunks, chunk_bytes)])
+    try:
+        results, offset = [], 0
+        for output in outputs:
+            if not isinstance(output, list):
+                results.append(output)
+                continue
+            size = sum(chunk.size for chunk in output)
+            results.append(_tabulate(output, chunk_bytes[:len(output)], reads, upload[offset:offset + size]))
+            del chunk_bytes[:len(output)]
+            offset += size
+        return results
     finally:   # no read left writing into the staging memory once this returns or raises
-        futures.wait(reads)
-    snappy, data, device_size = tables.arrays(upload_size)
+        futures.wait(list(reads))
+
+
+def _tabulate(chunks, chunk_bytes, reads, upload) -> StoredPages | pages.Unsupported:
+    """One output's page tables (its chunks uploaded one after the other from the start of
+    ``upload``), each chunk's tabulated once its read (the next of ``reads``) is done."""
+    tables, refusal, offset = _PageTables(), None, 0
+    for chunk, data in zip(chunks, chunk_bytes):
+        next(reads).result()
+        chunk.upload_offset, offset = offset, offset + chunk.size
+        if refusal is None:
+            try:
+                _plan_chunk(tables, data, chunk)
+            except (pages.ThriftError, IndexError, KeyError, TypeError, ValueError) as error:
+                refusal = pages.Unsupported(f"unreadable pages ({error!r})")
+    if refusal is not None:
+        return refusal
+    snappy, data, device_size = tables.arrays(offset)
     references = np.frombuffer(b"".join(tables.references), dtype=np.uint8)
     return StoredPages([upload, references], device_size, snappy, data, sum(chunk.num_values for chunk in chunks),
                        chunks[0].leaf.dtype)
+
+
+def stored_pages(plan, spec, allocate, leaves_of) -> StoredPages:
+    """:func:`stored_columns` of one output, raising its :class:`~labelscan.io.pages.Unsupported`."""
+    (stored,) = stored_columns(plan, spec, allocate, [leaves_of])
+    if isinstance(stored, pages.Unsupported):   # its pages did not parse
+        raise stored
+    return stored
 
 
 def prediction_leaves(plan):
@@ -315,15 +380,58 @@ def read_column_on_device(plan, spec, leaves_of, lower: float, upper: float):
         values: the stored bytes, the decompressed pages and the values; Arrow's reader needs
         the values alone).
     """
-    from labelscan.kernels.cuda_pages import decode_pages, values_within
     from labelscan.kernels.device import pinned_buffer
 
-    stored = stored_pages(plan, spec, pinned_buffer, leaves_of)
-    values = decode_pages(stored.uploads, stored.device_size, stored.snappy_pages, stored.data_pages,
-                          stored.num_values, stored.dtype)
-    if not values_within(values, lower, upper):
-        raise pages.Unsupported("values out of bounds (the host reader names the row)")
+    (values,) = decode_on_device([stored_pages(plan, spec, pinned_buffer, leaves_of)], [(lower, upper)])
+    if isinstance(values, pages.Unsupported):
+        raise values
     return values
+
+
+def decode_on_device(outputs: list, bounds: list) -> list:
+    """Decode tabulated outputs on the current GPU and check their values' bounds, waiting once
+    for all of them.
+
+    Parameters
+    ----------
+    outputs : list of StoredPages or labelscan.io.pages.Unsupported
+        As :func:`stored_columns` returns them.
+    bounds : list of (float, float)
+        For each output, the bounds every value must lie within (NaN does not).
+
+    Returns
+    -------
+    list
+        For each output, its values (cupy.ndarray, shape (values,)) or the
+        :class:`~labelscan.io.pages.Unsupported` saying why the host reader must read it: refused
+        before, pages that did not decode, values out of bounds (which the host reader then
+        names), or the device lacking the memory to decode it (about three times the values:
+        the stored bytes, the decompressed pages and the values; Arrow's reader needs the
+        values alone).
+    """
+    import cupy
+
+    from labelscan.kernels.cuda_pages import decode_failure, failure_message, launch_decode, outside_bounds
+
+    results, checks = list(outputs), {}
+    for position, (stored, (lower, upper)) in enumerate(zip(outputs, bounds)):
+        if isinstance(stored, pages.Unsupported):
+            continue
+        try:
+            values, status = launch_decode(stored.uploads, stored.device_size, stored.snappy_pages,
+                                           stored.data_pages, stored.num_values, stored.dtype)
+        except pages.Unsupported as refusal:
+            results[position] = refusal
+            continue
+        results[position] = values
+        checks[position] = cupy.concatenate([decode_failure(status), outside_bounds(values, lower, upper)])
+    if checks:   # pages failed, the first one's status, values out of bounds: one wait for every output
+        for position, (failed, first_status, outside) in zip(checks, cupy.stack(list(checks.values())).get()):
+            if failed:
+                results[position] = pages.Unsupported(failure_message(int(failed), int(first_status)))
+            elif outside:
+                results[position] = pages.Unsupported("values out of bounds (the host reader names the row)")
+    return results
 
 
 def read_partition_on_device(plan, spec) -> PartitionData | None:
@@ -345,12 +453,17 @@ def read_partition_on_device(plan, spec) -> PartitionData | None:
     """
     if np.dtype(plan.pred_probs_dtype) not in pages.PHYSICAL_DTYPES.values():
         return None
-    try:
-        values = read_column_on_device(plan, spec, prediction_leaves(plan), LOWER_BOUND, UPPER_BOUND)
-        try:
-            labels = read_column_on_device(plan, spec, label_leaves(plan), 0, plan.num_classes - 1).astype(np.int64)
-        except pages.Unsupported:
+    from labelscan.kernels.device import pinned_buffer
+
+    try:   # predictions and labels read in one batch, decoded with one wait
+        outputs = stored_columns(plan, spec, pinned_buffer, [prediction_leaves(plan), label_leaves(plan)])
+        values, labels = decode_on_device(outputs, [(LOWER_BOUND, UPPER_BOUND), (0, plan.num_classes - 1)])
+        if isinstance(values, pages.Unsupported):
+            raise values
+        if isinstance(labels, pages.Unsupported):
             labels = read_labels(plan, spec)   # other types; or invalid labels, which it names
+        else:
+            labels = labels.astype(np.int64)
     except (InputError, pages.Unsupported) as error:
         report_host_read(spec, error)
         return None
