@@ -13,7 +13,7 @@ import numpy as np
 
 from labelscan import passes
 from labelscan.kernels import grouped
-from labelscan.kernels.device import device_work, to_host_pinned
+from labelscan.kernels.device import device_work, to_device, to_host_pinned
 from labelscan.stats.order import float_images, stable_order
 from labelscan.xp import bincount, to_host
 
@@ -125,6 +125,12 @@ def merge_ranked(issue_sets: list, on_device: bool = False) -> dict:
     return {name: values[order] for name, values in merged.items()}
 
 
+def _same_dtype(arrays: list) -> list:
+    """``arrays`` in their common dtype (as their concatenation would have it)."""
+    dtype = np.result_type(*arrays)
+    return [array.astype(dtype, copy=False) for array in arrays]
+
+
 def _order_images(issues: dict):
     """The order images of merged issues: their ``image`` column, else those of their
     ``label_quality`` (host or device arrays)."""
@@ -134,12 +140,12 @@ def _order_images(issues: dict):
 def _merged_on_device(issue_sets: list) -> dict:
     """:func:`merge_ranked` with the numeric columns joined, sorted and gathered on the device
     (other columns, e.g. string ids, gathered on the host)."""
-    import cupy
-
     numeric = [name for name in issue_sets[0] if np.asarray(issue_sets[0][name]).dtype.kind in "biuf"]
-    device = {name: cupy.concatenate([cupy.asarray(s[name]) for s in issue_sets]) for name in numeric}
+    # joined on their way through pinned staging memory, and back into page-locked memory (freed
+    # once the range is written): ~50 GB/s copies instead of ~7 GB/s pageable ones
+    device = {name: to_device(_same_dtype([np.asarray(s[name]) for s in issue_sets])) for name in numeric}
     order = stable_order(_order_images(device))
-    merged = {name: to_host(values[order]) for name, values in device.items()}
+    merged = {name: to_host_pinned(values[order]) for name, values in device.items()}
     if len(merged) < len(issue_sets[0]):
         host_order = to_host(order)
         for name in issue_sets[0]:
