@@ -153,3 +153,41 @@ def test_gpu_benchmark_runs_its_measurements_in_interleaved_rounds(tmp_path):
     assert found[("labelscan_gpu", "speedup_vs_cleanlab_paired")]["value"] > 0
     assert found[("labelscan_gpu", "speedup_vs_labelscan_cpu_paired")]["value"] > 0
     assert found[("labelscan_gpu", "first_scan_seconds")]["value"] > 0
+
+
+def test_ab_benchmark_times_two_trees_in_alternating_processes(tmp_path):
+    import shutil
+
+    from benchmarks import ab
+
+    baseline = tmp_path / "baseline"
+    shutil.copytree(ab.REPOSITORY / "labelscan", baseline / "labelscan")
+    out = tmp_path / "ab.json"
+    records = ab.compare(ab.parse_arguments(["--baseline", str(baseline), "--size", "20Kx10", "--rounds", "1",
+                                           "--scans", "2", "--warmup", "0", "--data-dir", str(tmp_path / "data"),
+                                           "--out", str(out)]))
+    found = {(record["benchmark"], record["metric"]): record for record in records}
+    assert found[("baseline", "seconds")]["value"] > 0 and found[("candidate", "seconds")]["value"] > 0
+    assert found[("candidate", "round0_seconds")]["repeats"] == 2
+    assert ("baseline", "round0_stage_read") in found
+    assert found[("comparison", "candidate_vs_baseline_paired")]["value"] > 0
+    assert json.loads(out.read_text()) == records
+
+
+
+def test_ab_baseline_from_a_revision_or_an_archive(tmp_path):
+    import subprocess
+    import tarfile
+
+    from benchmarks import ab
+
+    if subprocess.run(["git", "-C", str(ab.REPOSITORY), "rev-parse", "HEAD"], capture_output=True).returncode:
+        pytest.skip("not a git checkout")
+    (tmp_path / "from-revision").mkdir()
+    tree = ab.baseline_tree("HEAD", tmp_path / "from-revision")
+    assert (tree / "labelscan" / "scan.py").is_file()
+    archive = tmp_path / "baseline.tgz"
+    with tarfile.open(archive, "w:gz") as handle:
+        handle.add(tree / "labelscan", arcname="labelscan")
+    (tmp_path / "from-archive").mkdir()
+    assert (ab.baseline_tree(str(archive), tmp_path / "from-archive") / "labelscan" / "scan.py").is_file()
