@@ -191,3 +191,34 @@ def test_ab_baseline_from_a_revision_or_an_archive(tmp_path):
         handle.add(tree / "labelscan", arcname="labelscan")
     (tmp_path / "from-archive").mkdir()
     assert (ab.baseline_tree(str(archive), tmp_path / "from-archive") / "labelscan" / "scan.py").is_file()
+
+
+def test_timeline_names_each_task_by_its_stage():
+    from benchmarks.timeline import prefix_spans, task_prefix, task_records
+
+    assert task_prefix("labelscan-cutoffs-resolve-0fecefcf0ff2747d-3") == "cutoffs-resolve"
+    assert task_prefix(("labelscan-read-035134e995874426", 0)) == "read"
+    assert task_prefix("labelscan-counts-layout-09b845c3b34fd4e9-0") == "counts-layout"
+    stream = [{"key": "labelscan-read-035134e995874426-1", "worker": "w", "thread": 7,
+               "startstops": [{"action": "transfer", "start": 100.0, "stop": 100.5},
+                              {"action": "compute", "start": 100.5, "stop": 100.75}]},
+              {"key": "labelscan-read-035134e995874426-0", "worker": "w", "thread": 8,
+               "startstops": [{"action": "compute", "start": 100.25, "stop": 101.0}]}]
+    records = task_records(stream, 0, 100.0)
+    assert [record["start_ms"] for record in records] == [250.0, 500.0]
+    assert {record["prefix"] for record in records} == {"read"}
+    assert prefix_spans(records) == {(0, "read"): (250.0, 1000.0)}
+
+
+def test_timeline_records_a_scan_on_a_local_cluster(tmp_path):
+    from benchmarks import timeline
+
+    out = tmp_path / "timeline.json"
+    records = timeline.run(timeline.parse_arguments(["--size", "20Kx10", "--scans", "1", "--warmup", "0",
+                                                     "--data-dir", str(tmp_path / "data"), "--out", str(out)]))
+    tasks = [record for record in records if record["benchmark"] == "task"]
+    assert {"read", "joint", "flag", "rank"} <= {record["prefix"] for record in tasks}
+    assert all(0 <= record["start_ms"] <= record["stop_ms"] for record in tasks)
+    found = {(record["benchmark"], record["metric"]) for record in records}
+    assert ("span", "read_ms") in found and ("scan", "seconds") in found
+    assert json.loads(out.read_text()) == records
