@@ -96,7 +96,7 @@ def compare(args) -> list[dict]:
     from benchmarks.datasets import ensure_dataset, parse_size
 
     rows, classes = parse_size(args.size)
-    folder = ensure_dataset(args.data_dir, rows, classes, jobs=os.cpu_count() or 1)["folder"]
+    folder = ensure_dataset(args.data_dir, rows, classes, jobs=args.jobs)["folder"]
     recorder = Recorder(machine_info(), {**package_versions(), "baseline": args.baseline,
                                          "candidate": str(args.candidate), "backend": args.backend})
     with tempfile.TemporaryDirectory(prefix="labelscan-ab-") as workdir:
@@ -124,16 +124,13 @@ def compare(args) -> list[dict]:
 
 def parse_arguments(argv=None) -> argparse.Namespace:
     """The command line's options (see the module's note)."""
+    from benchmarks.cpu import add_scan_options
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", required=True, help="git revision, source directory or .tar/.tar.gz of one")
     parser.add_argument("--candidate", default=str(REPOSITORY), help="source directory (default: this checkout)")
-    parser.add_argument("--size", default="10Mx10")
-    parser.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--scans", type=int, default=8, help="timed scans of a process")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed scans of a process before them")
-    parser.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "labelscan-bench"))
-    parser.add_argument("--out", default="benchmarks/results/ab.json")
+    add_scan_options(parser, scans=8, out="benchmarks/results/ab.json")
     return parser.parse_args(argv)
 
 

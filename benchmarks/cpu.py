@@ -199,6 +199,20 @@ def start_cluster(threads: int, memory_limit="auto"):
     return cluster, client, time.perf_counter() - started
 
 
+def add_scan_options(parser, scans: int, out: str) -> None:
+    """``--size``, ``--backend``, ``--scans`` (default ``scans``), ``--warmup``, the dataset
+    options (:func:`benchmarks.datasets.add_dataset_options`) and ``--out`` (default ``out``):
+    the options of a benchmark timing repeated scans of one set in one process."""
+    from benchmarks.datasets import add_dataset_options
+
+    parser.add_argument("--size", default="10Mx10")
+    parser.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
+    parser.add_argument("--scans", type=int, default=scans, help="timed scans of a process")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed scans of a process before them")
+    add_dataset_options(parser)
+    parser.add_argument("--out", default=out)
+
+
 def labelscan_once(folder, out, client, **scan_options) -> dict:
     """One ``labelscan.scan``; return its summary."""
     import labelscan

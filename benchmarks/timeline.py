@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -72,7 +71,7 @@ def run(args) -> list[dict]:
     from benchmarks.datasets import ensure_dataset, parse_size
 
     rows, classes = parse_size(args.size)
-    folder = ensure_dataset(args.data_dir, rows, classes, jobs=os.cpu_count() or 1)["folder"]
+    folder = ensure_dataset(args.data_dir, rows, classes, jobs=args.jobs)["folder"]
     if args.backend == "cupy":
         from benchmarks.gpu import start_gpu_cluster
 
@@ -114,13 +113,10 @@ def run(args) -> list[dict]:
 
 def parse_arguments(argv=None) -> argparse.Namespace:
     """The command line's options (see the module's note)."""
+    from benchmarks.cpu import add_scan_options
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", default="10Mx10")
-    parser.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
-    parser.add_argument("--scans", type=int, default=3, help="scans recorded")
-    parser.add_argument("--warmup", type=int, default=2, help="scans before them, not recorded")
-    parser.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "labelscan-bench"))
-    parser.add_argument("--out", default="benchmarks/results/timeline.json")
+    add_scan_options(parser, scans=3, out="benchmarks/results/timeline.json")
     return parser.parse_args(argv)
 
 
