@@ -26,7 +26,7 @@ DECODERS = ["host", pytest.param("device", marks=[pytest.mark.gpu, pytest.mark.s
 
 
 def _execute(stored: device_pages.StoredPages, dtype) -> np.ndarray:
-    """What :func:`labelscan.kernels.cuda_pages.decode_pages` computes, on the host."""
+    """What :func:`labelscan.kernels.cuda_pages.launch_decode`'s kernels compute, on the host."""
     itemsize = np.dtype(dtype).itemsize
     buffer = np.zeros(stored.device_size, dtype=np.uint8)
     uploaded = np.concatenate(stored.uploads)

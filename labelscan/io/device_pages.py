@@ -71,7 +71,7 @@ class _Chunk:
 @dataclass
 class _PageTables:
     """The page tables of a partition, offsets into one device buffer (see
-    :func:`labelscan.kernels.cuda_pages.decode_pages`), built chunk by chunk."""
+    :func:`labelscan.kernels.cuda_pages.launch_decode`), built chunk by chunk."""
 
     snappy: dict = field(default_factory=lambda: {name: [] for name in
                                                   ("sources", "source_sizes", "outputs", "output_sizes")})
@@ -239,7 +239,7 @@ class StoredPages:
     device_size : int
         Bytes of the device buffer (uploads and decompression scratch).
     snappy_pages, data_pages : dict of numpy.ndarray
-        Page tables (:func:`labelscan.kernels.cuda_pages.decode_pages`).
+        Page tables (:func:`labelscan.kernels.cuda_pages.launch_decode`).
     num_values : int
         Values of the column (rows x K for predictions).
     dtype : numpy.dtype
@@ -286,45 +286,38 @@ def stored_columns(plan, spec, allocate, leaves_ofs) -> list:
     outputs = _column_chunks(plan, spec, leaves_ofs)
     if isinstance(outputs[0], pages.Unsupported):
         raise outputs[0]
-    chunks = [chunk for output in outputs if isinstance(output, list) for chunk in output]
-    upload = allocate(sum(chunk.size for chunk in chunks))
-    view, offset = memoryview(upload), 0
-    chunk_bytes = []
-    for chunk in chunks:
-        chunk_bytes.append(view[offset:offset + chunk.size])
-        offset += chunk.size
-    reads = iter([pages.decode_pool().submit(_read_into, plan.fs, chunk, data)
-                  for chunk, data in zip(chunks, chunk_bytes)])
+    sizes = [sum(chunk.size for chunk in output) if isinstance(output, list) else 0 for output in outputs]
+    upload = allocate(sum(sizes))
+    uploads = np.split(upload, np.cumsum(sizes)[:-1])   # each output's chunks, one after the other
+    reads = []
+    for output, output_upload in zip(outputs, uploads):
+        offset = 0
+        for chunk in output if isinstance(output, list) else ():
+            chunk.upload_offset, offset = offset, offset + chunk.size
+            data = memoryview(output_upload)[chunk.upload_offset:offset]
+            reads.append(pages.decode_pool().submit(_read_into, plan.fs, chunk, data))
+    pending = iter(reads)
     try:
-        results, offset = [], 0
-        for output in outputs:
-            if not isinstance(output, list):
-                results.append(output)
-                continue
-            size = sum(chunk.size for chunk in output)
-            results.append(_tabulate(output, chunk_bytes[:len(output)], reads, upload[offset:offset + size]))
-            del chunk_bytes[:len(output)]
-            offset += size
-        return results
+        return [_tabulate(output, pending, output_upload) if isinstance(output, list) else output
+                for output, output_upload in zip(outputs, uploads)]
     finally:   # no read left writing into the staging memory once this returns or raises
-        futures.wait(list(reads))
+        futures.wait(reads)
 
 
-def _tabulate(chunks, chunk_bytes, reads, upload) -> StoredPages | pages.Unsupported:
-    """One output's page tables (its chunks uploaded one after the other from the start of
-    ``upload``), each chunk's tabulated once its read (the next of ``reads``) is done."""
-    tables, refusal, offset = _PageTables(), None, 0
-    for chunk, data in zip(chunks, chunk_bytes):
+def _tabulate(chunks, reads, upload) -> StoredPages | pages.Unsupported:
+    """One output's page tables (its chunks read into ``upload`` one after the other, each at
+    its ``upload_offset``), each chunk's tabulated once its read (the next of ``reads``) is done."""
+    tables, refusal, view = _PageTables(), None, memoryview(upload)
+    for chunk in chunks:
         next(reads).result()
-        chunk.upload_offset, offset = offset, offset + chunk.size
         if refusal is None:
             try:
-                _plan_chunk(tables, data, chunk)
+                _plan_chunk(tables, view[chunk.upload_offset:chunk.upload_offset + chunk.size], chunk)
             except (pages.ThriftError, IndexError, KeyError, TypeError, ValueError) as error:
                 refusal = pages.Unsupported(f"unreadable pages ({error!r})")
     if refusal is not None:
         return refusal
-    snappy, data, device_size = tables.arrays(offset)
+    snappy, data, device_size = tables.arrays(len(upload))
     references = np.frombuffer(b"".join(tables.references), dtype=np.uint8)
     return StoredPages([upload, references], device_size, snappy, data, sum(chunk.num_values for chunk in chunks),
                        chunks[0].leaf.dtype)

@@ -18,7 +18,7 @@ decoding there:
   (:func:`labelscan.io.pages.v1_level_prefix`), then copies its PLAIN values, or expands its
   RLE / bit-packed dictionary indices and gathers the dictionary's values, into the output.
 
-A nonzero status of any page makes :func:`decode_pages` raise
+A nonzero status of any page makes :func:`labelscan.io.device_pages.decode_on_device` give
 :class:`labelscan.io.pages.Unsupported`: the caller then reads the partition with Arrow on the
 host, whose errors name the file and row group.
 """
@@ -224,9 +224,10 @@ def _kernel(source: str, name: str, **defines):
     return _KERNELS[key]
 
 
-def decode_pages(uploads: list, device_size: int, snappy_pages: dict, data_pages: dict,
-                 num_values: int, dtype):
-    """Decode a partition's pages on the current device.
+def launch_decode(uploads: list, device_size: int, snappy_pages: dict, data_pages: dict, num_values: int, dtype):
+    """Queue the upload of a partition's pages and the kernels decoding them on the current
+    stream, without waiting for them (:func:`labelscan.io.device_pages.decode_on_device` waits
+    once for several columns).
 
     Parameters
     ----------
@@ -251,25 +252,10 @@ def decode_pages(uploads: list, device_size: int, snappy_pages: dict, data_pages
 
     Returns
     -------
-    cupy.ndarray, shape (num_values,), ``dtype``
-
-    Raises
-    ------
-    labelscan.io.pages.Unsupported
-        When a page's bytes do not decode (its status is named), or the device lacks the
-        memory for the buffer beside the values.
-    """
-    values, status = launch_decode(uploads, device_size, snappy_pages, data_pages, num_values, dtype)
-    failed, first_status = (int(value) for value in decode_failure(status).get())
-    if failed:
-        raise Unsupported(failure_message(failed, first_status))
-    return values
-
-
-def launch_decode(uploads: list, device_size: int, snappy_pages: dict, data_pages: dict, num_values: int, dtype):
-    """Queue the upload and the kernels of :func:`decode_pages` on the current stream, without
-    waiting for them: ``(values, status)``, the pages' status codes (0: decoded) to check with
-    :func:`decode_failure` once they are done.
+    values : cupy.ndarray, shape (num_values,), ``dtype``
+        Valid once the kernels are done and every page decoded.
+    status : cupy.ndarray, shape (p + d,), int32
+        Each page's status code (0: decoded), to check with :func:`decode_failure`.
 
     Raises
     ------
@@ -288,6 +274,8 @@ def decode_failure(status):
     """``[pages that failed, the first one's status]`` (cupy int64, shape (2,), not waited for)."""
     import cupy
 
+    if not status.size:   # no pages: none failed
+        return cupy.zeros(2, dtype=np.int64)
     failed = status != 0
     return cupy.stack([cupy.count_nonzero(failed), status[cupy.argmax(failed)]]).astype(np.int64)
 
@@ -298,7 +286,7 @@ def failure_message(failed: int, first_status: int) -> str:
 
 
 def _run_kernels(uploads: list, device_size: int, snappy_pages: dict, data_pages: dict, num_values: int, dtype):
-    """Upload the bytes and launch both kernels (see :func:`decode_pages`): ``(values, status)``."""
+    """Upload the bytes and launch both kernels (see :func:`launch_decode`): ``(values, status)``."""
     import cupy
 
     buffer = cupy.empty(max(device_size, 1), dtype=np.uint8)
@@ -364,7 +352,3 @@ def outside_bounds(values, lower: float, upper: float):
             grid, block, (values, np.int64(values.size), np.float64(lower), np.float64(upper), found))
     return found
 
-
-def values_within(values, lower: float, upper: float) -> bool:
-    """Whether every value lies in ``[lower, upper]`` (NaN does not): :func:`outside_bounds`, waited for."""
-    return not int(outside_bounds(values, lower, upper).get()[0])
