@@ -3,6 +3,7 @@ tables, written piece by piece with the same sha256."""
 
 import hashlib
 
+import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -102,3 +103,7 @@ def test_pieces_are_stored_whole_with_the_sha256_of_their_bytes(tmp_path):
     assert open(path, "rb").read() == joined
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["part.bin"]   # no staging file left
     assert put_bytes(LocalFileSystem(), path, joined) == entry
+    memory = fsspec.filesystem("memory")   # other filesystems: joined, in one put, hashed meanwhile too
+    assert put_bytes(memory, "/labelscan-test/part.bin", pieces) == entry
+    assert memory.cat_file("/labelscan-test/part.bin") == joined
+    memory.rm("/labelscan-test", recursive=True)

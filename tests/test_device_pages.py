@@ -234,6 +234,30 @@ def test_labels_of_other_integer_types_are_left_to_arrow(tmp_path):
         _stored_values(plan, partitions[0], "host", device_pages.label_leaves(plan))
 
 
+def test_predictions_and_labels_read_in_one_batch_each_refused_alone(tmp_path):
+    folder, _ = _label_set(tmp_path / "set", "int16", True, {})
+    plan, partitions = _partitions(folder)
+    allocate = lambda size: np.empty(size, np.uint8)   # noqa: E731
+    predictions, labels = device_pages.stored_columns(plan, partitions[0], allocate,
+                                                      [device_pages.prediction_leaves(plan), device_pages.label_leaves(plan)])
+    assert isinstance(labels, pages.Unsupported)   # int16 labels: Arrow's reader; the predictions still decode
+    alone = device_pages.stored_pages(plan, partitions[0], allocate, device_pages.prediction_leaves(plan))
+    assert predictions.device_size == alone.device_size
+    for name, table in alone.data_pages.items():
+        np.testing.assert_array_equal(predictions.data_pages[name], table)
+    np.testing.assert_array_equal(_execute(predictions, predictions.dtype), _execute(alone, alone.dtype))
+
+
+def test_refused_predictions_refuse_the_batch_before_anything_is_read(tmp_path):
+    folder = _write_files(tmp_path / "zstd", _random_probs(1_000, 3), 1, compression="zstd")
+    plan, partitions = _partitions(folder)
+    allocated = []
+    with pytest.raises(pages.Unsupported, match="codec ZSTD"):
+        device_pages.stored_columns(plan, partitions[0], allocated.append,
+                                    [device_pages.prediction_leaves(plan), device_pages.label_leaves(plan)])
+    assert allocated == []
+
+
 def test_float16_predictions_are_left_to_the_host_reader(tmp_path):
     half = pa.FixedSizeListArray.from_arrays(pa.array(np.full(6, 0.5, np.float16)), 2)
     plan, partitions = _partitions(_write_list(tmp_path / "half" / "p.parquet", half))
