@@ -135,8 +135,10 @@ def _load_and_group(source, on_device: bool):
         from labelscan.kernels.device import to_device
 
         labels, pred_probs = to_device(labels), to_device(pred_probs)
-    return grouped.group_by_label(row_start, labels, pred_probs, ids, rejected=rejected,
-                                  row_ids=kept_row_ids(row_start, len(labels), rejected),
+    # without rejected rows the partition's rows are its range: no array of them (5M rows: 40 MB
+    # built for nothing, 9 ms of a GPU read)
+    row_ids = None if rejected is None else kept_row_ids(row_start, len(labels), rejected)
+    return grouped.group_by_label(row_start, labels, pred_probs, ids, rejected=rejected, row_ids=row_ids,
                                   has_nan=False if getattr(source, "finite", False) else None)
 
 

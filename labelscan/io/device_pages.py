@@ -414,6 +414,8 @@ def decode_on_device(outputs: list, bounds: list) -> list:
             values, status = launch_decode(stored.uploads, stored.device_size, stored.snappy_pages,
                                            stored.data_pages, stored.num_values, stored.dtype)
         except pages.Unsupported as refusal:
+            # uploads queued before the refusal end before their staging memory can go back to the pool
+            cupy.cuda.get_current_stream().synchronize()
             results[position] = refusal
             continue
         results[position] = values

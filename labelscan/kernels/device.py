@@ -1,8 +1,9 @@
 """Moving partitions to the GPU: one host→device copy through pinned (page-locked) memory.
 
-Pageable copies run at ~7 GB/s on the lent H100 machines, pinned ones at ~54 GB/s. Each
-worker thread keeps one pinned staging buffer, grown as needed and reused across partitions,
-and one CUDA stream for its reads (:func:`thread_stream`).
+Pageable copies run at ~7 GB/s on the lent H100 machines, pinned ones at ~54 GB/s. Staging
+memory comes from the process's pool of page-locked regions and goes back to it after each
+copy (:func:`pinned_buffer`); each worker thread has one CUDA stream for its device work
+(:func:`thread_stream`).
 """
 
 from __future__ import annotations
@@ -14,19 +15,17 @@ import numpy as np
 
 from labelscan.kernels.pinned import pinned_array
 
-_staging = threading.local()
+_thread_state = threading.local()   # each thread's CUDA stream
 
 
 def pinned_buffer(nbytes: int) -> np.ndarray:
-    """The calling thread's pinned staging buffer, at least ``nbytes`` long (its first ``nbytes``),
-    grown as needed (:func:`labelscan.kernels.pinned.pinned_array`) and reused: valid until the
-    thread's next call."""
-    held = getattr(_staging, "buffer", None)
-    if held is None or held.nbytes < nbytes:
-        del held
-        _staging.buffer = None   # the old one goes back to the pool first (unless a view still holds it)
-        _staging.buffer = pinned_array(max(nbytes, 1))
-    return _staging.buffer[:nbytes]
+    """Page-locked staging memory of ``nbytes`` bytes from the process's pool
+    (:func:`labelscan.kernels.pinned.pinned_array`), back in the pool once the array and its views
+    are dropped: a worker holds as many staging regions as it has reads in flight, whichever
+    threads run them (a buffer kept per thread registered a new 230 MB region each time a read
+    first landed on one of a GPU worker's eight threads, ~50 ms, well into a benchmark's timed
+    scans)."""
+    return pinned_array(max(nbytes, 1))[:nbytes]
 
 
 @contextlib.contextmanager
@@ -42,9 +41,9 @@ def thread_stream():
     """
     import cupy
 
-    stream = getattr(_staging, "stream", None)
+    stream = getattr(_thread_state, "stream", None)
     if stream is None:
-        stream = _staging.stream = cupy.cuda.Stream(non_blocking=True)
+        stream = _thread_state.stream = cupy.cuda.Stream(non_blocking=True)
     stream.wait_event(cupy.cuda.Stream.null.record())   # inputs other tasks made on the default stream
     try:
         with stream:
@@ -89,7 +88,7 @@ def to_host_pinned(array):
 
 
 def to_device(array):
-    """Copy a host array to the current GPU through the thread's pinned staging buffer.
+    """Copy a host array to the current GPU through pinned staging memory (:func:`pinned_buffer`).
 
     Parameters
     ----------
@@ -120,5 +119,5 @@ def to_device(array):
         start += len(block)
     device = cupy.empty(shape, dtype=first.dtype)
     device.set(staging)
-    cupy.cuda.get_current_stream().synchronize()  # the staging buffer is reused next time
+    cupy.cuda.get_current_stream().synchronize()  # the staging memory goes back to the pool on return
     return device

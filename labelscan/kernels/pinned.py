@@ -16,8 +16,8 @@ of at most its size takes. Unregistering and unmapping regions while the worker 
 memory made CUDA's device allocations fail now and then with ``cudaErrorAlreadyMapped`` (fifteenth
 session: 400M x 10 on one H100, 1-4 of 31 read tasks of a scan failed and were retried; none with
 regions kept registered, nor with ``cudaHostAlloc``). The pool grows only when a request finds no
-free region large enough: with a scan's few sizes (a staging buffer a worker thread,
-:func:`labelscan.kernels.device.pinned_buffer`, and a partition's result copies,
+free region large enough: with a scan's few sizes (a partition's staging memory while it is
+copied, :func:`labelscan.kernels.device.pinned_buffer`, and its result copies,
 :func:`labelscan.kernels.device.to_host_pinned`) that is on the first partitions.
 """
 
