@@ -123,8 +123,8 @@ def analyse(runner, sources, num_classes: int, dtype, options: ScanOptions,
                         layout=layout)
     # the pieces (up to 127 raw values per cut leaf, thousands of small arrays at K=1000) are
     # folded where they were merged: only the K thresholds travel to the client
-    merged = runner.reduce("thresholds-merge", passes.merge_threshold_pieces, pieces)
-    thresholds = runner.submit("thresholds-fold", plan.layout_thresholds, merged, layout, dtype)
+    thresholds = runner.reduce("thresholds-merge", passes.merge_threshold_pieces, pieces,
+                               finish=plan.layout_thresholds, finish_args=(layout, dtype))
     facts = runner.map("joint", passes.row_facts, parts, thresholds=thresholds,
                        count_outranked=options.filter_by in NOISE_RATE_FILTERS)
     summaries = runner.map("joint-summary", passes.joint_summary, facts)
@@ -212,8 +212,9 @@ def find_cutoffs(runner, keys, tasks: selection.SelectionTasks, places=None):
         active, bits = step
         histograms = runner.map("cutoffs", selection.histogram, keys, tasks=tasks,
                                 intervals=planner.intervals, active=active, bits=bits)
-        merged = runner.reduce("cutoffs-merge", sparse_histogram.merge, histograms, places=places)
-        advanced = runner.submit("cutoffs-choose", selection.advance, planner, active, bits, merged)
+        # the choice is made by the root merge itself (one task level less)
+        advanced = runner.reduce("cutoffs-merge", sparse_histogram.merge, histograms, places=places,
+                                 finish=selection.advance, finish_args=(planner, active, bits))
         # the resolve is submitted with the choice: it runs when the advanced planner collects
         # next (the usual last round) while the choice travels to the driver
         pieces = runner.map("cutoffs-resolve", selection.resolve_if_due, keys, planner=advanced)

@@ -151,8 +151,8 @@ def binary_thresholds(runner, parts, with_class: np.ndarray, part_rows: np.ndarr
     totals = binary_counts.sum(axis=0)
     offsets = np.cumsum(binary_counts, axis=0) - binary_counts
     pieces = runner.map("thresholds", mlp.threshold_pieces, parts, list(offsets), class_totals=totals)
-    merged = runner.reduce("thresholds-merge", mlp.merge_threshold_pieces, pieces)
-    return totals, runner.gather(runner.submit("thresholds-fold", mlp.fold_thresholds, merged, totals, dtype))
+    return totals, runner.gather(runner.reduce("thresholds-merge", mlp.merge_threshold_pieces, pieces,
+                                               finish=mlp.fold_thresholds, finish_args=(totals, dtype)))
 
 
 def analyse(runner, sources, row_starts, num_rows: int, num_classes: int, dtype, options: ScanOptions,

@@ -612,11 +612,11 @@ def _in_plan(plan: dict, index: int) -> bool:
 
 
 def _rank_plan_task(runner, written, per_part: int, priority: int):
-    """Handle of :func:`rank_plan` over every partition's issues (their histograms merged)."""
-    histogram = runner.reduce("rank-histogram-merge", passes.sum_arrays,
-                              runner.map("rank-histogram", rank_histogram, written, priority=priority),
-                              priority=max(priority, REDUCE_PRIORITY))
-    return runner.submit("rank-plan", rank_plan, histogram, per_part, priority=priority)
+    """Handle of :func:`rank_plan` over every partition's issues (their histograms merged; the
+    root merge plans)."""
+    return runner.reduce("rank-histogram-merge", passes.sum_arrays,
+                         runner.map("rank-histogram", rank_histogram, written, priority=priority),
+                         priority=max(priority, REDUCE_PRIORITY), finish=rank_plan, finish_args=(per_part,))
 
 
 def _num_issues(summaries) -> int:

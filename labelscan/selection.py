@@ -685,7 +685,7 @@ def _rank_position(counts: np.ndarray, needs: np.ndarray):
     return chosen, below.astype(np.int64)
 
 
-def advance(planner: "SelectionPlanner", active: np.ndarray, bits: int, counts) -> "SelectionPlanner":
+def advance(counts, planner: "SelectionPlanner", active: np.ndarray, bits: int) -> "SelectionPlanner":
     """A copy of ``planner`` narrowed to the bins :func:`choose_bins` picks in a round's merged
     histogram (runs next to it), and whether it resolves next (``resolve_due``): the resolve
     submitted with it (:func:`resolve_if_due`, :func:`finish_if_due`) reads that decision on the

@@ -286,7 +286,7 @@ def test_scan_json_logs_an_error(tmp_path):
 def test_task_stages():
     assert task_stage("labelscan-read-0a1b2c3d4e5f6a7b-0") == "read"
     assert task_stage("labelscan-thresholds-merge-0a1b2c3d4e5f6a7b-3") == "thresholds"
-    assert task_stage("labelscan-cutoffs-choose-0a1b2c3d4e5f6a7b-0") == "cutoffs"
+    assert task_stage("labelscan-cutoffs-resolve-0a1b2c3d4e5f6a7b-0") == "cutoffs"
     assert task_stage("labelscan-rank-histogram-0a1b2c3d4e5f6a7b-1") == "rank"
     assert task_stage("other-1") is None and task_stage(("x", 1)) is None
 

@@ -137,6 +137,10 @@ def _merge_counting_crossings(*states):
             "crossings": sum(state["crossings"] + (state["place"] != here) for state in states)}
 
 
+def _with_note(state, note):
+    return {**state, "note": note}
+
+
 def test_reduce_by_places_moves_one_state_per_worker():
     """With the items' places, each worker's items are merged there first: one state leaves
     each worker but the root's, instead of up to one per item."""
@@ -152,6 +156,10 @@ def test_reduce_by_places_moves_one_state_per_worker():
         grouped = runner.gather(runner.reduce("grouped", _merge_counting_crossings, items, places=places[:-1]))
         assert grouped["items"] == len(items) and grouped["crossings"] == 1
         items = [dask_client.submit(_held_on, address, workers=[address], pure=False) for address in workers]
+        finished = runner.gather(runner.reduce("finished", _merge_counting_crossings, items, places=places[:-1],
+                                               finish=_with_note, finish_args=("planned",)))
+        assert finished == {**grouped, "place": finished["place"], "note": "planned"}
+        items = [dask_client.submit(_held_on, address, workers=[address], pure=False) for address in workers]
         plain = runner.gather(runner.reduce("plain", _merge_counting_crossings, items))
         assert plain["items"] == len(items) and plain["crossings"] > 1
 
@@ -160,3 +168,28 @@ def test_in_process_places_are_none():
     from labelscan.runner import InProcessRunner
 
     assert InProcessRunner().places([1, 2]) == [None, None]
+
+
+def _scaled_then_shifted(total, scale, shift):
+    return total * scale + shift
+
+
+@pytest.mark.parametrize("num_items", [1, 2, 8, 9, 70])
+def test_reduce_finishes_in_the_root_merge(client, num_items):
+    """``finish(merged, *finish_args)`` (a handle among them) runs in the root merge task, whose
+    handle the reduce returns (a task of its own for a single item); the in-process runner
+    gives the same value."""
+    from labelscan.runner import InProcessRunner
+
+    runner = DaskRunner(client, retries=0)
+    scale = client.submit(lambda: 3, pure=False)
+    items = [client.submit(lambda value: value, index, pure=False) for index in range(num_items)]
+    finished = runner.reduce("sum", _sum_of, items, finish=_scaled_then_shifted, finish_args=(scale, 7))
+    assert finished.key.startswith("labelscan-sum-")
+    assert runner.gather(finished) == sum(range(num_items)) * 3 + 7
+    assert InProcessRunner().reduce("sum", _sum_of, list(range(num_items)), finish=_scaled_then_shifted,
+                                    finish_args=(3, 7)) == sum(range(num_items)) * 3 + 7
+
+
+def _sum_of(*values):
+    return sum(values)

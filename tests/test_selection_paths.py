@@ -347,6 +347,10 @@ def test_the_resolve_is_submitted_before_the_driver_has_the_choice(monkeypatch):
             events.append(name)
             return super().submit(name, function, *args, **kwargs)
 
+        def reduce(self, name, function, items, **kwargs):
+            events.append(name)
+            return super().reduce(name, function, items, **kwargs)
+
         def gather(self, handles):
             events.append(f"gather {type(handles).__name__}")
             return super().gather(handles)
@@ -355,8 +359,9 @@ def test_the_resolve_is_submitted_before_the_driver_has_the_choice(monkeypatch):
     bounds = split_rows(len(labels), 3)
     sources = [ArraySource(int(a), labels[a:b], pred_probs[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
     engine.analyse(Recording(), sources, pred_probs.shape[1], pred_probs.dtype, ScanOptions())
-    assert events[events.index("cutoffs-choose"):] == ["cutoffs-choose", "cutoffs-resolve", "cutoffs-finish",
-                                                       "gather SelectionPlanner"]
+    # the root merge of the round's histograms chooses the bins
+    assert events[events.index("cutoffs-merge"):] == ["cutoffs-merge", "cutoffs-resolve", "cutoffs-finish",
+                                                      "gather SelectionPlanner"]
 
 
 def _outranked_calls(monkeypatch) -> list:
