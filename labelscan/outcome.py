@@ -15,7 +15,7 @@ from labelscan import passes
 from labelscan.kernels import grouped
 from labelscan.kernels.device import device_work, to_device, to_host_pinned
 from labelscan.stats.order import float_images, stable_order
-from labelscan.xp import bincount, to_host
+from labelscan.xp import array_module, bincount, to_host
 
 RANK_BITS = 16
 """Bits of the score image used to split the ranking into ranges."""
@@ -35,10 +35,11 @@ class PartitionOutcome:
     ids : numpy.ndarray or None, shape (n,)
     rejected : labelscan.io.rejects.Rejections or None
         The partition's input rows left out (skipped bad rows); the arrays above hold the others.
-    issues : dict[str, numpy.ndarray]
+    issues : dict[str, numpy.ndarray or cupy.ndarray]
         Flagged rows sorted by (label_quality, row_id): ``row_id``, ``given_label`` and
         ``predicted_label`` (int16, or int32 past 32,767 classes: what travels to the ranking),
-        ``label_quality``, ``image`` (order image of label_quality), and ``id`` when ids are known.
+        ``label_quality``, ``image`` (order image of label_quality), and ``id`` when ids are known
+        (host arrays; the numeric columns stay on the device with ``issues_on_device``).
     issues_per_class : numpy.ndarray, shape (K,), int64
     """
 
@@ -53,7 +54,8 @@ class PartitionOutcome:
 
 
 def partition_outcome(part: grouped.GroupedPartition, facts: passes.RowFacts, family_keys: list, index: int, *,
-                      family_cutoffs: list, request: passes.FlagRequest) -> PartitionOutcome:
+                      family_cutoffs: list, request: passes.FlagRequest,
+                      issues_on_device: bool = False) -> PartitionOutcome:
     """Flag, score and sort one partition's issues.
 
     Parameters
@@ -64,14 +66,18 @@ def partition_outcome(part: grouped.GroupedPartition, facts: passes.RowFacts, fa
         The partition's position.
     family_cutoffs : list of labelscan.selection.Cutoffs
         Per selection family: every partition's cutoffs.
+    issues_on_device : bool
+        For a device partition, keep the issues' numeric columns on the device (a ranking on
+        the GPU, :func:`merge_ranked` ``on_device``, takes them as they are: no copy to the host
+        here and back there).
     """
     cutoffs = [family.for_partition(index) for family in family_cutoffs]
     part = passes.as_partition(part)
     with device_work(part.xp is not np):   # the thread's own stream: flag tasks overlap on a GPU
-        return _partition_outcome(part, facts, cutoffs, family_keys, request)
+        return _partition_outcome(part, facts, cutoffs, family_keys, request, issues_on_device)
 
 
-def _partition_outcome(part, facts, cutoffs, family_keys, request) -> PartitionOutcome:
+def _partition_outcome(part, facts, cutoffs, family_keys, request, issues_on_device) -> PartitionOutcome:
     # a partition read for this pass serves the key computations too
     family_keys = [(part, *keys[1:]) if isinstance(keys, tuple) else keys for keys in family_keys]
     flagged = passes.flagged_rows(part, facts, request, cutoffs, family_keys)
@@ -85,11 +91,12 @@ def _partition_outcome(part, facts, cutoffs, family_keys, request) -> PartitionO
     images = float_images(row_order["label_quality"][issue_rows]).astype(np.uint64)
     ranked = stable_order(images)
     issue_rows = issue_rows[ranked]
-    host_issue_rows = to_host(issue_rows)
-    issues = {"row_id": row_ids.take(host_issue_rows),
-              **{name: to_host(values[issue_rows]) for name, values in row_order.items()}}
-    issues["given_label"] = to_host(part.labels_at(part.grouped_positions()[issue_rows]).astype(facts.predicted.dtype))
-    issues["image"] = to_host(images[ranked])
+    keep = (lambda values: values) if issues_on_device else to_host
+    host_issue_rows = to_host(issue_rows) if part.ids is not None or not issues_on_device else None
+    issues = {"row_id": _issue_row_ids(part, issue_rows) if issues_on_device else row_ids.take(host_issue_rows),
+              **{name: keep(values[issue_rows]) for name, values in row_order.items()}}
+    issues["given_label"] = keep(part.labels_at(part.grouped_positions()[issue_rows]).astype(facts.predicted.dtype))
+    issues["image"] = keep(images[ranked])
     if part.ids is not None:
         issues["id"] = part.ids[host_issue_rows]
     return PartitionOutcome(  # row-order results on the host, whatever the partition's device
@@ -104,6 +111,14 @@ def _partition_outcome(part, facts, cutoffs, family_keys, request) -> PartitionO
     )
 
 
+def _issue_row_ids(part: grouped.GroupedPartition, issue_rows):
+    """Global rows of a partition's issues (row-order positions ``issue_rows``), int64, in the
+    namespace of ``issue_rows``."""
+    if part.kept_row_ids is None:
+        return issue_rows.astype(np.int64) + part.row_start
+    return part.kept_row_ids[issue_rows]
+
+
 def merge_ranked(issue_sets: list, on_device: bool = False) -> dict:
     """Merge sorted issue runs (given in partition order) into one run sorted by (image, row_id).
 
@@ -113,7 +128,8 @@ def merge_ranked(issue_sets: list, on_device: bool = False) -> dict:
 
     ``on_device``: sort and gather the numeric columns on the current GPU (a GPU worker's
     ranking: 1.05M issues of two runs took 28 ms to merge on the lent H100 host's cores); the
-    runs and the merged result are host arrays either way, and the order the same.
+    runs' numeric columns may then be device arrays (:func:`partition_outcome`
+    ``issues_on_device``). The merged result is host arrays either way, and the order the same.
     """
     if not issue_sets:
         return {}
@@ -125,10 +141,20 @@ def merge_ranked(issue_sets: list, on_device: bool = False) -> dict:
     return {name: values[order] for name, values in merged.items()}
 
 
-def _same_dtype(arrays: list) -> list:
-    """``arrays`` in their common dtype (as their concatenation would have it)."""
-    dtype = np.result_type(*arrays)
-    return [array.astype(dtype, copy=False) for array in arrays]
+def _dtype(values) -> np.dtype:
+    """The dtype of a host or device array, or of a host array-like."""
+    return values.dtype if hasattr(values, "dtype") else np.asarray(values).dtype
+
+
+def _joined_on_device(runs: list):
+    """The runs (host or device arrays, any mix) joined on the current GPU in their common dtype
+    (as their concatenation would have it)."""
+    dtype = np.result_type(*(_dtype(run) for run in runs))
+    if all(array_module(run) is not np for run in runs):
+        import cupy
+
+        return cupy.concatenate([run.astype(dtype, copy=False) for run in runs])
+    return to_device([to_host(run).astype(dtype, copy=False) for run in runs])
 
 
 def _order_images(issues: dict):
@@ -140,10 +166,10 @@ def _order_images(issues: dict):
 def _merged_on_device(issue_sets: list) -> dict:
     """:func:`merge_ranked` with the numeric columns joined, sorted and gathered on the device
     (other columns, e.g. string ids, gathered on the host)."""
-    numeric = [name for name in issue_sets[0] if np.asarray(issue_sets[0][name]).dtype.kind in "biuf"]
-    # joined on their way through pinned staging memory, and back into page-locked memory (freed
-    # once the range is written): ~50 GB/s copies instead of ~7 GB/s pageable ones
-    device = {name: to_device(_same_dtype([np.asarray(s[name]) for s in issue_sets])) for name in numeric}
+    numeric = [name for name in issue_sets[0] if _dtype(issue_sets[0][name]).kind in "biuf"]
+    # host runs joined on their way through pinned staging memory, and back into page-locked
+    # memory (freed once the range is written): ~50 GB/s copies instead of ~7 GB/s pageable ones
+    device = {name: _joined_on_device([s[name] for s in issue_sets]) for name in numeric}
     order = stable_order(_order_images(device))
     merged = {name: to_host_pinned(values[order]) for name, values in device.items()}
     if len(merged) < len(issue_sets[0]):

@@ -34,6 +34,7 @@ from labelscan.io.redact import protect_workers, redact
 from labelscan.options import ScanOptions
 from labelscan.runner import REDUCE_PRIORITY, DaskRunner
 from labelscan.summary_statistics import summary_statistics
+from labelscan.xp import array_module, to_host
 
 ISSUES_PER_PART = 4_000_000
 """Target rows per ranked issues part."""
@@ -161,11 +162,13 @@ def mask_table(result: outcome.PartitionOutcome):
     return table if result.rejected is None else with_rejected_rows(table.to_arrow(), result.rejected)
 
 
-def flag_partition(part, facts, family_keys, index: int, *, family_cutoffs, request) -> outcome.PartitionOutcome:
-    """Flag one partition: its row-order mask columns and sorted issues, on the host (see
+def flag_partition(part, facts, family_keys, index: int, *, family_cutoffs, request,
+                   issues_on_device: bool = False) -> outcome.PartitionOutcome:
+    """Flag one partition: its row-order mask columns on the host, its sorted issues on the host
+    or, with ``issues_on_device``, where the partition lives (see
     :func:`labelscan.outcome.partition_outcome`)."""
     return outcome.partition_outcome(part, facts, family_keys, index, family_cutoffs=family_cutoffs,
-                                     request=request)
+                                     request=request, issues_on_device=issues_on_device)
 
 
 def partition_issues(result: outcome.PartitionOutcome) -> WrittenPartition:
@@ -222,7 +225,8 @@ def rank_histogram(written: WrittenPartition) -> np.ndarray:
     """
     images = written.issues["image"]
     edges = np.arange(1, 1 << outcome.RANK_BITS, dtype=np.uint64) << np.uint64(written.rank_shift)
-    ends = np.searchsorted(images, edges.astype(images.dtype, copy=False), side="left")
+    xp = array_module(images)   # issues kept on the device: searched there
+    ends = to_host(xp.searchsorted(images, xp.asarray(edges.astype(images.dtype, copy=False)), side="left"))
     return np.diff(ends, prepend=0, append=len(images)).astype(np.int64)
 
 
@@ -279,7 +283,9 @@ def _first_at_or_above(sorted_images: np.ndarray, top_bits: int, shift: int) -> 
     """Position of the first image whose top bits (``image >> shift``) are ``>= top_bits``."""
     if top_bits >= 1 << (64 - shift):   # past every image (the edge itself overflows uint64)
         return len(sorted_images)
-    return int(np.searchsorted(sorted_images, np.uint64(top_bits) << np.uint64(shift), side="left"))
+    xp = array_module(sorted_images)
+    edge = xp.asarray([np.uint64(top_bits) << np.uint64(shift)], dtype=sorted_images.dtype)
+    return int(xp.searchsorted(sorted_images, edge, side="left")[0])
 
 
 def write_ranked(first_rank: int, index: int, commit: OutputCommit, *issue_sets, on_device: bool = False) -> dict:
@@ -487,12 +493,13 @@ def _flag_and_write(runner, analysis, commit, per_part, clock, cutoffs_pending: 
     rows allows (:data:`EARLY_RANK_SPLITS`), else once the flag pass has counted them; its tasks
     run as their inputs are ready, the mask parts still being written overlap them. Stages:
     ``flag`` ends when every partition is flagged, ``rank`` when every part is written.
-    ``rank_on_device``: the ranked parts are merged on the workers' GPUs (:func:`write_ranked`).
+    ``rank_on_device``: the ranked parts are merged on the workers' GPUs (:func:`write_ranked`),
+    and the flagged partitions' issues stay there until then.
     """
     write = functools.partial(write_ranked, on_device=rank_on_device)
     flagged = runner.map("flag", flag_partition, analysis.parts, analysis.facts, analysis.family_keys,
                          list(range(len(analysis.parts))), family_cutoffs=analysis.family_cutoffs,
-                         request=analysis.request)
+                         request=analysis.request, issues_on_device=rank_on_device)
     runner.release(analysis.parts)
     written = runner.map("flag-issues", partition_issues, flagged, priority=WRITE_PRIORITY)
     masks = runner.map("mask", write_mask, flagged, list(range(len(flagged))), commit=commit,

@@ -159,6 +159,55 @@ def test_scan_outputs_identical_on_cuda_cluster(tmp_path):
 
 
 
+def test_ranges_of_device_issues_ranked_as_on_cpu(tmp_path):
+    """Issues kept on the device by the flag pass are split into many ranked ranges (their score
+    histogram and range slices searched on the device) exactly as host issues are."""
+    from distributed import Client, LocalCluster
+
+    from labelscan.cluster import local_cuda_cluster
+
+    labels, pred_probs = synthetic.continuous(40_000, 10, np.float32, seed=5)
+    data = tmp_path / "in"
+    data.mkdir()
+    pq.write_table(pa.table({"label": labels, "pred_probs": pa.FixedSizeListArray.from_arrays(
+        pa.array(pred_probs.ravel()), 10)}), data / "part-0.parquet", row_group_size=5_000)
+    options = dict(rows_per_partition=10_000, issues_per_part=1_500, rank_by="normalized_margin")
+    with local_cuda_cluster() as cluster, Client(cluster) as client:
+        labelscan.scan(str(data), str(tmp_path / "gpu"), client=client, backend="cupy", **options)
+    with LocalCluster(n_workers=1, threads_per_worker=2) as cluster, Client(cluster) as client:
+        labelscan.scan(str(data), str(tmp_path / "cpu"), client=client, backend="numpy", **options)
+    digests = output_digests(tmp_path / "cpu")
+    assert len([path for path in digests if path.startswith("issues/")]) > 2
+    assert output_digests(tmp_path / "gpu") == digests
+
+
+def test_device_and_host_issue_runs_merge_alike():
+    """:func:`labelscan.outcome.merge_ranked` on the device takes runs of device arrays, host
+    arrays or both, and gives the host merge's arrays."""
+    import cupy
+
+    from labelscan.outcome import merge_ranked
+    from labelscan.stats.order import float_images
+
+    rng = np.random.default_rng(3)
+    runs = []
+    for start, size in ((0, 700), (700, 0), (900, 1_300)):
+        quality = np.sort(rng.choice(np.linspace(0, 1, 50, dtype=np.float32), size))
+        runs.append({"row_id": np.arange(start, start + size, dtype=np.int64),
+                     "given_label": rng.integers(0, 10, size).astype(np.int16),
+                     "label_quality": quality, "image": float_images(quality).astype(np.uint64),
+                     "id": np.asarray([f"r{row}" for row in range(start, start + size)], dtype=object)})
+    expected = merge_ranked(runs)
+    on_device = [{name: cupy.asarray(values) if values.dtype != object else values for name, values in run.items()}
+                 for run in runs]
+    for mixed in (on_device, [on_device[0], runs[1], runs[2]]):
+        merged = merge_ranked(mixed, on_device=True)
+        assert list(merged) == list(expected)
+        for name, values in expected.items():
+            assert isinstance(merged[name], np.ndarray) and merged[name].dtype == values.dtype, name
+            np.testing.assert_array_equal(merged[name], values, err_msg=name)
+
+
 LAYOUTS = {   # input sets whose predictions the GPU workers decode on the device, or leave to Arrow
     "list": ("pred_probs", {}),
     "list-v2-uncompressed": ("pred_probs", {"data_page_version": "2.0", "compression": "none"}),
