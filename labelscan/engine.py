@@ -8,8 +8,11 @@
                ─▶ selection rounds (histogram refine / resolve) ──▶ per-partition cutoffs (a task)
                ─▶ flag pass (caller: in-memory results or written outputs)
 
-Up to the confident joint, every pass is submitted at once (the driver waits only to time the
-stages); the cutoffs are finished on a worker and the caller submits the flag pass at once.
+Up to the first cutoff round, every pass is submitted at once (the driver waits only to time the
+stages, and for the partitions' places): the merge of the joint counts makes the plan on its
+worker (:func:`labelscan.plan.selection_planning`) and the first round runs from it
+(:mod:`labelscan.planned_round`); later rounds are driven from the driver, the cutoffs are
+finished on a worker and the caller submits the flag pass at once.
 
 Works on any :mod:`labelscan.runner` runner. Only class counts, O(K²) states, histograms and
 a bounded number of selection candidates travel to the driver.
@@ -22,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from labelscan import passes, plan, selection
+from labelscan import passes, plan, planned_round, selection
 from labelscan.options import LOW_SCORE_FILTERS, NOISE_RATE_FILTERS, ScanOptions
 from labelscan.stats import histogram as sparse_histogram
 
@@ -128,47 +131,47 @@ def analyse(runner, sources, num_classes: int, dtype, options: ScanOptions,
     facts = runner.map("joint", passes.row_facts, parts, thresholds=thresholds,
                        count_outranked=options.filter_by in NOISE_RATE_FILTERS)
     summaries = runner.map("joint-summary", passes.joint_summary, facts)
-    joint = runner.reduce("joint-merge", passes.merge_joint_summaries, summaries)
+    filter_scores, score_probe = [None] * len(sources), None
+    if options.filter_by in LOW_SCORE_FILTERS:
+        filter_scores = runner.map("scores", passes.scores, parts, method=options.filter_by[4:],
+                                   adjust=False, thresholds=None)
+        score_probe = runner.submit("score-dtype", _dtype_of, filter_scores[0]) if len(sources) else np.zeros(0, dtype)
+    # the merge of the joint counts plans the selections itself (statistics, task families, each
+    # family's first refine step): the first cutoff round, submitted below, runs from it
+    planning = runner.reduce("joint-merge", passes.merge_joint_summaries, summaries, finish=plan.selection_planning,
+                             finish_args=(layout, thresholds, options, dtype, score_probe))
     layout = runner.gather(layout)
     if isinstance(layout, passes.InputFailure):
         runner.release(parts)
         raise layout.error
-    # asked while the thresholds and the joint are computed: each cutoff round merges the
-    # histograms of a worker's partitions there first
+    # asked once the partitions are read: each cutoff round merges the histograms of a worker's
+    # partitions there first
     part_places = runner.places(parts)
     clock.lap("read")
-    thresholds = runner.gather(thresholds)
-    clock.lap("thresholds")
-    joint = runner.gather(joint)
-    class_totals, num_rows = layout.totals, layout.num_rows
-    outranked = None if joint["outranked_counts"] is None else joint["outranked_counts"].dense()
-    stats = plan.noise_statistics(class_totals, thresholds, joint["joint_counts"].dense(),
-                                  joint["num_off_diagonal_issues"], options)
-    clock.lap("joint")
-
-    filter_scores = [None] * len(sources)
-    score_dtype = None
-    if options.filter_by in LOW_SCORE_FILTERS:
-        filter_scores = runner.map("scores", passes.scores, parts, method=options.filter_by[4:],
-                                   adjust=False, thresholds=None)
-        score_dtype = np.asarray(runner.gather(
-            runner.submit("score-dtype", _dtype_of, filter_scores[0]))).dtype if len(sources) else dtype
-    families = plan.selection_families(stats, options, dtype, num_rows, score_dtype, outranked)
     kept_keys = num_cached if cache_keys else 0
     keys_per_family = [
-        [*runner.map("keys", selection.partition_keys, parts[:kept_keys], filter_scores[:kept_keys],
-                     facts[:kept_keys], tasks=tasks),
+        [*runner.map("keys", planned_round.family_keys, parts[:kept_keys], filter_scores[:kept_keys],
+                     facts[:kept_keys], planning=planning, family=family),
          *zip(parts[kept_keys:], filter_scores[kept_keys:], facts[kept_keys:])]
-        for tasks in families
+        for family in range(plan.FAMILIES_PER_FILTER[options.filter_by])
     ]
-    family_cutoffs = [find_cutoffs(runner, keys, tasks, places=part_places)
-                      for keys, tasks in zip(keys_per_family, families)]
+    first_rounds = [submit_round(runner, keys, part_places, planned_round.first_histogram,
+                                 {"planning": planning, "family": family}, planned_round.merge_histograms,
+                                 planned_round.first_choice, (planning, family))
+                    for family, keys in enumerate(keys_per_family)]
+    thresholds = runner.gather(thresholds)
+    clock.lap("thresholds")
+    planning = runner.gather(planning)
+    stats, families = planning.stats, planning.families
+    clock.lap("joint")
+    family_cutoffs = [find_cutoffs(runner, keys, tasks, places=part_places, first_round=first_round)
+                      for keys, tasks, first_round in zip(keys_per_family, families, first_rounds)]
 
     request = passes.FlagRequest(filter_by=options.filter_by, families=families, rank_by=options.rank_by,
                                  adjust_pred_probs=options.adjust_pred_probs, thresholds=thresholds)
     family_keys = [[keys[i] for keys in keys_per_family] for i in range(len(sources))]
     return Analysis(parts=parts, facts=facts, family_keys=family_keys, stats=stats, request=request,
-                    family_cutoffs=family_cutoffs, clock=clock, most_issues=most_issues(families, num_rows))
+                    family_cutoffs=family_cutoffs, clock=clock, most_issues=most_issues(families, layout.num_rows))
 
 
 def most_issues(families: list, num_rows: int) -> int:
@@ -195,7 +198,7 @@ def _dtype_of(values: np.ndarray) -> np.ndarray:
     return np.zeros(0, dtype=values.dtype)
 
 
-def find_cutoffs(runner, keys, tasks: selection.SelectionTasks, places=None):
+def find_cutoffs(runner, keys, tasks: selection.SelectionTasks, places=None, first_round=None):
     """Exact per-partition cutoffs of one selection family (refine rounds, then resolve): its
     :class:`~labelscan.selection.Cutoffs`, or a handle to the task finishing them.
 
@@ -206,19 +209,17 @@ def find_cutoffs(runner, keys, tasks: selection.SelectionTasks, places=None):
     places : list, optional
         Per partition, where its keys are computed (:meth:`~labelscan.runner.DaskRunner.places`):
         a round's histograms are summed on each worker before they travel.
+    first_round : tuple, optional
+        The handles (:func:`submit_round`) of the family's first round, already submitted
+        (:mod:`labelscan.planned_round`): the rounds go on from its advanced planner.
     """
-    planner = selection.SelectionPlanner(tasks)
-    while (step := planner.next_refine()) is not None:
-        active, bits = step
-        histograms = runner.map("cutoffs", selection.histogram, keys, tasks=tasks,
-                                intervals=planner.intervals, active=active, bits=bits)
-        # the choice is made by the root merge itself (one task level less)
-        advanced = runner.reduce("cutoffs-merge", sparse_histogram.merge, histograms, places=places,
-                                 finish=selection.advance, finish_args=(planner, active, bits))
-        # the resolve is submitted with the choice: it runs when the advanced planner collects
-        # next (the usual last round) while the choice travels to the driver
-        pieces = runner.map("cutoffs-resolve", selection.resolve_if_due, keys, planner=advanced)
-        finished = runner.submit("cutoffs-finish", selection.finish_if_due, advanced, *pieces)
+    planner = selection.SelectionPlanner(tasks) if first_round is None else None
+    while first_round is not None or (step := planner.next_refine()) is not None:
+        advanced, pieces, finished = first_round or submit_round(
+            runner, keys, places, selection.histogram,
+            {"tasks": tasks, "intervals": planner.intervals, "active": step[0], "bits": step[1]},
+            sparse_histogram.merge, selection.advance, (planner, *step))
+        first_round = None
         planner = runner.gather(advanced)
         if planner.resolve_due:
             return finished
@@ -231,3 +232,25 @@ def find_cutoffs(runner, keys, tasks: selection.SelectionTasks, places=None):
     # finished next to the pieces: the candidates stay on the workers, and the flag pass can be
     # submitted at once
     return runner.submit("cutoffs-finish", planner.finish, collect, split_ties, pieces)
+
+
+def submit_round(runner, keys, places, histogram, histogram_arguments: dict, merge, choose, choose_arguments: tuple):
+    """Submit one refine round of a family and the resolve that follows it when it is the last.
+
+    ``histogram(keys, **histogram_arguments)`` per partition; the root merge of the histograms
+    (``merge``) chooses the bins, ``choose(merged, *choose_arguments)`` returning the advanced
+    planner; the resolve is submitted with the choice: it runs when the advanced planner
+    collects next (the usual last round) while the choice travels to the driver.
+
+    Returns
+    -------
+    (advanced, pieces, finished)
+        Handles of the advanced planner, of each partition's resolve piece (None unless due)
+        and of the finished :class:`~labelscan.selection.Cutoffs` (None unless due).
+    """
+    histograms = runner.map("cutoffs", histogram, keys, **histogram_arguments)
+    advanced = runner.reduce("cutoffs-merge", merge, histograms, places=places, finish=choose,
+                             finish_args=choose_arguments)
+    pieces = runner.map("cutoffs-resolve", selection.resolve_if_due, keys, planner=advanced)
+    finished = runner.submit("cutoffs-finish", selection.finish_if_due, advanced, *pieces)
+    return advanced, pieces, finished

@@ -1,8 +1,10 @@
-"""Driver-side O(K²) plan: statistics from the reduced states, and the selection tasks.
+"""The O(K²) plan: statistics from the reduced states, and the selection tasks.
 
 Input: class counts ``n_k``, the confident-joint counts and the options. Output: the noise
 statistics (as cleanlab reports them) and, per pruning filter, the :class:`SelectionTasks`
-that say how many rows of which class to select by which key.
+that say how many rows of which class to select by which key. Made on a worker, by the merge
+of the joint counts (:func:`selection_planning`); the driver receives it while the first cutoff
+round already runs.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import numpy as np
 
 from labelscan.options import ScanOptions
 from labelscan.passes import ClassLayout, passing_failures
-from labelscan.selection import BY_CLASS, LOW_SCORE, NOISE_RATE, SelectionTasks
+from labelscan.selection import BY_CLASS, LOW_SCORE, NOISE_RATE, SelectionPlanner, SelectionTasks
 from labelscan.stats import calibration, latent
 from labelscan.stats.pairwise import finish_sum, mean_from_sum, sequence_sum
 
@@ -210,3 +212,58 @@ def selection_families(stats: NoiseStatistics, options: ScanOptions, dtype, num_
     if options.filter_by in ("low_self_confidence", "low_normalized_margin"):
         return [low_score_tasks(stats.num_label_issues, num_rows, score_dtype)]
     return []
+
+
+FAMILIES_PER_FILTER = {"prune_by_noise_rate": 1, "prune_by_class": 1, "both": 2, "low_self_confidence": 1,
+                       "low_normalized_margin": 1, "confident_learning": 0, "predicted_neq_given": 0}
+"""Selection families of each filter (:func:`selection_families`), known before any pass."""
+
+
+@dataclass
+class SelectionPlanning:
+    """The plan of the cutoffs, made on a worker next to the merged joint counts.
+
+    Attributes
+    ----------
+    stats : NoiseStatistics
+    families : list of SelectionTasks
+        :func:`selection_families`.
+    planners : list of labelscan.selection.SelectionPlanner
+        Per family, its planner before any round.
+    first_steps : list
+        Per family, its planner's first ``next_refine()``: ``(active tasks, bits)``, or None
+        when it resolves at once.
+    """
+
+    stats: NoiseStatistics
+    families: list
+    planners: list
+    first_steps: list
+
+
+@passing_failures
+def selection_planning(joint: dict, layout: ClassLayout, thresholds: np.ndarray, options: ScanOptions, dtype,
+                       score_probe=None) -> SelectionPlanning:
+    """:func:`noise_statistics` and :func:`selection_families` of the merged joint summaries
+    (:func:`labelscan.passes.merge_joint_summaries`), with each family's first refine step.
+
+    Parameters
+    ----------
+    layout : labelscan.passes.ClassLayout
+    thresholds : numpy.ndarray, shape (K,)
+    dtype : numpy.dtype
+        Dtype of pred_probs.
+    score_probe : numpy.ndarray, optional
+        An array of the filter scores' dtype (low-score filters).
+
+    Returns
+    -------
+    SelectionPlanning or labelscan.passes.InputFailure
+    """
+    outranked = None if joint["outranked_counts"] is None else joint["outranked_counts"].dense()
+    stats = noise_statistics(layout.totals, thresholds, joint["joint_counts"].dense(),
+                             joint["num_off_diagonal_issues"], options)
+    families = selection_families(stats, options, dtype, layout.num_rows,
+                                  None if score_probe is None else score_probe.dtype, outranked)
+    planners = [SelectionPlanner(tasks) for tasks in families]
+    return SelectionPlanning(stats, families, planners, [planner.next_refine() for planner in planners])

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from labelscan.passes import passing_failures
 from labelscan.selection_flat import FlatKeys, flat_cells, flat_resolve, flat_select
 from labelscan.stats import histogram as sparse_histogram
 from labelscan.stats.order import float_images, image_bits
@@ -697,6 +698,7 @@ def advance(counts, planner: "SelectionPlanner", active: np.ndarray, bits: int) 
     return advanced
 
 
+@passing_failures
 def resolve_if_due(keys, planner: "SelectionPlanner"):
     """:func:`resolve_pieces` of an advanced planner whose rows are collected next (None when it
     refines once more: the driver then drives the next round; :func:`empty_piece` when no task
@@ -714,6 +716,7 @@ def empty_piece() -> dict:
     return {"task": np.zeros(0, np.intp), "image": np.zeros(0, np.uint64), "tie_counts": np.zeros(0, np.int64)}
 
 
+@passing_failures
 def finish_if_due(planner: "SelectionPlanner", *pieces):
     """:meth:`SelectionPlanner.finish` of an advanced planner whose rows were collected (None when
     it refines once more)."""

@@ -329,7 +329,8 @@ def test_the_resolve_submitted_with_the_choice_is_kept_or_dropped_on_a_cluster(t
 
 def test_the_resolve_is_submitted_before_the_driver_has_the_choice(monkeypatch):
     """No round trip between a round's bin choice and the resolve: the driver submits the resolve
-    and finish first, then gathers the advanced planner (which tells it to keep them)."""
+    and finish first, then gathers the advanced planner (which tells it to keep them); nor
+    between the joint pass and the first round, which reads the plan where it is made."""
     from labelscan import engine
     from labelscan.compat import ArraySource, split_rows
     from labelscan.options import ScanOptions
@@ -359,9 +360,11 @@ def test_the_resolve_is_submitted_before_the_driver_has_the_choice(monkeypatch):
     bounds = split_rows(len(labels), 3)
     sources = [ArraySource(int(a), labels[a:b], pred_probs[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
     engine.analyse(Recording(), sources, pred_probs.shape[1], pred_probs.dtype, ScanOptions())
-    # the root merge of the round's histograms chooses the bins
-    assert events[events.index("cutoffs-merge"):] == ["cutoffs-merge", "cutoffs-resolve", "cutoffs-finish",
-                                                      "gather SelectionPlanner"]
+    # the first round runs from the plan the joint merge makes (the driver has it only later), the
+    # root merge of the round's histograms chooses the bins
+    assert events[events.index("joint-merge"):] == [
+        "joint-merge", "gather ClassLayout", "keys", "cutoffs", "cutoffs-merge", "cutoffs-resolve", "cutoffs-finish",
+        "gather ndarray", "gather SelectionPlanning", "gather SelectionPlanner"]
 
 
 def _outranked_calls(monkeypatch) -> list:
