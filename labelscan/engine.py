@@ -136,10 +136,13 @@ def analyse(runner, sources, num_classes: int, dtype, options: ScanOptions,
         filter_scores = runner.map("scores", passes.scores, parts, method=options.filter_by[4:],
                                    adjust=False, thresholds=None)
         score_probe = runner.submit("score-dtype", _dtype_of, filter_scores[0]) if len(sources) else np.zeros(0, dtype)
-    # the merge of the joint counts plans the selections itself (statistics, task families, each
-    # family's first refine step): the first cutoff round, submitted below, runs from it
-    planning = runner.reduce("joint-merge", passes.merge_joint_summaries, summaries, finish=plan.selection_planning,
-                             finish_args=(layout, thresholds, options, dtype, score_probe))
+    # up to WORKER_PLAN_MAX_CLASSES, the merge of the joint counts plans the selections itself
+    # (statistics, task families, each family's first refine step) and the first cutoff round,
+    # submitted below, runs from it; wider plans (six K x K matrices) are made on the driver
+    on_worker = num_classes <= plan.WORKER_PLAN_MAX_CLASSES
+    merged = runner.reduce("joint-merge", passes.merge_joint_summaries, summaries, **(
+        {"finish": plan.selection_planning, "finish_args": (layout, thresholds, options, dtype, score_probe)}
+        if on_worker else {}))
     layout = runner.gather(layout)
     if isinstance(layout, passes.InputFailure):
         runner.release(parts)
@@ -149,19 +152,24 @@ def analyse(runner, sources, num_classes: int, dtype, options: ScanOptions,
     part_places = runner.places(parts)
     clock.lap("read")
     kept_keys = num_cached if cache_keys else 0
-    keys_per_family = [
-        [*runner.map("keys", planned_round.family_keys, parts[:kept_keys], filter_scores[:kept_keys],
-                     facts[:kept_keys], planning=planning, family=family),
-         *zip(parts[kept_keys:], filter_scores[kept_keys:], facts[kept_keys:])]
-        for family in range(plan.FAMILIES_PER_FILTER[options.filter_by])
-    ]
-    first_rounds = [submit_round(runner, keys, part_places, planned_round.first_histogram,
-                                 {"planning": planning, "family": family}, planned_round.merge_histograms,
-                                 planned_round.first_choice, (planning, family))
-                    for family, keys in enumerate(keys_per_family)]
+    if on_worker:
+        keys_per_family = [_family_keys(runner, parts, filter_scores, facts, kept_keys, planned_round.family_keys,
+                                        planning=merged, family=family)
+                           for family in range(plan.FAMILIES_PER_FILTER[options.filter_by])]
+        first_rounds = [submit_round(runner, keys, part_places, planned_round.first_histogram,
+                                     {"planning": merged, "family": family}, planned_round.merge_histograms,
+                                     planned_round.first_choice, (merged, family))
+                        for family, keys in enumerate(keys_per_family)]
     thresholds = runner.gather(thresholds)
     clock.lap("thresholds")
-    planning = runner.gather(planning)
+    if on_worker:
+        planning = runner.gather(merged)
+    else:
+        planning = plan.selection_planning(runner.gather(merged), layout, thresholds, options, dtype,
+                                           runner.gather(score_probe), plan_rounds=False)
+        keys_per_family = [_family_keys(runner, parts, filter_scores, facts, kept_keys, selection.partition_keys,
+                                        tasks=tasks) for tasks in planning.families]
+        first_rounds = [None] * len(planning.families)
     stats, families = planning.stats, planning.families
     clock.lap("joint")
     family_cutoffs = [find_cutoffs(runner, keys, tasks, places=part_places, first_round=first_round)
@@ -172,6 +180,14 @@ def analyse(runner, sources, num_classes: int, dtype, options: ScanOptions,
     family_keys = [[keys[i] for keys in keys_per_family] for i in range(len(sources))]
     return Analysis(parts=parts, facts=facts, family_keys=family_keys, stats=stats, request=request,
                     family_cutoffs=family_cutoffs, clock=clock, most_issues=most_issues(families, layout.num_rows))
+
+
+def _family_keys(runner, parts, filter_scores, facts, num_kept: int, keys_of, **family) -> list:
+    """Per partition, the keys of one selection family: those of the first ``num_kept`` partitions
+    computed once and kept (``keys_of(part, scores, facts, **family)``), the others' inputs to
+    compute them from in each round."""
+    return [*runner.map("keys", keys_of, parts[:num_kept], filter_scores[:num_kept], facts[:num_kept], **family),
+            *zip(parts[num_kept:], filter_scores[num_kept:], facts[num_kept:])]
 
 
 def most_issues(families: list, num_rows: int) -> int:

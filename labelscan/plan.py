@@ -214,6 +214,12 @@ def selection_families(stats: NoiseStatistics, options: ScanOptions, dtype, num_
     return []
 
 
+WORKER_PLAN_MAX_CLASSES = 2048
+"""Classes up to which the merge of the joint counts makes the plan on its worker
+(:func:`selection_planning`: six K x K matrices of 8-byte cells, 200 MB at 2048 classes); wider
+plans are made on the driver, which holds them anyway (a worker's memory stays bounded by its
+partitions)."""
+
 FAMILIES_PER_FILTER = {"prune_by_noise_rate": 1, "prune_by_class": 1, "both": 2, "low_self_confidence": 1,
                        "low_normalized_margin": 1, "confident_learning": 0, "predicted_neq_given": 0}
 """Selection families of each filter (:func:`selection_families`), known before any pass."""
@@ -229,7 +235,7 @@ class SelectionPlanning:
     families : list of SelectionTasks
         :func:`selection_families`.
     planners : list of labelscan.selection.SelectionPlanner
-        Per family, its planner before any round.
+        Per family, its planner before any round (none for a plan made on the driver).
     first_steps : list
         Per family, its planner's first ``next_refine()``: ``(active tasks, bits)``, or None
         when it resolves at once.
@@ -243,9 +249,10 @@ class SelectionPlanning:
 
 @passing_failures
 def selection_planning(joint: dict, layout: ClassLayout, thresholds: np.ndarray, options: ScanOptions, dtype,
-                       score_probe=None) -> SelectionPlanning:
+                       score_probe=None, plan_rounds: bool = True) -> SelectionPlanning:
     """:func:`noise_statistics` and :func:`selection_families` of the merged joint summaries
-    (:func:`labelscan.passes.merge_joint_summaries`), with each family's first refine step.
+    (:func:`labelscan.passes.merge_joint_summaries`), with each family's first refine step
+    (none with ``plan_rounds`` false: the driver drives every round).
 
     Parameters
     ----------
@@ -265,5 +272,5 @@ def selection_planning(joint: dict, layout: ClassLayout, thresholds: np.ndarray,
                              joint["num_off_diagonal_issues"], options)
     families = selection_families(stats, options, dtype, layout.num_rows,
                                   None if score_probe is None else score_probe.dtype, outranked)
-    planners = [SelectionPlanner(tasks) for tasks in families]
+    planners = [SelectionPlanner(tasks) for tasks in families] if plan_rounds else []
     return SelectionPlanning(stats, families, planners, [planner.next_refine() for planner in planners])
