@@ -26,7 +26,7 @@ from labelscan.errors import UsageError
 from labelscan.io.column_set import ColumnSet, Consecutive
 from labelscan.io.commit import OutputCommit
 from labelscan.host_work import host_work
-from labelscan.io import device_pages
+from labelscan.io import device_pages, grouped_read
 from labelscan.io.dataset import TARGET_PARTITION_BYTES, plan_dataset, read_ids, read_partition
 from labelscan.io.rejects import kept_row_ids, rejected_per_reason, with_rejected_rows
 from labelscan.io.unique import check_unique_ids
@@ -88,9 +88,11 @@ class ParquetSource:
 
     Its rows are validated as they are read, so their predictions are finite (``finite``).
     On ``backend="cupy"`` (bad rows raising, no row-sum check) the predictions and labels are
-    decoded on the device where they can be (:mod:`labelscan.io.device_pages`); otherwise
-    list-column predictions come as zero-copy chunks (``row_blocks``), which grouping gathers
-    straight from on the host and which reach the device through one staging copy.
+    decoded on the device where they can be (:mod:`labelscan.io.device_pages`); on the host,
+    list columns of many classes are decoded straight into grouped order
+    (:mod:`labelscan.io.grouped_read`); otherwise list-column predictions come as zero-copy
+    chunks (``row_blocks``), which grouping gathers straight from on the host and which reach
+    the device through one staging copy.
     """
 
     finite = True
@@ -102,9 +104,11 @@ class ParquetSource:
 
     def load(self):
         data = None
-        if self.backend == "cupy" and self.on_bad_rows == "error" and self.row_sum_tolerance is None \
-                and device_pages.enabled():
+        every_row_kept = self.on_bad_rows == "error" and self.row_sum_tolerance is None
+        if every_row_kept and self.backend == "cupy" and device_pages.enabled():
             data = device_pages.read_partition_on_device(self.plan, self.spec)
+        elif every_row_kept and self.backend == "numpy" and grouped_read.applies(self.plan):
+            data = grouped_read.read_partition_grouped(self.plan, self.spec)
         if data is None:
             data = read_partition(self.plan, self.spec, self.row_sum_tolerance, self.on_bad_rows, row_blocks=True)
         return data.row_start, data.labels, data.pred_probs, data.ids, data.rejected

@@ -234,7 +234,7 @@ def test_page_headers_missing_fields_are_refused():
     header_without_sizes = bytes([0x15, 0x00, 0x00])      # only field 1 (page type 0)
     with pytest.raises(pages.Unsupported):
         pages._decode_chunk(_FakeChunk(len(header_without_sizes)), lambda offset, size: header_without_sizes,
-                            leaf, np.empty(4, np.float32))
+                            leaf, pages.ContiguousValues(np.empty(4, np.float32)))
 
 
 class _FakeChunk:

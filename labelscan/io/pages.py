@@ -147,8 +147,8 @@ def flat_leaf(parquet, column: str, dtypes: dict) -> ListLeaf | None:
     return ListLeaf(leaves[0], dtype, 1, leaf.max_definition_level, 0, field_type)
 
 
-def read_list_values(parquet, read_range, row_groups, leaf: ListLeaf) -> np.ndarray:
-    """The values of ``row_groups`` of a list column, row after row.
+def read_list_values(parquet, read_range, row_groups, leaf: ListLeaf, rows_at=None) -> np.ndarray:
+    """The values of ``row_groups`` of a list column, row after row (or each row where asked).
 
     Parameters
     ----------
@@ -157,10 +157,14 @@ def read_list_values(parquet, read_range, row_groups, leaf: ListLeaf) -> np.ndar
         Reads bytes of the file.
     row_groups : sequence of int
     leaf : ListLeaf
+    rows_at : RowScatter, optional
+        Write row ``i`` of the row groups to ``rows_at.rows[rows_at.destinations[i]]`` instead
+        of returning the values in row order (one copy of each value, no matrix in between).
 
     Returns
     -------
     numpy.ndarray, shape (rows * K,), ``leaf.dtype``
+        The values in row order; with ``rows_at``, ``rows_at.rows`` itself, shape (m, K).
 
     Raises
     ------
@@ -171,18 +175,90 @@ def read_list_values(parquet, read_range, row_groups, leaf: ListLeaf) -> np.ndar
     if any(not 0 <= index < metadata.num_row_groups for index in row_groups):
         raise Unsupported("no such row group")
     ends = np.cumsum([metadata.row_group(index).num_rows * leaf.list_size for index in row_groups])
-    values = np.empty(int(ends[-1]) if len(ends) else 0, dtype=leaf.dtype)
+    total = int(ends[-1]) if len(ends) else 0
+    if rows_at is None:
+        values = np.empty(total, dtype=leaf.dtype)
+        sinks = [ContiguousValues(values[start:stop]) for start, stop in zip([0, *ends[:-1]], ends)]
+    else:
+        if rows_at.rows.dtype != leaf.dtype or rows_at.rows.shape[1] != leaf.list_size \
+                or len(rows_at.destinations) * leaf.list_size != total:
+            raise Unsupported("destination rows do not match the row groups")
+        values = rows_at.rows
+        sinks = [rows_at.shifted(start // leaf.list_size, stop // leaf.list_size)
+                 for start, stop in zip([0, *ends[:-1]], ends)]
 
-    def decode(index, start, stop):
-        _decode_chunk(metadata.row_group(index).column(leaf.column_index), read_range, leaf, values[start:stop])
+    def decode(index, sink):
+        _decode_chunk(metadata.row_group(index).column(leaf.column_index), read_range, leaf, sink)
 
-    jobs = list(zip(row_groups, [0, *ends[:-1]], ends))
+    jobs = list(zip(row_groups, sinks))
     if len(jobs) > 1:   # row groups in parallel, as Arrow decodes them (reads and decompression release the GIL)
         list(decode_pool().map(lambda job: decode(*job), jobs))
     else:
         for job in jobs:
             decode(*job)
     return values
+
+
+@dataclass(frozen=True)
+class ContiguousValues:
+    """Decoded values written one after the other into ``out`` (shape (num_values,))."""
+
+    out: np.ndarray
+
+    @property
+    def num_values(self) -> int:
+        return len(self.out)
+
+    def write(self, start: int, values: np.ndarray) -> None:
+        """Values ``start .. start + len(values)`` of the chunk.
+
+        Copied as bytes with a memoryview assignment, which keeps the GIL: besides the
+        decompression, a page costs no GIL release, and so no wait to take it back behind
+        other threads running Python (each such wait may last the interpreter's switch interval).
+        """
+        memoryview(self.out[start:start + len(values)]).cast("B")[:] = memoryview(values).cast("B")
+
+
+@dataclass(frozen=True)
+class RowScatter:
+    """Decoded rows written each to its own row of a matrix (grouping rows as they are decoded).
+
+    Attributes
+    ----------
+    rows : numpy.ndarray, shape (m, K)
+        Destination (C-contiguous).
+    destinations : numpy.ndarray, shape (n,), intp
+        Row of ``rows`` receiving each decoded row, in decoding order.
+    """
+
+    rows: np.ndarray
+    destinations: np.ndarray
+
+    @property
+    def num_values(self) -> int:
+        return len(self.destinations) * self.rows.shape[1]
+
+    def shifted(self, first_row: int, end_row: int) -> "RowScatter":
+        """The sink of decoded rows ``first_row .. end_row`` (one row group's)."""
+        return RowScatter(self.rows, self.destinations[first_row:end_row])
+
+    def write(self, start: int, values: np.ndarray) -> None:
+        """Values ``start .. start + len(values)`` of the decoded rows, flat (a page may begin
+        or end inside a row)."""
+        list_size = self.rows.shape[1]
+        row, phase = divmod(start, list_size)
+        done = 0
+        if phase:
+            done = min(list_size - phase, len(values))
+            self.rows[self.destinations[row], phase:phase + done] = values[:done]
+            row += 1
+        whole = (len(values) - done) // list_size
+        if whole:
+            self.rows[self.destinations[row:row + whole]] = values[done:done + whole * list_size].reshape(whole, -1)
+            done += whole * list_size
+            row += whole
+        if done < len(values):
+            self.rows[self.destinations[row], :len(values) - done] = values[done:]
 
 
 _pool = None
@@ -199,17 +275,18 @@ def decode_pool() -> ThreadPoolExecutor:
         return _pool
 
 
-def _decode_chunk(chunk, read_range, leaf: ListLeaf, out: np.ndarray) -> None:
-    """Decode one column chunk into ``out`` (exactly its values), or raise :class:`Unsupported`."""
+def _decode_chunk(chunk, read_range, leaf: ListLeaf, sink) -> None:
+    """Decode one column chunk into ``sink`` (:class:`ContiguousValues` or :class:`RowScatter`
+    of exactly its values), or raise :class:`Unsupported`."""
     if chunk.compression not in CODECS:
         raise Unsupported(f"codec {chunk.compression}")
-    if chunk.num_values != len(out):
+    if chunk.num_values != sink.num_values:
         raise Unsupported("level entries differ from rows x K (nulls or lists of another length)")
     codec = CODECS[chunk.compression]
     first_page = chunk.dictionary_page_offset if chunk.has_dictionary_page else chunk.data_page_offset
     data = _bytes_view(read_range(first_page, chunk.total_compressed_size))
     try:
-        _walk_pages(data, codec, leaf, out)
+        _walk_pages(data, codec, leaf, sink)
     except (ThriftError, IndexError, KeyError, TypeError, ValueError, pa.ArrowException) as error:
         raise Unsupported(f"unreadable pages ({error!r})") from error
 
@@ -256,30 +333,22 @@ def column_chunk_pages(data, num_values: int):
         position += compressed_size
 
 
-def _walk_pages(data, codec, leaf: ListLeaf, out: np.ndarray) -> None:
-    """Decode a column chunk's pages into ``out``.
-
-    A PLAIN page's values are copied with a memoryview assignment, which keeps the GIL:
-    besides the decompression, a page costs no GIL release, and so no wait to take it back
-    behind other threads running Python (each such wait may last the interpreter's switch
-    interval).
-    """
+def _walk_pages(data, codec, leaf: ListLeaf, sink) -> None:
+    """Decode a column chunk's pages into ``sink``."""
     written = 0
     dictionary = None
-    out_bytes = memoryview(out).cast("B")
-    itemsize = leaf.dtype.itemsize
-    for page_type, header, _, body in column_chunk_pages(data, len(out)):
+    for page_type, header, _, body in column_chunk_pages(data, sink.num_values):
         if page_type == DICTIONARY_PAGE:
             dictionary = np.frombuffer(_decompress(body, header[2], codec), leaf.dtype,
                                        count=dictionary_size(header))
         elif page_type in (DATA_PAGE, DATA_PAGE_V2):
             count, encoding, values = _data_page(page_type, header, body, header[2], codec, leaf, written)
             if encoding == PLAIN:
-                if len(values) < count * itemsize:
+                if len(values) < count * leaf.dtype.itemsize:
                     raise Unsupported("page shorter than its values")
-                out_bytes[written * itemsize:(written + count) * itemsize] = values[:count * itemsize]
+                sink.write(written, np.frombuffer(values, leaf.dtype, count=count))
             else:
-                out[written:written + count] = _dictionary_values(values, encoding, count, dictionary)
+                sink.write(written, _dictionary_values(values, encoding, count, dictionary))
             written += count
 
 

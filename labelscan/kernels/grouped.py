@@ -164,7 +164,7 @@ class GroupedPartition:
     def grouped_positions(self):
         """Grouped position of each row of the partition (row order), shape (n,)."""
         if not hasattr(self, "_inverse"):
-            self._inverse = _inverse_permutation(self.order)
+            self._inverse = inverse_permutation(self.order)
         return self._inverse
 
     def row_ids_in_row_order(self):
@@ -178,6 +178,48 @@ class GroupedPartition:
         return to_host(self.kept_row_ids)
 
 
+@dataclass(frozen=True)
+class GroupedRows:
+    """A host partition's predictions already in grouped order, row-major (decoded straight to
+    their grouped rows: :mod:`labelscan.io.grouped_read`), for partitions of at least
+    :data:`ROW_MAJOR_K` classes.
+
+    Attributes
+    ----------
+    rows : numpy.ndarray, shape (n, K)
+        ``rows[i]`` = row ``order[i]`` of the partition (C-contiguous).
+    order : numpy.ndarray, shape (n,), intp
+        :func:`class_order` of the partition's labels.
+    positions : numpy.ndarray, shape (n,), intp
+        The inverse of ``order``: grouped position of each row.
+    """
+
+    rows: np.ndarray
+    order: np.ndarray
+    positions: np.ndarray
+
+
+def class_order(labels, num_classes: int):
+    """Row indices sorted stably by given label, shape (n,), in the namespace of ``labels``.
+
+    Parameters
+    ----------
+    labels : array, shape (n,), integer in [0, K)
+    num_classes : int
+    """
+    xp = array_module(labels)
+    small = labels.astype(np.uint16 if num_classes <= np.iinfo(np.uint16).max else np.int64)
+    return xp.argsort(small, kind="stable") if xp is np else xp.argsort(small)  # CuPy sorts stably
+
+
+def inverse_permutation(order):
+    """``inverse[order[i]] = i``, shape (n,), in the namespace of ``order``."""
+    xp = array_module(order)
+    inverse = xp.empty_like(order)
+    inverse[order] = xp.arange(len(order))
+    return inverse
+
+
 def group_by_label(row_start: int, labels, pred_probs, ids=None, rejected=None, row_ids=None,
                    has_nan=None) -> GroupedPartition:
     """Group a partition's rows by given label (stable) and store its predictions column-major.
@@ -188,7 +230,8 @@ def group_by_label(row_start: int, labels, pred_probs, ids=None, rejected=None, 
     labels : array, shape (n,), integer in [0, K)
     pred_probs : array, shape (n, K), or list of numpy.ndarray
         NumPy (the partition stays on the host) or CuPy (it lives on the device); on the host
-        also a list of (rows, K) blocks in row order (gathered from without joining them).
+        also a list of (rows, K) blocks in row order (gathered from without joining them), or
+        :class:`GroupedRows` (already grouped, kept as they are).
     ids : numpy.ndarray or None, shape (n,)
     rejected : labelscan.io.rejects.Rejections or None
         Input rows left out of ``labels`` and ``pred_probs`` (kept with the partition).
@@ -204,17 +247,20 @@ def group_by_label(row_start: int, labels, pred_probs, ids=None, rejected=None, 
     """
     if isinstance(pred_probs, list) and not _gathers_from_blocks(pred_probs):
         pred_probs = np.concatenate(pred_probs)
-    blocks = pred_probs if isinstance(pred_probs, list) else [pred_probs]
+    if isinstance(pred_probs, GroupedRows):
+        order, grouped_positions, columns = pred_probs.order, pred_probs.positions, pred_probs.rows.T
+        blocks = [pred_probs.rows]
+    else:
+        blocks = pred_probs if isinstance(pred_probs, list) else [pred_probs]
+        order = class_order(labels, blocks[0].shape[1])
+        grouped_positions = inverse_permutation(order) if isinstance(pred_probs, list) else None
+        columns = (_columns_from_blocks(blocks, grouped_positions) if grouped_positions is not None
+                   else _grouped_columns(pred_probs, order))
     xp = array_module(blocks[0])
     num_classes = blocks[0].shape[1]
-    small = labels.astype(np.uint16 if num_classes <= np.iinfo(np.uint16).max else np.int64)
-    order = xp.argsort(small, kind="stable") if xp is np else xp.argsort(small)  # CuPy sorts stably
     counts = to_host(bincount(labels, num_classes))
     class_starts = np.zeros(num_classes + 1, dtype=np.intp)
     np.cumsum(counts, out=class_starts[1:])
-    grouped_positions = _inverse_permutation(order) if isinstance(pred_probs, list) else None
-    columns = (_columns_from_blocks(blocks, grouped_positions) if grouped_positions is not None
-               else _grouped_columns(pred_probs, order))
     partition = GroupedPartition(
         row_start=int(row_start),
         num_rows=len(labels),
@@ -226,17 +272,9 @@ def group_by_label(row_start: int, labels, pred_probs, ids=None, rejected=None, 
         has_nan=any(bool(block.size and xp.isnan(block.max())) for block in blocks) if has_nan is None else has_nan,
         rejected=rejected,
     )
-    if grouped_positions is not None:   # computed for the gather: kept for the way back to row order
+    if grouped_positions is not None:   # computed for the grouping: kept for the way back to row order
         partition._inverse = grouped_positions
     return partition
-
-
-def _inverse_permutation(order):
-    """``inverse[order[i]] = i``, shape (n,), in the namespace of ``order``."""
-    xp = array_module(order)
-    inverse = xp.empty_like(order)
-    inverse[order] = xp.arange(len(order))
-    return inverse
 
 
 def _cache_block_rows(num_classes: int, dtype) -> int:
