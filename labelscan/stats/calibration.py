@@ -59,58 +59,50 @@ def clip_diagonal_to_one(counts: np.ndarray) -> np.ndarray:
     return counts
 
 
-def round_preserving_sum(values: np.ndarray, tie_break: str = "stable") -> np.ndarray:
-    """Round to integers keeping the rounded total (largest-remainder method).
+def round_preserving_row_totals(matrix: np.ndarray, tie_break: str = "stable") -> np.ndarray:
+    """Round every row to integers keeping its rounded total (largest-remainder method), all
+    rows at once.
+
+    Each row follows cleanlab's ``round_preserving_sum`` step for step: round half to even;
+    while the rounded cells' total differs from the rounded row total, the ``min(|difference|,
+    K)`` cells with the largest remainder ``value - rounded`` gain one when units are missing
+    (stable ties: highest index first), those with the smallest remainder lose one when units
+    are in excess (stable ties: lowest index first). Row totals are numpy's pairwise sums of
+    each row, as ``np.sum`` of the row alone gives them.
 
     Parameters
     ----------
-    values : numpy.ndarray, shape (L,)
+    matrix : numpy.ndarray, shape (K, L), float
     tie_break : {"stable", "numpy"}
         See :data:`SORT_KINDS`.
 
     Returns
     -------
-    numpy.ndarray, shape (L,), int64
-        Round-half-even values adjusted one unit at a time: when units are missing, the cells
-        with the largest remainder ``value - rounded`` gain one (stable ties: highest index
-        first); when units are in excess, the cells with the smallest remainder lose one
-        (stable ties: lowest index first).
-    """
-    floats = np.asarray(values, dtype=float)
-    ints = floats.round()
-    target = np.sum(floats).round()
-    current = np.sum(ints).round()
-    while abs(current - target) > ROUNDING_TOLERANCE:
-        difference = np.round(target - current)
-        step = -1 if difference < 0 else 1
-        changes = min(int(abs(difference)), len(floats))
-        by_remainder = np.argsort(floats - ints, kind=SORT_KINDS[tie_break])
-        chosen = by_remainder[::-1][:changes] if step == 1 else by_remainder[:changes]
-        ints[chosen] += step
-        current = np.sum(ints).round()
-    return ints.astype(np.int64)
-
-
-def round_preserving_row_totals(matrix: np.ndarray, tie_break: str = "stable") -> np.ndarray:
-    """Apply :func:`round_preserving_sum` to every row.
-
-    Parameters
-    ----------
-    matrix : numpy.ndarray, shape (K, K), float
-    tie_break : {"stable", "numpy"}
-
-    Returns
-    -------
-    numpy.ndarray, shape (K, K), int64, C-contiguous
-        Integer input and all-zero rows are returned as they are (nothing to round), without
-        the per-row steps.
+    numpy.ndarray, shape (K, L), int64, C-contiguous
+        Integer input and all-zero rows are returned as they are (nothing to round).
     """
     if np.asarray(matrix).dtype.kind in "iu":   # integers round to themselves
         return np.ascontiguousarray(matrix, dtype=np.int64)
-    rounded = np.empty(matrix.shape, dtype=np.int64)
-    for row, values in enumerate(matrix):
-        rounded[row] = round_preserving_sum(values, tie_break) if values.any() else 0
-    return rounded
+    floats = np.ascontiguousarray(matrix, dtype=float)   # each row contiguous, summed pairwise
+    rounded = floats.round()
+    targets = floats.sum(axis=1).round()
+    width = floats.shape[1]
+    active = np.flatnonzero(floats.any(axis=1))
+    while len(active):
+        current = rounded[active].sum(axis=1).round()
+        off = np.abs(current - targets[active]) > ROUNDING_TOLERANCE
+        active, current = active[off], current[off]
+        if not len(active):
+            break
+        difference = np.round(targets[active] - current)
+        changes = np.minimum(np.abs(difference), width)[:, None]
+        by_remainder = np.argsort(floats[active] - rounded[active], axis=1, kind=SORT_KINDS[tie_break])
+        ranks = np.empty_like(by_remainder)
+        np.put_along_axis(ranks, by_remainder, np.arange(width)[None, :], axis=1)
+        gaining = (difference > 0)[:, None]
+        chosen = np.where(gaining, ranks >= width - changes, ranks < changes)
+        rounded[active] += np.where(gaining, 1.0, -1.0) * chosen
+    return rounded.astype(np.int64)
 
 
 def calibrate_confident_joint(confident_joint: np.ndarray, label_counts: np.ndarray,
