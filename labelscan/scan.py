@@ -89,7 +89,7 @@ class ParquetSource:
     Its rows are validated as they are read, so their predictions are finite (``finite``).
     On ``backend="cupy"`` (bad rows raising, no row-sum check) the predictions and labels are
     decoded on the device where they can be (:mod:`labelscan.io.device_pages`); on the host,
-    list columns of many classes are decoded straight into grouped order
+    list columns are decoded straight into grouped order where the page decoder reads them
     (:mod:`labelscan.io.grouped_read`); otherwise list-column predictions come as zero-copy
     chunks (``row_blocks``), which grouping gathers straight from on the host and which reach
     the device through one staging copy.

@@ -226,7 +226,7 @@ class RowScatter:
     Attributes
     ----------
     rows : numpy.ndarray, shape (m, K)
-        Destination (C-contiguous).
+        Destination: a C-contiguous matrix or the transpose of one (K, m).
     destinations : numpy.ndarray, shape (n,), intp
         Row of ``rows`` receiving each decoded row, in decoding order.
     """

@@ -180,14 +180,15 @@ class GroupedPartition:
 
 @dataclass(frozen=True)
 class GroupedRows:
-    """A host partition's predictions already in grouped order, row-major (decoded straight to
-    their grouped rows: :mod:`labelscan.io.grouped_read`), for partitions of at least
-    :data:`ROW_MAJOR_K` classes.
+    """A host partition's predictions already in grouped order, in the storage of host grouped
+    partitions (:func:`grouped_rows_matrix`; decoded straight to their grouped rows by
+    :mod:`labelscan.io.grouped_read`).
 
     Attributes
     ----------
     rows : numpy.ndarray, shape (n, K)
-        ``rows[i]`` = row ``order[i]`` of the partition (C-contiguous).
+        ``rows[i]`` = row ``order[i]`` of the partition: a C-contiguous matrix, or the
+        transpose of one (n, K) for fewer than :data:`ROW_MAJOR_K` classes.
     order : numpy.ndarray, shape (n,), intp
         :func:`class_order` of the partition's labels.
     positions : numpy.ndarray, shape (n,), intp
@@ -197,6 +198,15 @@ class GroupedRows:
     rows: np.ndarray
     order: np.ndarray
     positions: np.ndarray
+
+
+def grouped_rows_matrix(num_rows: int, num_classes: int, dtype) -> np.ndarray:
+    """An uninitialised host (n, K) matrix laid out as a grouped partition stores its rows: whole
+    rows (C-contiguous) from :data:`ROW_MAJOR_K` classes, else the transpose of C-contiguous
+    columns (K, n), so that ``matrix.T`` is :attr:`GroupedPartition.columns` as it is."""
+    if num_classes >= ROW_MAJOR_K:
+        return np.empty((num_rows, num_classes), dtype=dtype)
+    return np.empty((num_classes, num_rows), dtype=dtype).T
 
 
 def class_order(labels, num_classes: int):
