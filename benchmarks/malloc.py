@@ -1,14 +1,17 @@
-"""Worker allocator benchmark: scans with labelscan's glibc settings for GPU workers and with glibc's defaults.
+"""Worker allocator benchmark: scans with labelscan's glibc settings for its workers and with glibc's defaults.
 
 labelscan starts GPU workers with one glibc arena that keeps freed memory
-(:data:`labelscan.cluster.GPU_WORKER_MALLOC`). For each GPU count of ``--gpus`` (or, with
-``--cpu``, the default CPU ``LocalCluster``), in one command: a cluster with glibc's defaults
-and one with those settings, each given a warm-up scan and one untimed scan of the set, then
-``--repeat`` timed scans; records the median seconds and that run's stages per setting.
+(:data:`labelscan.cluster.GPU_WORKER_MALLOC`) and CPU workers with one that keeps a bounded
+amount of it (:func:`labelscan.cluster.cpu_worker_malloc`). For each GPU count of ``--gpus`` (or,
+with ``--cpu``, the default CPU ``LocalCluster``), in one command: a cluster with glibc's defaults
+and one with labelscan's settings, each given a warm-up scan and one untimed scan of the set, then
+``--repeat`` timed scans, each after ``--idle`` seconds of waiting (time in which a virtual
+machine's host may take back the pages a worker freed); records the median seconds and that
+run's stages per setting.
 
 Run on a GPU host: ``python -m benchmarks.malloc --size 400Mx10 --gpus 1,2 --rows-per-file
 10000000 --out benchmarks/results/malloc.json``; on CPU: ``python -m benchmarks.malloc --cpu
---size 10Mx10``.
+--size 10Mx10 --idle 8``.
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ from benchmarks.cpu import Recorder, machine_info, package_versions
 from benchmarks.datasets import ROWS_PER_FILE, add_dataset_options, ensure_dataset, parse_size
 from labelscan import cluster as clusters
 
-SETTINGS = {"glibc": {}, "labelscan": dict(clusters.GPU_WORKER_MALLOC)}
-"""Worker environment of each setting."""
+SETTINGS = {"glibc": {}, "labelscan": None}
+"""Worker allocator variables of each setting (None: labelscan's own for the kind of cluster)."""
 
 WARMUP_ROWS = 20_000
 
@@ -38,8 +41,7 @@ def started_cluster(setting: str, gpus: int | None):
     from benchmarks.scale import gpu_cluster
 
     if gpus is None:
-        with clusters.worker_environment(SETTINGS[setting]):
-            cluster = clusters.local_cluster(dashboard_address=None)
+        cluster = clusters.local_cluster(worker_malloc=SETTINGS[setting], dashboard_address=None)
         client = Client(cluster)
     else:
         cluster, client, _ = gpu_cluster(gpus, worker_malloc=SETTINGS[setting])
@@ -48,7 +50,7 @@ def started_cluster(setting: str, gpus: int | None):
 
 
 def bench_setting(recorder: Recorder, size: str, folders: tuple, setting: str, gpus: int | None,
-                  repeat: int, out: str) -> None:
+                  repeat: int, out: str, idle: float = 0.0) -> None:
     import labelscan
 
     folder, warmup_folder = folders
@@ -58,6 +60,7 @@ def bench_setting(recorder: Recorder, size: str, folders: tuple, setting: str, g
             labelscan.scan(source, out, client=client, overwrite=True, backend=backend)
         seconds, timings = [], []
         for _ in range(repeat):
+            time.sleep(idle)
             started = time.perf_counter()
             result = labelscan.scan(folder, out, client=client, overwrite=True, backend=backend)
             seconds.append(time.perf_counter() - started)
@@ -76,6 +79,7 @@ def main(argv=None) -> None:
     parser.add_argument("--gpus", default="1,2", help="comma-separated GPU counts")
     parser.add_argument("--cpu", action="store_true", help="the default CPU LocalCluster instead of GPUs")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--idle", type=float, default=0.0, help="seconds of waiting before each timed scan")
     parser.add_argument("--rows-per-file", type=int, default=ROWS_PER_FILE)
     add_dataset_options(parser)
     parser.add_argument("--out", default="benchmarks/results/malloc.json")
@@ -87,7 +91,7 @@ def main(argv=None) -> None:
     recorder = Recorder(machine_info(), package_versions())
     for gpus in [None] if args.cpu else [int(count) for count in args.gpus.split(",")]:
         for setting in SETTINGS:
-            bench_setting(recorder, args.size, folders, setting, gpus, args.repeat, out)
+            bench_setting(recorder, args.size, folders, setting, gpus, args.repeat, out, args.idle)
             recorder.save(args.out)
 
 

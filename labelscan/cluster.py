@@ -101,9 +101,9 @@ whose heaps are at most 64 MB, so every such temporary is a fresh mapping whose 
 (zeroed) on first touch, and its unmapping blocks the other threads' page faults. One arena
 without mmap and trimming reuses the same pages: 400M x 10 on one H100 13.5 -> 11.0 s, on two
 7.6 s instead of 9.3 s (medians of 3). The cost: a worker's resident memory stays at its peak,
-which on a GPU host is a few GB per worker. CPU workers keep glibc's defaults: on 2 cores the
-gain is within noise (10M x 10: 0-6% in three A/Bs, ``python -m benchmarks.malloc --cpu``), and
-their resident memory is what Dask's memory limit acts on in bounded-memory scans.
+which on a GPU host is a few GB per worker. CPU workers keep a bounded amount of free memory
+instead (:func:`cpu_worker_malloc`): their resident memory is what Dask's memory limit acts on
+in bounded-memory scans.
 """
 
 
@@ -147,15 +147,69 @@ def with_preload(module: str) -> list:
     return preload if module in preload else [*preload, module]
 
 
-def local_cluster(**kwargs):
+CPU_WORKER_KEPT_FRACTION = 0.25
+"""Free memory a CPU worker process keeps for reuse, as a fraction of its memory limit
+(:func:`cpu_worker_malloc`)."""
+
+
+def cpu_worker_malloc(memory_limit, n_workers: int) -> dict:
+    """glibc settings of the CPU workers labelscan starts: one heap, no mappings of their own
+    for large blocks, and up to :data:`CPU_WORKER_KEPT_FRACTION` of the worker's memory limit
+    kept free in the heap instead of returned to the kernel.
+
+    A scan's partitions and temporaries are large blocks, freed at the end of each pass or
+    scan. Returned to the kernel, their pages come back zeroed, and on a virtual machine
+    whose host takes back the guest's free pages (free page reporting, as on the 2-core
+    development machine) every page is then faulted in by the host again: after 8 s idle
+    between scans (or after another program ran, as cleanlab does between the benchmark's
+    scans), glibc's defaults against these settings, 2-core host, two clusters alternating,
+    medians of five scans: 10M x 10 2.85 -> 1.89 s, 1M x 100 2.61 -> 2.15 s, 200K x 1000
+    3.33 -> 1.54 s (``python -m benchmarks.malloc --cpu --idle 8``; back to back, without the
+    idle time, the gain was within noise). The free memory kept is bounded so that Dask's
+    memory manager, which reads the process's resident memory, still sees partitions come
+    and go in bounded-memory scans.
+
+    Parameters
+    ----------
+    memory_limit : int, float, str or None
+        The workers' ``memory_limit`` as ``LocalCluster`` takes it (bytes, a fraction of the
+        host's memory, ``"4GB"``, ``"auto"``, or None / 0 for none).
+    n_workers : int
+
+    Returns
+    -------
+    dict
+        Environment variables of the worker processes.
+    """
+    from dask.utils import parse_bytes
+
+    total = psutil.virtual_memory().total
+    if isinstance(memory_limit, str) and memory_limit != "auto":
+        limit = parse_bytes(memory_limit)
+    elif isinstance(memory_limit, (int, float)) and memory_limit > 0:
+        limit = memory_limit * total if memory_limit <= 1 else memory_limit
+    else:
+        limit = total / max(n_workers, 1)
+    return {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": str(1 << 32),
+            "MALLOC_TRIM_THRESHOLD_": str(int(limit * CPU_WORKER_KEPT_FRACTION))}
+
+
+def local_cluster(worker_malloc: dict | None = None, **kwargs):
     """A ``LocalCluster`` with :func:`default_local_cluster_kwargs` (overridden by ``kwargs``) and
     labelscan's :data:`WORKER_ENVIRONMENT`; worker processes preload :mod:`labelscan.worker_setup`
-    (workers in this process do not: its objects are the caller's)."""
+    (workers in this process do not: its objects are the caller's).
+
+    ``worker_malloc``: the worker processes' glibc allocator variables (:func:`cpu_worker_malloc`
+    of the cluster's memory limit when None; ``{}`` for glibc's defaults).
+    """
     from distributed import LocalCluster
 
     options = {**default_local_cluster_kwargs(), **kwargs}
-    settings = {"distributed.worker.preload": with_preload(WORKER_SETUP)} if options["processes"] else {}
-    with worker_environment(settings=settings):
+    if not options["processes"]:
+        return LocalCluster(**options)
+    if worker_malloc is None:
+        worker_malloc = cpu_worker_malloc(options.get("memory_limit"), options.get("n_workers") or 1)
+    with worker_environment(worker_malloc, settings={"distributed.worker.preload": with_preload(WORKER_SETUP)}):
         return LocalCluster(**options)
 
 

@@ -1,5 +1,6 @@
-"""Worker processes labelscan starts: glibc's allocator left adaptive, Arrow decoding on every
-core, the objects of the imports frozen out of full garbage collections.
+"""Worker processes labelscan starts: glibc's allocator keeping a bounded amount of freed memory
+(or, asked for glibc's defaults, left adaptive), Arrow decoding on every core, the objects of the
+imports frozen out of full garbage collections.
 
 Dask's nanny spawns workers with ``MALLOC_TRIM_THRESHOLD_=65536`` and ``OMP_NUM_THREADS=1``;
 the first turns off glibc's adaptive mmap threshold (numpy temporaries page-fault again on every
@@ -36,8 +37,15 @@ from labelscan.cluster import local_cluster
 def trim():
     return os.environ.get("MALLOC_TRIM_THRESHOLD_")
 
+def malloc():
+    return [os.environ.get(name) for name in ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")]
+
 if __name__ == "__main__":
-    with local_cluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster, Client(cluster) as client:
+    with local_cluster(n_workers=1, threads_per_worker=1, memory_limit="1GB", dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        print("labelscan kept", list(client.run(malloc).values()))
+    with local_cluster(worker_malloc={}, n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
         print("labelscan", list(client.run(trim).values()))
     # the mechanism it undoes: a plain LocalCluster sets the variable
     with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster, Client(cluster) as client:
@@ -45,7 +53,7 @@ if __name__ == "__main__":
 """
 
 
-def test_labelscan_workers_start_without_the_trim_threshold(tmp_path):
+def test_labelscan_workers_keep_a_quarter_of_their_memory_limit_or_glibcs_defaults(tmp_path):
     """In a fresh interpreter: Dask's nanny writes the variable into its own process's
     environment, so a cluster started earlier in this test process would leak it."""
     script = tmp_path / "trim.py"
@@ -54,6 +62,7 @@ def test_labelscan_workers_start_without_the_trim_threshold(tmp_path):
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPOSITORY), environment.get("PYTHONPATH")]))
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=environment,
                             timeout=120, check=True)
+    assert "labelscan kept [['1', '4294967296', '250000000']]" in result.stdout
     assert "labelscan [None]" in result.stdout
     assert "dask ['65536']" in result.stdout
 
@@ -163,3 +172,18 @@ def test_workers_in_this_process_leave_its_objects_alone():
     with local_cluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         assert _worker_values(client, _frozen_objects_and_preload)[0][0] == frozen
+
+
+def test_cpu_worker_malloc_reads_memory_limits_as_localcluster_takes_them():
+    import psutil
+
+    from labelscan.cluster import cpu_worker_malloc
+
+    def kept(memory_limit, n_workers=1):
+        return int(cpu_worker_malloc(memory_limit, n_workers)["MALLOC_TRIM_THRESHOLD_"])
+
+    total = psutil.virtual_memory().total
+    assert kept("2.5GB") == 625_000_000
+    assert kept(4_000_000_000) == 1_000_000_000
+    assert kept(0.5) == int(total * 0.5 * 0.25)
+    assert kept("auto", 2) == kept(None, 2) == kept(0, 2) == int(total / 2 * 0.25)
