@@ -43,7 +43,7 @@ import pyarrow as pa
 from labelscan import __version__, engine, multilabel, outcome, plan as planning, scan
 from labelscan import multilabel_order as mlo
 from labelscan import multilabel_passes as mlp
-from labelscan.cluster import get_client, worker_threads
+from labelscan.cluster import get_client, worker_memory_limit, worker_threads
 from labelscan.errors import InputError, UsageError
 from labelscan.io.commit import OutputCommit
 from labelscan.io.multilabels import read_multilabel_partition
@@ -414,7 +414,8 @@ def run_multilabel_scan(input_path, out_path, *, options: ScanOptions, label_col
         shorten_batching(dask_client)
         timings = {"cluster": round(time.perf_counter() - started, 6)}
         protect_workers(dask_client, storage_options, [out_path, *scan._paths(input_path)])
-        plan = scan._plan(input_path, columns, storage_options, rows_per_partition, worker_threads(dask_client))
+        plan = scan._plan(input_path, columns, storage_options, rows_per_partition, worker_threads(dask_client),
+                          memory_limit=worker_memory_limit(dask_client))
         options.check_classes(plan.num_classes)
         class_names = scan._class_names(class_names, plan)
         commit = OutputCommit(out_path, storage_options=storage_options, overwrite=overwrite,

@@ -346,7 +346,7 @@ def run_scan(input_path, out_path, *, options: ScanOptions, label_column="label"
         timings = {"cluster": round(time.perf_counter() - started, 6)}
         protect_workers(dask_client, storage_options, [out_path, *_paths(input_path)])   # mask worker logs
         plan = _plan(input_path, columns, storage_options, rows_per_partition, worker_threads(dask_client),
-                     backend)
+                     backend, worker_memory_limit(dask_client))
         options.check_classes(plan.num_classes)
         class_names = _class_names(class_names, plan)
         commit = OutputCommit(out_path, storage_options=storage_options, overwrite=overwrite,
@@ -444,14 +444,43 @@ def _paths(input_path) -> list:
     return [input_path] if isinstance(input_path, str) else list(input_path)
 
 
-def _plan(input_path, columns, storage_options, rows_per_partition, threads: int, backend: str = "numpy"):
-    """Plan the partitions; by default at least two per worker thread when row groups allow
-    (GPU scans: partitions of :data:`GPU_PARTITION_BYTES`, at least one per
-    :data:`GPU_THREADS_PER_PARTITION` threads: fewer tasks of more rows)."""
+THREAD_MEMORY_PER_PARTITION = 16
+"""A CPU partition's predictions take at most 1/16 of a worker thread's share of its worker's
+memory limit (a thread holds its partition, grouped, and temporaries of a few times its size;
+cached partitions are counted apart, :data:`CACHE_FRACTION`)."""
+
+MIN_PARTITION_BYTES = 64 * 2**20
+"""Smallest partition a tight memory limit makes (the default planning's until the
+twenty-third session)."""
+
+
+def cpu_partition_bytes(memory_limit: int, threads: int) -> int:
+    """Most bytes of predictions per partition of a CPU scan: :data:`TARGET_PARTITION_BYTES`,
+    less under a tight memory limit (:data:`THREAD_MEMORY_PER_PARTITION`), at least
+    :data:`MIN_PARTITION_BYTES`.
+
+    Parameters
+    ----------
+    memory_limit : int
+        Sum of the workers' memory limits in bytes (0: unknown or none).
+    threads : int
+        Worker threads of the cluster.
+    """
+    if memory_limit <= 0:
+        return TARGET_PARTITION_BYTES
+    share = memory_limit // (max(threads, 1) * THREAD_MEMORY_PER_PARTITION)
+    return int(max(MIN_PARTITION_BYTES, min(TARGET_PARTITION_BYTES, share)))
+
+
+def _plan(input_path, columns, storage_options, rows_per_partition, threads: int, backend: str = "numpy",
+          memory_limit: int = 0):
+    """Plan the partitions; by default at least two per worker thread when row groups allow, of
+    at most :func:`cpu_partition_bytes` (GPU scans: partitions of :data:`GPU_PARTITION_BYTES`, at
+    least one per :data:`GPU_THREADS_PER_PARTITION` threads: fewer tasks of more rows)."""
     gpu = backend == "cupy"
     wanted = max(1, threads // GPU_THREADS_PER_PARTITION) if gpu else PARTITIONS_PER_THREAD * threads
     return plan_dataset(input_path, storage_options=storage_options, rows_per_partition=rows_per_partition,
-                        partition_bytes=GPU_PARTITION_BYTES if gpu else TARGET_PARTITION_BYTES,
+                        partition_bytes=GPU_PARTITION_BYTES if gpu else cpu_partition_bytes(memory_limit, threads),
                         min_partitions=wanted, **columns)
 
 

@@ -37,7 +37,7 @@ def _write_set(folder, files=20, rows=500, classes=4, seed=0):
     return folder
 
 
-def test_gpu_scans_plan_one_partition_per_four_threads(tmp_path, monkeypatch):
+def test_gpu_scans_plan_one_partition_per_four_threads_cpu_scans_two_per_thread(tmp_path, monkeypatch):
     """Too few partitions by bytes are cut again from the footers already read."""
     from labelscan.io import dataset
 
@@ -51,7 +51,8 @@ def test_gpu_scans_plan_one_partition_per_four_threads(tmp_path, monkeypatch):
     assert sorted(footers_read) == sorted(str(path) for path in folder.glob("*.parquet"))
     cpu = _plan(str(folder), COLUMNS, None, None, threads, backend="numpy")
     assert len(gpu.partitions) == threads // GPU_THREADS_PER_PARTITION
-    assert len(cpu.partitions) == 20          # two per thread wanted: every 500-row file apart
+    assert len(cpu.partitions) == 2 * threads     # two per thread wanted, of about equal rows
+    assert {spec.num_rows for spec in cpu.partitions} == {500, 1000}   # a row group (a file) apart at most
 
 
 def _ranked_issues(out):
@@ -162,3 +163,18 @@ def test_the_rank_histogram_of_sorted_images_counts_their_top_bits(dtype, num_is
                           minlength=1 << outcome.RANK_BITS)
     histogram = rank_histogram(written)
     assert histogram.dtype == np.int64 and np.array_equal(histogram, counted)
+
+
+def test_cpu_partitions_are_as_few_as_their_bytes_and_memory_allow(tmp_path):
+    """At most TARGET_PARTITION_BYTES of predictions a partition, less under a tight memory
+    limit (never below MIN_PARTITION_BYTES); about equal rows each."""
+    from labelscan.io.dataset import TARGET_PARTITION_BYTES
+    from labelscan.scan import MIN_PARTITION_BYTES, THREAD_MEMORY_PER_PARTITION, cpu_partition_bytes
+
+    assert cpu_partition_bytes(0, 2) == TARGET_PARTITION_BYTES
+    assert cpu_partition_bytes(64 * 2**30, 2) == TARGET_PARTITION_BYTES
+    assert cpu_partition_bytes(2_500_000_000, 2) == 2_500_000_000 // (2 * THREAD_MEMORY_PER_PARTITION)
+    assert cpu_partition_bytes(10**8, 16) == MIN_PARTITION_BYTES
+    folder = _write_set(tmp_path / "in", files=7, rows=1_000, classes=8)   # 32 KB of predictions a file
+    plan = _plan(str(folder), COLUMNS, None, None, 1, memory_limit=0)
+    assert len(plan.partitions) == 2 and [spec.num_rows for spec in plan.partitions] in ([3_000, 4_000], [4_000, 3_000])
