@@ -136,7 +136,8 @@ def scan(input_path, out_path, *, label_column="label", pred_probs_column="pred_
         fsspec options for input and output.
     rows_per_partition : int, optional
         Rows per partition (whole row groups); default: the ``labelscan.rows-per-partition``
-        setting (:mod:`labelscan.config`), whose default is ≈ 64 MiB of predictions.
+        setting (:mod:`labelscan.config`), whose default makes partitions of about equal rows,
+        at most 256 MiB of predictions each (:func:`labelscan.scan.cpu_partition_bytes`).
     overwrite : bool
         Replace another scan's outputs at ``out_path``.
     resume : bool

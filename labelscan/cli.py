@@ -574,7 +574,8 @@ def demo(rows, classes, noise_rate, seed, out, workers, quiet, as_json):
               help="Start a local cluster of N worker processes [default: 1 using every core].")
 @_storage_option_flags
 @click.option("--rows-per-partition", type=click.IntRange(min=1),
-              help="Rows per partition (whole row groups) [default: about 64 MiB of predictions].")
+              help="Rows per partition (whole row groups) [default: about equal rows, at most 256 MiB "
+                   "of predictions each].")
 @click.option("--issues-per-part", type=click.IntRange(min=1), metavar="ROWS",
               help="Rows per ranked issues part (issues/part-NNNNN.parquet) [default: config "
                    "labelscan.issues-per-part].")

@@ -10,7 +10,7 @@ An explicit argument always wins over the configuration.
 key                                    default  meaning
 =====================================  =======  ==============================================
 ``labelscan.retries``                  2        retries of each task (worker loss)
-``labelscan.rows-per-partition``       null     rows per partition (null: ≈ 64 MiB of predictions)
+``labelscan.rows-per-partition``       null     rows per partition (null: ≤ 256 MiB of predictions each)
 ``labelscan.cache``                    auto     keep decoded partitions in worker memory
 ``labelscan.issues-per-part``          4000000  target rows per ranked issues part
 ``labelscan.timeout``                  null     wall-clock limit of ``labelscan run`` jobs

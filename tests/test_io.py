@@ -143,7 +143,7 @@ def test_partitions_pack_whole_row_groups(memory_url, write_parquet):
     np.testing.assert_array_equal(np.concatenate([part.pred_probs for part in got]), pred_probs)
     np.testing.assert_array_equal(np.concatenate([read_labels(packed, s) for s in packed.partitions]),
                                   labels)
-    (whole,) = plan_dataset(memory_url).partitions   # default: ~64 MiB, the three files in one
+    (whole,) = plan_dataset(memory_url).partitions   # default: at most 256 MiB, the three files in one
     assert [os.path.basename(p.path) for p in whole.pieces] == ["a.parquet", "b.parquet", "c.parquet"]
 
 
