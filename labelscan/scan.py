@@ -39,8 +39,11 @@ from labelscan.xp import array_module, to_host
 ISSUES_PER_PART = 4_000_000
 """Target rows per ranked issues part."""
 
-PARTITIONS_PER_THREAD = 2
-"""Smallest number of partitions per worker thread the default planning aims for (CPU scans)."""
+PARTITIONS_PER_THREAD = 1
+"""Smallest number of partitions per worker thread the default planning aims for (CPU scans).
+Two until the twenty-third session; one, on the 2-core host (one cluster, the partitionings
+alternating, medians of five scans): 1M x 100 4 -> 2 partitions 1.40 -> 1.27 s, 200K x 1000 1.17
+-> 1.10 s, 10M x 10 1.57 -> 1.54 s."""
 
 GPU_THREADS_PER_PARTITION = 4
 """GPU scans aim for at least one partition per this many worker threads: the host work of a
@@ -474,7 +477,7 @@ def cpu_partition_bytes(memory_limit: int, threads: int) -> int:
 
 def _plan(input_path, columns, storage_options, rows_per_partition, threads: int, backend: str = "numpy",
           memory_limit: int = 0):
-    """Plan the partitions; by default at least two per worker thread when row groups allow, of
+    """Plan the partitions; by default at least one per worker thread when row groups allow, of
     at most :func:`cpu_partition_bytes` (GPU scans: partitions of :data:`GPU_PARTITION_BYTES`, at
     least one per :data:`GPU_THREADS_PER_PARTITION` threads: fewer tasks of more rows)."""
     gpu = backend == "cupy"

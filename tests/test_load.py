@@ -138,8 +138,8 @@ def check_many_files(cluster, tmp_path, figures, num_files, rows, max_tasks):
     write_files(tmp_path / "in", [rows] * num_files, 4)
     got = measured_scan(cluster, tmp_path / "in", tmp_path / "out", f"{num_files} files x {rows} rows",
                         figures)
-    # small files are packed into partitions: two per worker thread (the default plan's floor)
-    assert got["partitions"] == 4
+    # small files are packed into partitions: one per worker thread (the default plan's floor)
+    assert got["partitions"] == 2
     assert got["rows"] == num_files * rows
     assert len(list((tmp_path / "out" / "mask").glob("part-*.parquet"))) == got["partitions"]
     assert got["tasks"] < max_tasks                      # independent of the number of files

@@ -1,6 +1,6 @@
 """Task planning that changes how much work a scan does, not its answer.
 
-- GPU scans plan at least one partition per two worker threads (CPU scans: two per thread);
+- GPU scans plan at least one partition per two worker threads (CPU scans: one per thread);
 - ranking at most ``issues_per_part`` issues skips the score-histogram waves, and writes the
   same ranked issues as the histogram path;
 - the ranking submitted before the flag pass has counted its issues (ranged by their bound)
@@ -37,7 +37,7 @@ def _write_set(folder, files=20, rows=500, classes=4, seed=0):
     return folder
 
 
-def test_gpu_scans_plan_one_partition_per_four_threads_cpu_scans_two_per_thread(tmp_path, monkeypatch):
+def test_gpu_scans_plan_one_partition_per_four_threads_cpu_scans_one_per_thread(tmp_path, monkeypatch):
     """Too few partitions by bytes are cut again from the footers already read."""
     from labelscan.io import dataset
 
@@ -51,8 +51,8 @@ def test_gpu_scans_plan_one_partition_per_four_threads_cpu_scans_two_per_thread(
     assert sorted(footers_read) == sorted(str(path) for path in folder.glob("*.parquet"))
     cpu = _plan(str(folder), COLUMNS, None, None, threads, backend="numpy")
     assert len(gpu.partitions) == threads // GPU_THREADS_PER_PARTITION
-    assert len(cpu.partitions) == 2 * threads     # two per thread wanted, of about equal rows
-    assert {spec.num_rows for spec in cpu.partitions} == {500, 1000}   # a row group (a file) apart at most
+    assert len(cpu.partitions) == threads     # one per thread wanted, of about equal rows
+    assert {spec.num_rows for spec in cpu.partitions} == {1000, 1500}   # a row group (a file) apart at most
 
 
 def _ranked_issues(out):
@@ -176,5 +176,5 @@ def test_cpu_partitions_are_as_few_as_their_bytes_and_memory_allow(tmp_path):
     assert cpu_partition_bytes(2_500_000_000, 2) == 2_500_000_000 // (2 * THREAD_MEMORY_PER_PARTITION)
     assert cpu_partition_bytes(10**8, 16) == MIN_PARTITION_BYTES
     folder = _write_set(tmp_path / "in", files=7, rows=1_000, classes=8)   # 32 KB of predictions a file
-    plan = _plan(str(folder), COLUMNS, None, None, 1, memory_limit=0)
+    plan = _plan(str(folder), COLUMNS, None, None, 2, memory_limit=0)
     assert len(plan.partitions) == 2 and [spec.num_rows for spec in plan.partitions] in ([3_000, 4_000], [4_000, 3_000])

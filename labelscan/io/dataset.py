@@ -40,8 +40,8 @@ from labelscan.io.validate import (label_problems, pred_probs_problems, validate
 
 CLASS_NAMES_KEY = b"labelscan.class_names"
 TARGET_PARTITION_BYTES = 256 * 2**20
-"""Most predictions per partition of a CPU scan's default planning (which also asks for two
-partitions per worker thread, :data:`labelscan.scan.PARTITIONS_PER_THREAD`). Fewer, larger
+"""Most predictions per partition of a CPU scan's default planning (which also asks for a
+partition per worker thread, :data:`labelscan.scan.PARTITIONS_PER_THREAD`). Fewer, larger
 partitions cost less per row: each task has a fixed cost (scheduling, and per-class steps in
 Python), paid K times per partition in some passes. 2-core host, one cluster, the partitions'
 rows alternating, medians of five scans: 1M x 100 8 -> 4 partitions 1.83 -> 1.44 s, 200K x 1000
