@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from labelscan.io.column_set import Consecutive
-from labelscan.xp import array_module, bincount, to_host
+from labelscan.xp import array_module, bincount, stable_argsort, to_host
 
 FLOATING_POINT_COMPARISON = 1e-6
 """Tolerance cleanlab adds to thresholds and to the given label's probability."""
@@ -217,9 +217,7 @@ def class_order(labels, num_classes: int):
     labels : array, shape (n,), integer in [0, K)
     num_classes : int
     """
-    xp = array_module(labels)
-    small = labels.astype(np.uint16 if num_classes <= np.iinfo(np.uint16).max else np.int64)
-    return xp.argsort(small, kind="stable") if xp is np else xp.argsort(small)  # CuPy sorts stably
+    return stable_argsort(labels.astype(np.uint16 if num_classes <= np.iinfo(np.uint16).max else np.int64))
 
 
 def inverse_permutation(order):
