@@ -6,6 +6,7 @@ labelscan closes only what it started.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 
 import psutil
@@ -181,15 +182,13 @@ def cpu_worker_malloc(memory_limit, n_workers: int) -> dict:
     dict
         Environment variables of the worker processes.
     """
-    from dask.utils import parse_bytes
+    from distributed.system import MEMORY_LIMIT
+    from distributed.worker_memory import parse_memory_limit
 
-    total = psutil.virtual_memory().total
-    if isinstance(memory_limit, str) and memory_limit != "auto":
-        limit = parse_bytes(memory_limit)
-    elif isinstance(memory_limit, (int, float)) and memory_limit > 0:
-        limit = memory_limit * total if memory_limit <= 1 else memory_limit
-    else:
-        limit = total / max(n_workers, 1)
+    n_workers = max(n_workers, 1)
+    # LocalCluster's own reading ("auto": an n_workers-th of the host's memory); no limit: the same share
+    limit = parse_memory_limit(memory_limit, 1, n_workers, logger=logging.getLogger(__name__)) \
+        or MEMORY_LIMIT / n_workers
     return {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": str(1 << 32),
             "MALLOC_TRIM_THRESHOLD_": str(int(limit * CPU_WORKER_KEPT_FRACTION))}
 

@@ -175,14 +175,14 @@ def test_workers_in_this_process_leave_its_objects_alone():
 
 
 def test_cpu_worker_malloc_reads_memory_limits_as_localcluster_takes_them():
-    import psutil
+    from distributed.system import MEMORY_LIMIT
 
     from labelscan.cluster import cpu_worker_malloc
 
     def kept(memory_limit, n_workers=1):
         return int(cpu_worker_malloc(memory_limit, n_workers)["MALLOC_TRIM_THRESHOLD_"])
 
-    total = psutil.virtual_memory().total
+    total = MEMORY_LIMIT   # the host's memory as LocalCluster reads it (cgroup and rlimit bounds included)
     assert kept("2.5GB") == 625_000_000
     assert kept(4_000_000_000) == 1_000_000_000
     assert kept(0.5) == int(total * 0.5 * 0.25)
